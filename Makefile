@@ -1,0 +1,39 @@
+# fakeface-lab: the two commands are `make reproduce` (main job) and `make test` (tests).
+PYTHON ?= python3
+VENV ?= .venv
+PY ?= $(VENV)/bin/python
+PROFILE ?= sample
+
+.PHONY: install test reproduce smoke lab lint strip-notebooks clean-runs
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e ".[cpu,lab,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+## Run the notebook series on the face sample (profile: sample; override with PROFILE=smoke|full)
+reproduce: install
+	$(PY) -m helpers.reproduce --profile $(PROFILE)
+
+## Unit tests, integration tests on ../shared/data/faces, and the smoke profile through papermill
+test: install
+	$(PY) -m pytest -q --timeout=1200
+
+smoke: install
+	$(PY) -m helpers.reproduce --profile smoke
+
+lab: install
+	$(VENV)/bin/jupyter lab notebooks/
+
+lint: install
+	$(VENV)/bin/ruff check helpers tests benchmarks
+
+## Remove outputs from notebooks before committing
+strip-notebooks: install
+	$(VENV)/bin/nbstripout notebooks/*.ipynb
+
+clean-runs:
+	rm -rf runs/

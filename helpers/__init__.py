@@ -1,0 +1,8 @@
+"""fakeface-lab helpers: one module per stage of the real-vs-AI-generated face pipeline.
+
+Modules: ``config`` (run settings, finding data and weights), ``data`` (validated loader,
+manifest scan), ``splits`` (leakage-free splits), ``pipeline`` (tf.data), ``models``,
+``train``, ``evaluate``, ``plots``, ``explain``, ``embed``, ``reproduce``.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,260 @@
+"""Reading face images: the one validated loader and the manifest scan.
+
+Every image in the project enters through :func:`load_image`. It never raises for a bad
+file: it returns a :class:`LoadedImage` whose ``error`` says why the file was rejected,
+or whose ``conversions`` say what was done to make it a plain 8-bit RGB array
+(EXIF rotation, CMYK, 16-bit, grayscale, alpha, palette). :func:`scan_folder` runs the
+loader over a ``<label>/<source>/<file>`` tree and returns a manifest in which every
+file appears, rejected ones with their reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+LABELS = ("real", "fake")
+LABEL_TO_INT = {"real": 0, "fake": 1}
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024  # 50 MB on disk
+DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000
+MANIFEST_COLUMNS = ["path", "label", "source", "file_size", "width", "height", "format", "mode",
+                    "sha256", "phash", "status", "reason"]
+_ROTATING_ORIENTATIONS = {5, 6, 7, 8}
+
+
+@dataclass
+class LoadedImage:
+    """Result of :func:`load_image`.
+
+    ``image`` is an ``H x W x 3`` uint8 array, or None when ``error`` is set. ``width`` and
+    ``height`` are those of the file as displayed (after EXIF rotation), before any resize.
+    """
+
+    path: Path
+    image: np.ndarray | None = None
+    width: int = 0
+    height: int = 0
+    format: str = ""
+    mode: str = ""
+    conversions: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _to_rgb(img: Image.Image, conversions: list[str]) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB, recording what was done."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        arr8 = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
+        conversions.append(f"{mode} (high bit depth) -> 8-bit")
+        img = Image.fromarray(arr8, mode="L")
+        mode = "L"
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        conversions.append(f"{mode} with alpha -> RGB on white")
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    names = {"L": "grayscale", "1": "1-bit", "CMYK": "CMYK", "P": "palette", "YCbCr": "YCbCr",
+             "LAB": "Lab", "HSV": "HSV"}
+    conversions.append(f"{names.get(mode, mode)} -> RGB")
+    return img.convert("RGB")
+
+
+def load_image(path: str | os.PathLike, size: int | None = None, *,
+               max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
+               draft: int | None = None) -> LoadedImage:
+    """Load one image file as 8-bit RGB, validating it; never raises for a bad file.
+
+    Args:
+        path: the image file.
+        size: if given, resize to ``size x size`` (bilinear, antialiased).
+        max_bytes: files larger than this on disk are rejected.
+        max_pixels: images with more pixels than this are rejected before decoding.
+        draft: let JPEG decoding shrink by a power of two down to at least this size
+            (much faster for large files); defaults to ``size``.
+
+    Returns:
+        A :class:`LoadedImage`; check ``.ok`` / ``.error``.
+    """
+    path = Path(path)
+    result = LoadedImage(path=path)
+    try:
+        n_bytes = path.stat().st_size
+    except OSError as exc:
+        result.error = f"cannot read file: {exc.strerror or exc}"
+        return result
+    if n_bytes == 0:
+        result.error = "empty file (0 bytes)"
+        return result
+    if n_bytes > max_bytes:
+        result.error = f"file too large: {n_bytes / 1e6:.1f} MB > limit {max_bytes / 1e6:.1f} MB"
+        return result
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                result.format = img.format or ""
+                result.mode = img.mode
+                width, height = img.size
+                orientation = img.getexif().get(0x0112, 1)
+                if orientation in _ROTATING_ORIENTATIONS:
+                    width, height = height, width
+                result.width, result.height = width, height
+                if width * height > max_pixels:
+                    result.error = (f"image too large: {width}x{height} = {width * height:,} pixels "
+                                    f"> limit {max_pixels:,}")
+                    return result
+                n_frames = getattr(img, "n_frames", 1)
+                if n_frames > 1:
+                    result.conversions.append(f"first frame of {n_frames}")
+                target = draft or size
+                if target and img.format == "JPEG":
+                    img.draft("RGB", (target, target))
+                img.load()
+                if orientation not in (1, None):
+                    img = ImageOps.exif_transpose(img)
+                    result.conversions.append(f"EXIF orientation {orientation} applied")
+                img = _to_rgb(img, result.conversions)
+                if size:
+                    img = img.resize((size, size), Image.Resampling.BILINEAR)
+                result.image = np.asarray(img, dtype=np.uint8).copy()
+    except UnidentifiedImageError:
+        result.error = "not an image (format not recognised)"
+    except Image.DecompressionBombError as exc:
+        result.error = f"image too large (decompression bomb guard): {exc}"
+    except (OSError, SyntaxError, ValueError) as exc:
+        result.error = f"truncated or corrupt image: {exc}"
+    except MemoryError:
+        result.error = "image too large to decode in memory"
+    if result.error:
+        result.image = None
+    return result
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def perceptual_hash(image: np.ndarray) -> str:
+    """64-bit DCT perceptual hash (``imagehash.phash``) of an RGB array, as 16 hex digits."""
+    import imagehash
+
+    return str(imagehash.phash(Image.fromarray(image)))
+
+
+def list_image_files(root: str | os.PathLike, limit_per_source: int | None = None,
+                     seed: int = 0) -> pd.DataFrame:
+    """List files under ``root/<label>/<source>/`` (recursively) with their label and source.
+
+    Files whose place does not fit the layout are kept with ``status='rejected'`` so they are
+    reported, not dropped. With ``limit_per_source``, a seeded hash of the path picks a
+    deterministic subset of each source.
+    """
+    root = Path(root)
+    rows = []
+    for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        label = label_dir.name.lower()
+        for entry in sorted(label_dir.rglob("*")):
+            if not entry.is_file() or entry.name.startswith("."):
+                continue
+            rel = entry.relative_to(root).as_posix()
+            parts = entry.relative_to(label_dir).parts
+            if label not in LABELS:
+                rows.append(dict(path=rel, label=label, source="", status="rejected",
+                                 reason=f"top folder '{label_dir.name}' is not one of {LABELS}"))
+            elif len(parts) < 2:
+                rows.append(dict(path=rel, label=label, source="", status="rejected",
+                                 reason="file not inside a <label>/<source>/ folder"))
+            else:
+                rows.append(dict(path=rel, label=label, source=parts[0], status="", reason=""))
+    files = pd.DataFrame(rows, columns=["path", "label", "source", "status", "reason"])
+    if limit_per_source:
+        order = files["path"].map(lambda p: hashlib.sha256(f"{seed}:{p}".encode()).hexdigest())
+        files = (files.assign(_order=order).sort_values(["label", "source", "_order"])
+                 .groupby(["label", "source"], sort=True).head(limit_per_source)
+                 .drop(columns="_order").sort_values("path"))
+    return files.reset_index(drop=True)
+
+
+def _describe_file(root: Path, row: dict, max_pixels: int) -> dict:
+    full = root / row["path"]
+    loaded = load_image(full, draft=128, max_pixels=max_pixels)
+    record = dict(row)
+    record.update(file_size=full.stat().st_size if full.exists() else 0, width=loaded.width,
+                  height=loaded.height, format=loaded.format, mode=loaded.mode)
+    if not loaded.ok:
+        record.update(status="rejected", reason=loaded.error, sha256="", phash="")
+        return record
+    record.update(sha256=file_sha256(full), phash=perceptual_hash(loaded.image),
+                  status="converted" if loaded.conversions else "ok",
+                  reason="; ".join(loaded.conversions))
+    return record
+
+
+def scan_folder(root: str | os.PathLike, limit_per_source: int | None = None, seed: int = 0,
+                workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                progress: bool = True) -> pd.DataFrame:
+    """Scan a face folder into a manifest (see ``MANIFEST_COLUMNS``); every file gets a row.
+
+    Each file goes through :func:`load_image`; ``status`` is ``ok``, ``converted`` (with what
+    was converted in ``reason``) or ``rejected`` (with why). Hashing and decoding run on a
+    thread pool.
+    """
+    from tqdm.auto import tqdm
+
+    root = Path(root)
+    files = list_image_files(root, limit_per_source=limit_per_source, seed=seed)
+    todo = [r for r in files.to_dict("records") if r["status"] != "rejected"]
+    misplaced = [dict(r, file_size=0, width=0, height=0, format="", mode="", sha256="", phash="")
+                 for r in files.to_dict("records") if r["status"] == "rejected"]
+    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) * 2)) as pool:
+        described = list(tqdm(pool.map(lambda r: _describe_file(root, r, max_pixels), todo),
+                              total=len(todo), desc="scanning images", disable=not progress))
+    manifest = pd.DataFrame(described + misplaced, columns=MANIFEST_COLUMNS)
+    return manifest.sort_values("path").reset_index(drop=True)
+
+
+def usable(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose image loaded (``ok`` or ``converted``)."""
+    return manifest[manifest["status"] != "rejected"].reset_index(drop=True)
+
+
+def rejected_report(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Rejected files with their reasons, for display in a notebook."""
+    return manifest.loc[manifest["status"] == "rejected", ["path", "label", "source", "reason"]]
+
+
+def summarize_manifest(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Counts per label and source, with status breakdown and typical size/format."""
+    grouped = manifest.groupby(["label", "source"])
+    summary = grouped.agg(
+        files=("path", "size"),
+        ok=("status", lambda s: int((s == "ok").sum())),
+        converted=("status", lambda s: int((s == "converted").sum())),
+        rejected=("status", lambda s: int((s == "rejected").sum())),
+        median_width=("width", "median"),
+        median_height=("height", "median"),
+        formats=("format", lambda s: ",".join(sorted(set(s) - {""}))),
+        mean_kb=("file_size", lambda s: round(float(s.mean()) / 1024, 1)),
+    )
+    return summary.reset_index()

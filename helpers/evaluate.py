@@ -1,0 +1,238 @@
+"""Evaluation: metrics with bootstrap confidence intervals, overall and per source.
+
+The decision threshold is chosen on the validation split (:func:`choose_threshold`) and
+then applied unchanged to the test split. Per-source numbers answer "how does the detector
+do on this source": for a fake source, AUC against all real test images and the detection
+rate; for a real source, AUC against all fake test images and the false-positive rate.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from helpers.pipeline import labels_of
+
+
+def predict_scores(model, dataset) -> np.ndarray:
+    """P(fake) for every image of a (non-shuffled) dataset, in order."""
+    return np.asarray(model.predict(dataset, verbose=0)).reshape(-1)
+
+
+def choose_threshold(y_true: np.ndarray, scores: np.ndarray, method: str = "youden") -> float:
+    """Pick a decision threshold on validation data.
+
+    ``youden`` maximises TPR - FPR on the ROC curve; ``accuracy`` maximises accuracy. Falls
+    back to 0.5 when the validation data has a single class.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    scores = np.asarray(scores, dtype=float)
+    if len(np.unique(y_true)) < 2:
+        return 0.5
+    if method == "youden":
+        fpr, tpr, thresholds = skm.roc_curve(y_true, scores)
+        best = int(np.argmax(tpr - fpr))
+        return float(np.clip(thresholds[best], 0.0, 1.0))
+    if method == "accuracy":
+        candidates = np.unique(scores)
+        accuracy = [np.mean((scores >= t) == y_true) for t in candidates]
+        return float(candidates[int(np.argmax(accuracy))])
+    raise ValueError(f"unknown threshold method {method!r}")
+
+
+def binary_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict:
+    """Accuracy, ROC AUC, average precision, precision, recall, F1 and confusion counts (fake = 1)."""
+    y_true = np.asarray(y_true).astype(int)
+    scores = np.asarray(scores, dtype=float)
+    y_pred = (scores >= threshold).astype(int)
+    tn, fp, fn, tp = skm.confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
+    both = len(np.unique(y_true)) == 2
+    return dict(
+        n=int(len(y_true)), threshold=float(threshold),
+        accuracy=float(skm.accuracy_score(y_true, y_pred)),
+        auc=float(skm.roc_auc_score(y_true, scores)) if both else float("nan"),
+        average_precision=float(skm.average_precision_score(y_true, scores)) if both else float("nan"),
+        precision=float(skm.precision_score(y_true, y_pred, zero_division=0)),
+        recall=float(skm.recall_score(y_true, y_pred, zero_division=0)),
+        f1=float(skm.f1_score(y_true, y_pred, zero_division=0)),
+        tn=int(tn), fp=int(fp), fn=int(fn), tp=int(tp),
+    )
+
+
+def bootstrap_ci(y_true: np.ndarray, scores: np.ndarray, statistic: str, threshold: float = 0.5,
+                 n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of ``auc`` or ``accuracy``, resampling within each class."""
+    y_true = np.asarray(y_true).astype(int)
+    scores = np.asarray(scores, dtype=float)
+    rng = np.random.default_rng(seed)
+    by_class = [np.flatnonzero(y_true == c) for c in (0, 1)]
+    values = []
+    for _ in range(n_boot):
+        idx = np.concatenate([rng.choice(members, len(members)) for members in by_class if len(members)])
+        y, s = y_true[idx], scores[idx]
+        if statistic == "auc":
+            if len(np.unique(y)) < 2:
+                return (float("nan"), float("nan"))
+            values.append(skm.roc_auc_score(y, s))
+        elif statistic == "accuracy":
+            values.append(np.mean((s >= threshold) == y))
+        else:
+            raise ValueError(f"unknown statistic {statistic!r}")
+    alpha = (1 - level) / 2
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
+
+
+def per_source_metrics(frame: pd.DataFrame, scores: np.ndarray, threshold: float,
+                       n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """One row per source: count, accuracy at the threshold, AUC against the other class, 95% CIs.
+
+    ``rate`` is the detection rate (fakes called fake) for a fake source and the
+    false-positive rate (reals called fake) for a real source.
+    """
+    y = labels_of(frame)
+    scores = np.asarray(scores, dtype=float)
+    rows = []
+    for (label, source), members in frame.reset_index(drop=True).groupby(["label", "source"]):
+        own = members.index.to_numpy()
+        other = np.flatnonzero(y != y[own[0]])
+        idx = np.concatenate([own, other])
+        acc = float(np.mean((scores[own] >= threshold) == y[own]))
+        called_fake = float(np.mean(scores[own] >= threshold))
+        auc = (float(skm.roc_auc_score(y[idx], scores[idx])) if len(other) else float("nan"))
+        auc_lo, auc_hi = bootstrap_ci(y[idx], scores[idx], "auc", n_boot=n_boot, seed=seed) if len(other) \
+            else (float("nan"), float("nan"))
+        acc_lo, acc_hi = bootstrap_ci(y[own], scores[own], "accuracy", threshold, n_boot, seed=seed)
+        rows.append(dict(label=label, source=source, n=len(own), accuracy=acc, accuracy_lo=acc_lo,
+                         accuracy_hi=acc_hi, auc=auc, auc_lo=auc_lo, auc_hi=auc_hi,
+                         rate_name="detection rate" if label == "fake" else "false-positive rate",
+                         rate=called_fake))
+    return pd.DataFrame(rows)
+
+
+def evaluate_scores(name: str, val_frame: pd.DataFrame, val_scores: np.ndarray,
+                    test_frame: pd.DataFrame, test_scores: np.ndarray, n_boot: int = 1000,
+                    threshold_method: str = "youden", seed: int = 0, extra: dict | None = None) -> dict:
+    """Full evaluation of one model: threshold from validation, test metrics, CIs, per source."""
+    threshold = choose_threshold(labels_of(val_frame), val_scores, threshold_method)
+    y_test = labels_of(test_frame)
+    overall = binary_metrics(y_test, test_scores, threshold)
+    overall["auc_ci"] = bootstrap_ci(y_test, test_scores, "auc", n_boot=n_boot, seed=seed)
+    overall["accuracy_ci"] = bootstrap_ci(y_test, test_scores, "accuracy", threshold, n_boot, seed=seed)
+    overall["at_0.5"] = binary_metrics(y_test, test_scores, 0.5)
+    return dict(model=name, threshold=threshold, threshold_method=threshold_method,
+                val=binary_metrics(labels_of(val_frame), val_scores, threshold), test=overall,
+                per_source=per_source_metrics(test_frame, test_scores, threshold, n_boot, seed)
+                .to_dict("records"), **(extra or {}))
+
+
+def save_json(data: dict, path: str | Path) -> Path:
+    """Write a metrics dict as indented JSON (NaN written as null)."""
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        if isinstance(value, (float, np.floating)):
+            return None if np.isnan(value) else round(float(value), 6)
+        if isinstance(value, np.integer):
+            return int(value)
+        return value
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(clean(data), indent=2))
+    return path
+
+
+def _fmt_ci(value: float, ci: tuple[float, float] | list) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "n/a"
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def table5_model_comparison(results: list[dict]) -> pd.DataFrame:
+    """Table 5 layout: one row per model, test accuracy/precision/recall/F1/AUC at the val threshold."""
+    rows = []
+    for r in results:
+        t = r["test"]
+        rows.append({"Model": r["model"], "Accuracy": _fmt_ci(t["accuracy"], t["accuracy_ci"]),
+                     "Precision": round(t["precision"], 3), "Recall": round(t["recall"], 3),
+                     "F1": round(t["f1"], 3), "ROC AUC": _fmt_ci(t["auc"], t["auc_ci"]),
+                     "Threshold (val)": round(r["threshold"], 3), "Test images": t["n"]})
+    return pd.DataFrame(rows)
+
+
+def table7_class_report(result: dict, frame: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
+    """Table 7 layout: precision, recall, F1 and support per class (real, fake) plus averages."""
+    y = labels_of(frame)
+    y_pred = (np.asarray(scores) >= result["threshold"]).astype(int)
+    report = skm.classification_report(y, y_pred, labels=[0, 1], target_names=["real", "fake"],
+                                       output_dict=True, zero_division=0)
+    table = pd.DataFrame(report).T.rename(columns={"f1-score": "f1"})
+    table.insert(0, "Model", result["model"])
+    return table.reset_index(names="Class").round(3)
+
+
+def table8_per_source(results: list[dict]) -> pd.DataFrame:
+    """Table 8 layout: rows are sources, columns per model: AUC [CI] and accuracy/FPR at threshold."""
+    rows: dict[tuple[str, str], dict] = {}
+    for r in results:
+        for s in r["per_source"]:
+            row = rows.setdefault((s["label"], s["source"]), {"Label": s["label"], "Source": s["source"],
+                                                              "n": s["n"]})
+            row[f"{r['model']} AUC"] = _fmt_ci(s["auc"], (s["auc_lo"], s["auc_hi"]))
+            row[f"{r['model']} accuracy"] = _fmt_ci(s["accuracy"], (s["accuracy_lo"], s["accuracy_hi"]))
+    return pd.DataFrame(list(rows.values()))
+
+
+def save_table(table: pd.DataFrame, path_without_suffix: str | Path) -> None:
+    """Write a table as CSV and as a Markdown file (for the README and the report)."""
+    path = Path(path_without_suffix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path.with_suffix(".csv"), index=False)
+    path.with_suffix(".md").write_text(table.to_markdown(index=False) + "\n")
+
+
+def evaluate_run_models(cfg, split_frame: pd.DataFrame, model_keys: list[str], batch_size: int = 64,
+                        n_boot: int = 1000, threshold_method: str = "youden") -> tuple[list[dict], pd.DataFrame]:
+    """Evaluate every trained model of a run on its val and test splits.
+
+    Looks for ``models/<key>.keras`` and ``training/<arch>.json`` in the run folder (models not
+    trained in this run are skipped with a message), writes ``metrics/<key>_metrics.json`` and
+    ``predictions/<key>.csv``, and returns the results and all test predictions (long format).
+    """
+    from helpers.models import MODEL_TITLES, load_detector
+    from helpers.pipeline import make_dataset
+
+    results, predictions = [], []
+    frames = {s: split_frame[split_frame["split"] == s].reset_index(drop=True) for s in ("val", "test")}
+    for key in model_keys:
+        model_path = cfg.run_dir / "models" / f"{key}.keras"
+        if not model_path.exists():
+            print(f"skipping {key}: {model_path} not found (train it in notebook 03/04)")
+            continue
+        arch = key.split("_")[0]
+        record_path = cfg.run_dir / "training" / f"{arch}.json"
+        record = json.loads(record_path.read_text()) if record_path.exists() else {}
+        size = int(record.get("image_size", cfg.image_size))
+        model = load_detector(model_path)
+        scores = {s: predict_scores(model, make_dataset(f, cfg.data_root, size, batch_size, cache=False))
+                  for s, f in frames.items()}
+        result = evaluate_scores(MODEL_TITLES.get(key, key), frames["val"], scores["val"], frames["test"],
+                                 scores["test"], n_boot=n_boot, threshold_method=threshold_method,
+                                 seed=cfg.seed, extra=dict(key=key, image_size=size,
+                                                           weights=record.get("weights", {})))
+        save_json(result, cfg.path("metrics", f"{key}_metrics.json"))
+        test_pred = frames["test"][["path", "label", "source"]].assign(model=key, score=scores["test"])
+        test_pred.to_csv(cfg.path("predictions", f"{key}.csv"), index=False)
+        predictions.append(test_pred)
+        results.append(result)
+        warning = record.get("weights", {}).get("warning")
+        print(f"{result['model']}: test AUC {result['test']['auc']:.3f} accuracy "
+              f"{result['test']['accuracy']:.3f} at val threshold {result['threshold']:.3f}"
+              + (" [RANDOM-INIT BACKBONE]" if warning else ""))
+    return results, (pd.concat(predictions, ignore_index=True) if predictions else pd.DataFrame())

@@ -1,0 +1,234 @@
+"""The detectors: ImageNet-pretrained MobileNetV2 and ResNet50 with the report's heads.
+
+Both take ``(size, size, 3)`` images with values in 0..255 and output P(fake). The backbone
+is a nested model named ``backbone``; layers before it are augmentation and preprocessing,
+layers after it the classification head (see :func:`model_parts`).
+
+ImageNet weights are found offline first (``$FAKEFACE_WEIGHTS``, the Keras cache,
+``../shared/weights``), then downloaded; where neither works the backbone falls back to
+random initialisation with a loud warning that the run records (:class:`WeightsInfo`).
+
+Fine-tuning (:func:`prepare_finetune`) unfreezes the top of the backbone but keeps every
+BatchNormalization layer frozen (``trainable = False``). With Keras 3, calling the
+backbone with ``training=False`` is not enough: once the outer model trains, the
+BatchNormalization statistics drift and the model collapses to one class at test time.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from helpers.config import weights_search_dirs
+
+ARCHITECTURES = {
+    "mobilenetv2": dict(
+        constructor=keras.applications.MobileNetV2, preprocess="tf",
+        files=["mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5",
+               "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"]),
+    "resnet50": dict(
+        constructor=keras.applications.ResNet50, preprocess="caffe",
+        files=["resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"]),
+}
+BACKBONE_NAME = "backbone"
+
+
+@dataclass
+class WeightsInfo:
+    """Where a backbone's weights came from: ``local`` file, ``download`` or ``none`` (random)."""
+
+    arch: str
+    source: str
+    path: str = ""
+    warning: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@keras.saving.register_keras_serializable(package="fakeface")
+class ImagenetPreprocess(layers.Layer):
+    """Map 0..255 RGB to a backbone's expected input: ``tf`` -> [-1, 1], ``caffe`` -> BGR minus mean."""
+
+    def __init__(self, mode: str = "tf", **kwargs) -> None:
+        super().__init__(**kwargs)
+        if mode not in ("tf", "caffe"):
+            raise ValueError(f"unknown preprocessing mode {mode!r}")
+        self.mode = mode
+
+    def call(self, inputs):
+        if self.mode == "tf":
+            return inputs / 127.5 - 1.0
+        bgr = keras.ops.flip(inputs, axis=-1)
+        return bgr - keras.ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=inputs.dtype)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "mode": self.mode}
+
+
+def _rows_for(image_size: int) -> int:
+    return image_size if image_size in (96, 128, 160, 192, 224) else 224
+
+
+def find_local_weights(arch: str, image_size: int = 224) -> Path | None:
+    """The first offline ImageNet weight file for ``arch`` in the search folders, or None."""
+    names = [f.format(rows=_rows_for(image_size)) for f in ARCHITECTURES[arch]["files"]]
+    for folder in weights_search_dirs():
+        if folder.is_file() and folder.name in names:
+            return folder
+        for name in names:
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def build_backbone(arch: str, image_size: int, weights: str | None = "imagenet") -> tuple[keras.Model, WeightsInfo]:
+    """The backbone without top, with weights resolved offline-first (see module docstring)."""
+    spec = ARCHITECTURES[arch]
+    shape = (image_size, image_size, 3)
+    make = spec["constructor"]
+    if weights != "imagenet":
+        info = WeightsInfo(arch, "none" if weights is None else "local", str(weights or ""))
+        return make(include_top=False, weights=weights, input_shape=shape, name=BACKBONE_NAME), info
+    local = find_local_weights(arch, image_size)
+    if local is not None:
+        return (make(include_top=False, weights=str(local), input_shape=shape, name=BACKBONE_NAME),
+                WeightsInfo(arch, "local", str(local)))
+    try:
+        return (make(include_top=False, weights="imagenet", input_shape=shape, name=BACKBONE_NAME),
+                WeightsInfo(arch, "download"))
+    except Exception as exc:  # offline: the download fails with a URL error
+        message = (f"NO IMAGENET WEIGHTS for {arch}: none found offline in "
+                   f"{[str(d) for d in weights_search_dirs()]} and the download failed "
+                   f"({type(exc).__name__}: {str(exc)[:160]}). The backbone is RANDOMLY INITIALISED "
+                   f"(weights=None); its results are not those of an ImageNet-pretrained {arch}.")
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        print("WARNING:", message)
+        return (make(include_top=False, weights=None, input_shape=shape, name=BACKBONE_NAME),
+                WeightsInfo(arch, "none", warning=message))
+
+
+def augmentation_layers(seed: int = 42) -> keras.Sequential:
+    """Light geometric augmentation: horizontal flip, small rotation and zoom (active in training only)."""
+    return keras.Sequential([
+        layers.RandomFlip("horizontal", seed=seed),
+        layers.RandomRotation(0.05, seed=seed),
+        layers.RandomZoom(0.1, seed=seed),
+    ], name="augmentation")
+
+
+def build_mobilenetv2(image_size: int = 180, dropout: float = 0.2, l2: float = 1e-4,
+                      dense_units: tuple[int, ...] = (256, 128, 64), augment: bool = True,
+                      weights: str | None = "imagenet", seed: int = 42) -> tuple[keras.Model, WeightsInfo]:
+    """MobileNetV2 detector: augmentation, frozen base, GAP, three Dense+ReLU (Dropout, L2), sigmoid."""
+    base, info = build_backbone("mobilenetv2", image_size, weights)
+    base.trainable = False
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = augmentation_layers(seed)(inputs) if augment else inputs
+    x = ImagenetPreprocess("tf", name="preprocess")(x)
+    x = base(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    for i, units in enumerate(dense_units, start=1):
+        x = layers.Dense(units, activation="relu", kernel_regularizer=keras.regularizers.L2(l2),
+                         name=f"dense_{i}")(x)
+        x = layers.Dropout(dropout, seed=seed, name=f"dropout_{i}")(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="prediction")(x)
+    return keras.Model(inputs, outputs, name="mobilenetv2_detector"), info
+
+
+def build_resnet50(image_size: int = 180, hidden_units: int = 512, augment: bool = True,
+                   weights: str | None = "imagenet", seed: int = 42) -> tuple[keras.Model, WeightsInfo]:
+    """ResNet50 detector: frozen base, GAP, Dense 512 ReLU, sigmoid."""
+    base, info = build_backbone("resnet50", image_size, weights)
+    base.trainable = False
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = augmentation_layers(seed)(inputs) if augment else inputs
+    x = ImagenetPreprocess("caffe", name="preprocess")(x)
+    x = base(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dense(hidden_units, activation="relu", name="dense_1")(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="prediction")(x)
+    return keras.Model(inputs, outputs, name="resnet50_detector"), info
+
+
+def build_detector(arch: str, **kwargs) -> tuple[keras.Model, WeightsInfo]:
+    """Build ``mobilenetv2`` or ``resnet50`` with keyword arguments of its builder."""
+    builders = {"mobilenetv2": build_mobilenetv2, "resnet50": build_resnet50}
+    if arch not in builders:
+        raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(builders)}")
+    return builders[arch](**kwargs)
+
+
+def backbone_of(model: keras.Model) -> keras.Model:
+    """The nested backbone model."""
+    return model.get_layer(BACKBONE_NAME)
+
+
+def batchnorm_layers(model: keras.Model) -> list[layers.BatchNormalization]:
+    """Every BatchNormalization layer, searching nested models."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found.extend(batchnorm_layers(layer))
+    return found
+
+
+def prepare_finetune(model: keras.Model, trainable_fraction: float = 0.3,
+                     freeze_batchnorm: bool = True) -> dict:
+    """Unfreeze the top ``trainable_fraction`` of the backbone's layers, BatchNormalization kept frozen.
+
+    ``freeze_batchnorm=False`` is only for a backbone without pretrained weights (trained from
+    scratch): its BatchNormalization statistics are placeholders (mean 0, variance 1) that
+    must be learned, and frozen ones make the activations vanish so nothing can train.
+    Returns counts of trainable layers and weights, for the run log. Recompile afterwards
+    (``helpers.train`` does) with a low learning rate.
+    """
+    if not 0.0 <= trainable_fraction <= 1.0:
+        raise ValueError("trainable_fraction must be in [0, 1]")
+    base = backbone_of(model)
+    base.trainable = True
+    cut = int(round(len(base.layers) * (1.0 - trainable_fraction)))
+    for index, layer in enumerate(base.layers):
+        layer.trainable = index >= cut
+    if freeze_batchnorm:
+        for bn in batchnorm_layers(base):
+            bn.trainable = False
+    trainable = [layer for layer in base.layers if layer.trainable and layer.weights]
+    return dict(backbone_layers=len(base.layers), unfrozen_from=cut,
+                unfrozen_layers_with_weights=len(trainable),
+                trainable_params=int(sum(keras.ops.size(w) for w in model.trainable_weights)),
+                batchnorm_frozen=all(not bn.trainable for bn in batchnorm_layers(base)))
+
+
+def model_parts(model: keras.Model) -> tuple[list[layers.Layer], keras.Model, list[layers.Layer]]:
+    """Split a detector into (layers before the backbone, backbone, head layers after it)."""
+    names = [layer.name for layer in model.layers]
+    cut = names.index(BACKBONE_NAME)
+    before = [layer for layer in model.layers[1:cut] if layer.name != "augmentation"]
+    return before, model.layers[cut], model.layers[cut + 1:]
+
+
+def last_conv_layer_names(backbone: keras.Model, count: int = 3) -> list[str]:
+    """Names of the last ``count`` 2-D convolution layers of a backbone (for feature maps)."""
+    convs = [layer.name for layer in backbone.layers
+             if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D))]
+    return convs[-count:]
+
+
+def load_detector(path: str | Path) -> keras.Model:
+    """Load a detector saved with ``model.save('*.keras')``."""
+    return keras.models.load_model(path, compile=False)
+
+
+MODEL_TITLES = {
+    "mobilenetv2_head": "MobileNetV2 frozen head",
+    "mobilenetv2_finetune": "MobileNetV2 fine-tuned",
+    "resnet50_head": "ResNet50 frozen head",
+    "resnet50_finetune": "ResNet50 fine-tuned",
+}

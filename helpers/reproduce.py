@@ -1,0 +1,165 @@
+"""Run the notebook series with papermill: ``python -m helpers.reproduce --profile sample``.
+
+Each profile (``helpers/profiles/<name>.yml``) gives common parameters and per-notebook
+parameters. Executed copies go to ``runs/<run>/notebooks/``; the run stops at the first
+failing notebook and names it and the failing cell; a summary (time per notebook and the
+headline metrics) is printed and written to ``runs/<run>/summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from helpers.config import REPO_ROOT
+
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook of the series failed; the message names the notebook and the cell."""
+
+
+@dataclass
+class NotebookRun:
+    notebook: str
+    seconds: float
+    output: Path
+
+
+def load_profile(name_or_path: str) -> dict:
+    """Read a profile by name (``smoke``, ``sample``, ``full``) or from a YAML path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROFILES_DIR / f"{name_or_path}.yml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yml"))
+        raise FileNotFoundError(f"no profile {name_or_path!r}; known profiles: {known}")
+    profile = yaml.safe_load(path.read_text())
+    profile.setdefault("common", {})
+    profile.setdefault("notebooks", {})
+    return profile
+
+
+def notebook_parameters(profile: dict, notebook: str, run_name: str, runs_root: Path,
+                        overrides: dict | None = None) -> dict:
+    """Parameters for one notebook: common, then the notebook's own, then overrides."""
+    params = {**profile["common"], **(profile["notebooks"].get(notebook) or {}), **(overrides or {})}
+    params["run_name"] = run_name
+    params["runs_root"] = str(runs_root)
+    run_dir = runs_root / run_name
+    return {k: (v.format(run_dir=run_dir) if isinstance(v, str) else v) for k, v in params.items()}
+
+
+def _failed_cell(exc: Exception) -> str:
+    """'cell N (first line of its code): error' from papermill's execution error."""
+    count = getattr(exc, "exec_count", None)
+    source = (getattr(exc, "source", "") or "").strip().splitlines()
+    ename = getattr(exc, "ename", type(exc).__name__)
+    evalue = getattr(exc, "evalue", str(exc))
+    where = f"cell {count}" + (f" ({source[0][:80]!r})" if source else "")
+    return f"{where}: {ename}: {str(evalue)[:500]}"
+
+
+def run_notebook(notebook: Path, output: Path, parameters: dict, timeout: int | None = None) -> float:
+    """Execute one notebook with papermill; raise :class:`NotebookFailed` naming the cell."""
+    import papermill as pm
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name="python3",
+                            cwd=str(notebook.parent), progress_bar=False, log_output=False,
+                            execution_timeout=timeout)
+    except Exception as exc:  # papermill raises PapermillExecutionError with the cell details
+        raise NotebookFailed(f"{notebook.name} failed at {_failed_cell(exc)} "
+                             f"(executed copy: {output})") from exc
+    return time.perf_counter() - start
+
+
+def headline_metrics(run_dir: Path) -> dict:
+    """Test AUC (with CI) and accuracy of every evaluated model, from ``metrics/*.json``."""
+    headlines = {}
+    for path in sorted((run_dir / "metrics").glob("*_metrics.json")):
+        data = json.loads(path.read_text())
+        test = data.get("test", {})
+        headlines[data.get("model", path.stem)] = dict(
+            test_auc=test.get("auc"), test_auc_ci=test.get("auc_ci"), test_accuracy=test.get("accuracy"),
+            threshold=data.get("threshold"), weights=data.get("weights", {}).get("source"))
+    return headlines
+
+
+def reproduce(profile_name: str, run_name: str | None = None, runs_root: Path | None = None,
+              only: list[str] | None = None, overrides: dict | None = None) -> dict:
+    """Run the profile's notebooks in order; return (and save) the run summary."""
+    import papermill as pm
+
+    profile = load_profile(profile_name)
+    run_name = run_name or profile.get("run_name", Path(profile_name).stem)
+    runs_root = Path(runs_root or REPO_ROOT / "runs").resolve()
+    run_dir = runs_root / run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # The kernel spec runs "python": make that this interpreter (the one with the package).
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    notebooks = [nb for nb in profile["notebooks"] if not only or any(nb.startswith(o) for o in only)]
+    timings: list[NotebookRun] = []
+    started = time.perf_counter()
+    for notebook in notebooks:
+        source = NOTEBOOKS_DIR / f"{notebook}.ipynb"
+        output = run_dir / "notebooks" / f"{notebook}.ipynb"
+        params = notebook_parameters(profile, notebook, run_name, runs_root, overrides)
+        declared = set(pm.inspect_notebook(str(source)))
+        params = {k: v for k, v in params.items() if k in declared}
+        print(f"[reproduce] {notebook} ...", flush=True)
+        seconds = run_notebook(source, output, params, timeout=profile.get("cell_timeout"))
+        timings.append(NotebookRun(notebook, seconds, output))
+        print(f"[reproduce] {notebook} done in {seconds:.0f}s", flush=True)
+    summary = dict(profile=profile_name, run=run_name, run_dir=str(run_dir),
+                   total_seconds=round(time.perf_counter() - started, 1),
+                   notebooks={t.notebook: round(t.seconds, 1) for t in timings},
+                   headline=headline_metrics(run_dir))
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """Human-readable summary lines."""
+    lines = [f"run {summary['run']} (profile {summary['profile']}): {summary['total_seconds']:.0f}s in all"]
+    lines += [f"  {name:<40} {seconds:>7.0f}s" for name, seconds in summary["notebooks"].items()]
+    for model, h in summary["headline"].items():
+        ci = h.get("test_auc_ci") or [float("nan")] * 2
+        lines.append(f"  {model:<40} test AUC {h['test_auc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]  "
+                     f"accuracy {h['test_accuracy']:.3f}  weights: {h['weights']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="sample", help="smoke, sample, full, or a YAML path")
+    parser.add_argument("--run", default=None, help="run name under runs/ (default: the profile name)")
+    parser.add_argument("--runs-root", default=None, help="folder holding runs (default: runs/)")
+    parser.add_argument("--only", nargs="*", help="run only notebooks whose names start with these")
+    parser.add_argument("--data", default=None, help="face data root (else the usual search)")
+    args = parser.parse_args(argv)
+    overrides = {"data_root": args.data} if args.data else None
+    try:
+        summary = reproduce(args.profile, args.run, Path(args.runs_root) if args.runs_root else None,
+                            args.only, overrides)
+    except NotebookFailed as exc:
+        print(f"[reproduce] FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(format_summary(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Shared fixtures: small images the tests make, and the real face sample beside the checkout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SHARED_FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
+
+
+def smooth_image(seed: int, size: int = 64) -> np.ndarray:
+    """A random but smooth RGB image (distinct perceptual hash per seed)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC))
+
+
+def write_jpeg(path: Path, array: np.ndarray, quality: int = 90) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, quality=quality)
+    return path
+
+
+@pytest.fixture
+def face_tree(tmp_path: Path) -> Path:
+    """A tiny ``<label>/<source>/<file>`` tree: 2 real and 2 fake sources, 10 images each."""
+    root = tmp_path / "faces"
+    seed = 0
+    for label, sources in (("real", ("cam_a", "cam_b")), ("fake", ("gan_a", "gan_b"))):
+        for source in sources:
+            for k in range(10):
+                seed += 1
+                image = smooth_image(seed)
+                if label == "fake":  # a learnable difference: fakes are brighter
+                    image = np.clip(image.astype(int) + 60, 0, 255).astype(np.uint8)
+                write_jpeg(root / label / source / f"{source}_{k:02d}.jpg", image)
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared_faces() -> Path:
+    """The real face sample; CI must have it, a developer machine without it skips."""
+    if not SHARED_FACES.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the face sample at {SHARED_FACES}")
+        pytest.skip(f"face sample not found at {SHARED_FACES}")
+    return SHARED_FACES

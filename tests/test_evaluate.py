@@ -1,0 +1,91 @@
+"""Metrics against scikit-learn, validation thresholds, bootstrap intervals and per-source numbers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from helpers import evaluate
+
+
+def _scores(n=400, seed=0, separation=1.5):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    s = 1 / (1 + np.exp(-(rng.normal(size=n) + separation * (2 * y - 1))))
+    return y, s
+
+
+def test_binary_metrics_match_scikit_learn():
+    y, s = _scores()
+    m = evaluate.binary_metrics(y, s, threshold=0.6)
+    pred = (s >= 0.6).astype(int)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert m["auc"] == pytest.approx(skm.roc_auc_score(y, s))
+    assert m["precision"] == pytest.approx(skm.precision_score(y, pred))
+    assert m["recall"] == pytest.approx(skm.recall_score(y, pred))
+    assert m["f1"] == pytest.approx(skm.f1_score(y, pred))
+    assert m["average_precision"] == pytest.approx(skm.average_precision_score(y, s))
+    assert [m["tn"], m["fp"], m["fn"], m["tp"]] == skm.confusion_matrix(y, pred).ravel().tolist()
+    assert np.isnan(evaluate.binary_metrics(np.ones(5), np.linspace(0, 1, 5))["auc"])
+
+
+def test_threshold_is_chosen_on_validation_data():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    s = np.array([0.05, 0.1, 0.2, 0.3, 0.35, 0.9])  # perfectly separable below 0.5
+    t = evaluate.choose_threshold(y, s, "youden")
+    assert 0.2 < t <= 0.3
+    assert evaluate.binary_metrics(y, s, t)["accuracy"] == 1.0
+    assert evaluate.binary_metrics(y, s, 0.5)["accuracy"] < 1.0
+    assert evaluate.choose_threshold(y, s, "accuracy") == pytest.approx(0.3)
+    assert evaluate.choose_threshold(np.zeros(4), np.linspace(0, 1, 4)) == 0.5
+    with pytest.raises(ValueError):
+        evaluate.choose_threshold(y, s, "magic")
+
+
+def test_bootstrap_interval_covers_the_estimate_and_narrows_with_data():
+    y, s = _scores(200, seed=1)
+    lo, hi = evaluate.bootstrap_ci(y, s, "auc", n_boot=300, seed=0)
+    assert lo < skm.roc_auc_score(y, s) < hi
+    y_big, s_big = _scores(3000, seed=1)
+    lo_big, hi_big = evaluate.bootstrap_ci(y_big, s_big, "auc", n_boot=300, seed=0)
+    assert hi_big - lo_big < hi - lo
+    acc_lo, acc_hi = evaluate.bootstrap_ci(y, s, "accuracy", threshold=0.5, n_boot=300)
+    assert acc_lo <= np.mean((s >= 0.5) == y) <= acc_hi
+
+
+def test_per_source_metrics():
+    frame = pd.DataFrame({
+        "label": ["real"] * 10 + ["fake"] * 10 + ["fake"] * 10,
+        "source": ["cam"] * 10 + ["easy_gan"] * 10 + ["hard_gan"] * 10,
+    })
+    scores = np.concatenate([np.linspace(0.1, 0.4, 10),       # reals: low
+                             np.linspace(0.6, 0.9, 10),       # easy fakes: high
+                             np.linspace(0.0, 0.05, 10)])     # hard fakes: lower than every real
+    table = evaluate.per_source_metrics(frame, scores, threshold=0.5, n_boot=100).set_index("source")
+    assert table.at["easy_gan", "auc"] == 1.0 and table.at["easy_gan", "rate"] == 1.0
+    assert table.at["hard_gan", "auc"] == 0.0 and table.at["hard_gan", "accuracy"] == 0.0
+    assert table.at["cam", "rate"] == 0.0 and table.at["cam", "rate_name"] == "false-positive rate"
+    assert table.at["cam", "auc"] == pytest.approx(0.5)  # reals vs all fakes
+    assert (table["n"] == 10).all()
+
+
+def test_evaluate_scores_applies_the_validation_threshold_to_test(tmp_path):
+    y_val, s_val = _scores(200, seed=2)
+    y_test, s_test = _scores(200, seed=3)
+    as_frame = lambda y: pd.DataFrame({"label": np.where(y == 1, "fake", "real"),  # noqa: E731
+                                       "source": np.where(y == 1, "gan", "cam")})
+    result = evaluate.evaluate_scores("m", as_frame(y_val), s_val, as_frame(y_test), s_test, n_boot=50)
+    expected = evaluate.choose_threshold(y_val, s_val)
+    assert result["threshold"] == pytest.approx(expected)
+    assert result["test"]["threshold"] == pytest.approx(expected)
+    assert result["test"]["accuracy"] == pytest.approx(np.mean((s_test >= expected) == y_test))
+    path = evaluate.save_json(result, tmp_path / "m.json")
+    assert '"threshold"' in path.read_text()
+    table5 = evaluate.table5_model_comparison([result])
+    assert table5.loc[0, "Test images"] == 200 and "[" in table5.loc[0, "ROC AUC"]
+    table8 = evaluate.table8_per_source([result])
+    assert set(table8["Source"]) == {"cam", "gan"}
+    table7 = evaluate.table7_class_report(result, as_frame(y_test), s_test)
+    assert {"real", "fake", "macro avg"} <= set(table7["Class"])
+    evaluate.save_table(table5, tmp_path / "t5")
+    assert (tmp_path / "t5.md").read_text().startswith("| Model")

@@ -1,0 +1,155 @@
+"""Model builders, weight resolution, and BatchNormalization staying frozen while fine-tuning."""
+
+import h5py
+import keras
+import numpy as np
+from keras.src.legacy.saving import legacy_h5_format
+import pytest
+
+from conftest import SHARED_FACES
+from helpers import models
+
+SHARED_WEIGHTS = SHARED_FACES.parents[1] / "weights"
+
+
+@pytest.fixture(autouse=True)
+def no_local_weights(tmp_path, monkeypatch):
+    """Point every weight search folder at empty places unless a test says otherwise."""
+    monkeypatch.setattr(models, "weights_search_dirs", lambda: [tmp_path / "nothing"])
+
+
+def _offline(monkeypatch):
+    from keras.src.utils import file_utils
+
+    def refuse(*args, **kwargs):
+        raise Exception("URL fetch failure: simulated offline machine")
+
+    monkeypatch.setattr(file_utils, "get_file", refuse)
+
+
+def test_mobilenetv2_architecture():
+    model, info = models.build_mobilenetv2(image_size=96, weights=None, dropout=0.15, l2=1e-3)
+    assert model.input_shape == (None, 96, 96, 3) and model.output_shape == (None, 1)
+    assert info.source == "none"
+    assert not models.backbone_of(model).trainable
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert [d.units for d in dense] == [256, 128, 64, 1]
+    assert all(d.activation.__name__ == "relu" and d.kernel_regularizer is not None for d in dense[:3])
+    assert dense[-1].activation.__name__ == "sigmoid"
+    dropouts = [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    assert len(dropouts) == 3 and all(d.rate == 0.15 for d in dropouts)
+    assert model.get_layer("augmentation") is not None
+    assert model.get_layer("gap") is not None
+
+
+def test_resnet50_architecture():
+    model, _ = models.build_resnet50(image_size=64, weights=None)
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert [d.units for d in dense] == [512, 1] and not models.backbone_of(model).trainable
+    assert model.output_shape == (None, 1)
+
+
+def test_local_weights_are_found_offline(tmp_path, monkeypatch):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    reference, _ = models.build_backbone("mobilenetv2", 96, weights=None)
+    name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+    with h5py.File(folder / name, "w") as handle:  # the Keras-2 layout of the official files
+        legacy_h5_format.save_weights_to_hdf5_group(handle, reference)
+    monkeypatch.setattr(models, "weights_search_dirs", lambda: [tmp_path / "empty", folder])
+    _offline(monkeypatch)
+    assert models.find_local_weights("mobilenetv2", 180) == folder / name
+    model, info = models.build_mobilenetv2(image_size=96)
+    assert info.source == "local" and info.path == str(folder / name) and not info.warning
+    np.testing.assert_allclose(models.backbone_of(model).weights[0].numpy(), reference.weights[0].numpy())
+
+
+def test_no_weights_offline_falls_back_loudly(monkeypatch, capsys):
+    _offline(monkeypatch)
+    with pytest.warns(RuntimeWarning, match="RANDOMLY INITIALISED"):
+        model, info = models.build_resnet50(image_size=64)
+    assert info.source == "none" and "simulated offline" in info.warning
+    assert "NO IMAGENET WEIGHTS for resnet50" in capsys.readouterr().out
+    assert info.to_dict()["warning"] == info.warning
+
+
+def test_prepare_finetune_unfreezes_the_top_but_never_batchnorm():
+    model, _ = models.build_mobilenetv2(image_size=96, weights=None)
+    report = models.prepare_finetune(model, trainable_fraction=0.3)
+    base = models.backbone_of(model)
+    assert report["batchnorm_frozen"] and all(not bn.trainable for bn in models.batchnorm_layers(model))
+    cut = report["unfrozen_from"]
+    assert all(not layer.trainable for layer in base.layers[:cut])
+    convs = [layer for layer in base.layers[cut:] if isinstance(layer, keras.layers.Conv2D)]
+    assert convs and all(layer.trainable for layer in convs)
+    assert report["trainable_params"] > 100_000
+
+
+def _batchnorm_state(model):
+    return [w.numpy().copy() for bn in models.batchnorm_layers(model) for w in (bn.moving_mean, bn.moving_variance)]
+
+
+def test_batchnorm_statistics_do_not_move_during_finetuning(monkeypatch):
+    """The Keras 3 pitfall: only trainable=False on BN layers keeps their statistics fixed.
+
+    Uses the offline ImageNet weights when present: with random weights and BN statistics
+    of mean 0 / variance 1 the activations vanish and no layer can learn, BN frozen or not.
+    """
+    if SHARED_WEIGHTS.is_dir():
+        monkeypatch.setattr(models, "weights_search_dirs", lambda: [SHARED_WEIGHTS])
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (16, 64, 64, 3)).astype("float32") * 0.3 + 150  # a shifted distribution
+    y = (rng.uniform(size=16) > 0.5).astype("float32")
+
+    model, info = models.build_mobilenetv2(image_size=64, augment=False, weights="imagenet")
+    models.prepare_finetune(model, trainable_fraction=0.5)
+    before = _batchnorm_state(model)
+    bn_ids = {id(w) for bn in models.batchnorm_layers(model) for w in bn.weights}
+    assert not bn_ids & {id(w) for w in model.trainable_weights}
+    kernel = models.backbone_of(model).get_layer("block_16_project").kernel
+    assert id(kernel) in {id(w) for w in model.trainable_weights}
+    kernel_before = kernel.numpy().copy()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, _batchnorm_state(model)))
+    if info.source == "local":
+        assert not np.array_equal(kernel_before, kernel.numpy()), "unfrozen layers must still learn"
+
+    # Control: unfreezing the backbone without freezing BN lets the statistics drift.
+    control, _ = models.build_mobilenetv2(image_size=64, weights=None, augment=False)
+    models.backbone_of(control).trainable = True
+    before = _batchnorm_state(control)
+    control.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    control.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert not all(np.array_equal(a, b) for a, b in zip(before, _batchnorm_state(control)))
+
+
+def test_finetune_from_scratch_can_train_batchnorm():
+    model, _ = models.build_resnet50(image_size=64, weights=None)
+    report = models.prepare_finetune(model, trainable_fraction=1.0, freeze_batchnorm=False)
+    assert not report["batchnorm_frozen"]
+    assert all(bn.trainable for bn in models.batchnorm_layers(model))
+
+
+def test_preprocessing_matches_keras_applications():
+    x = np.random.default_rng(1).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    tf_mode = models.ImagenetPreprocess("tf")(x)
+    caffe = models.ImagenetPreprocess("caffe")(x)
+    np.testing.assert_allclose(tf_mode, keras.applications.mobilenet_v2.preprocess_input(x.copy()), atol=1e-5)
+    np.testing.assert_allclose(caffe, keras.applications.resnet50.preprocess_input(x.copy()), atol=1e-4)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model, _ = models.build_mobilenetv2(image_size=64, weights=None)
+    x = np.random.default_rng(2).uniform(0, 255, (3, 64, 64, 3)).astype("float32")
+    model.save(tmp_path / "m.keras")
+    loaded = models.load_detector(tmp_path / "m.keras")
+    np.testing.assert_allclose(model.predict(x, verbose=0), loaded.predict(x, verbose=0), atol=1e-5)
+    before, base, head = models.model_parts(loaded)
+    assert [layer.name for layer in before] == ["preprocess"] and base.name == "backbone"
+    assert head[-1].name == "prediction"
+
+
+def test_unknown_architecture_is_rejected():
+    with pytest.raises(ValueError, match="unknown architecture"):
+        models.build_detector("vgg16")

@@ -1,0 +1,79 @@
+"""Profiles, notebook hygiene and the papermill runner's failure reporting."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+
+from helpers import reproduce
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("profile", ["smoke", "sample", "full"])
+def test_profiles_name_existing_notebooks_and_declared_parameters(profile):
+    loaded = reproduce.load_profile(profile)
+    assert list(loaded["notebooks"]) == sorted(loaded["notebooks"])
+    for notebook, params in loaded["notebooks"].items():
+        path = reproduce.NOTEBOOKS_DIR / f"{notebook}.ipynb"
+        assert path.is_file(), path
+        declared = set(pm.inspect_notebook(str(path)))
+        unknown = set({**loaded["common"], **(params or {})}) - declared
+        assert not unknown, f"{profile}/{notebook} sets undeclared parameters {unknown}"
+
+
+def test_unknown_profile_lists_the_known_ones():
+    with pytest.raises(FileNotFoundError, match="smoke"):
+        reproduce.load_profile("nope")
+
+
+def test_parameters_merge_and_fill_the_run_folder(tmp_path):
+    profile = {"common": {"seed": 1, "figures_dir": "{run_dir}/figures"},
+               "notebooks": {"01_x": {"seed": 2}}}
+    params = reproduce.notebook_parameters(profile, "01_x", "r", tmp_path, {"data_root": "/d"})
+    assert params == {"seed": 2, "figures_dir": f"{tmp_path}/r/figures", "data_root": "/d",
+                      "run_name": "r", "runs_root": str(tmp_path)}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_are_clean_and_follow_the_template(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    assert "colab-badge" in nb.cells[0].source
+    assert "google.colab" in nb.cells[1].source
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None
+            assert "\ndef " not in "\n" + cell.source, "notebooks call helpers; they define no functions"
+
+
+def test_a_failing_notebook_is_named_with_its_cell(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("y = x + 1"),
+                nbformat.v4.new_code_cell("raise ValueError('broken on purpose')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    source = tmp_path / "99_broken.ipynb"
+    nbformat.write(nb, source)
+    with pytest.raises(reproduce.NotebookFailed) as err:
+        reproduce.run_notebook(source, tmp_path / "out" / "99_broken.ipynb", {"x": 5})
+    message = str(err.value)
+    assert "99_broken.ipynb" in message and "ValueError" in message and "broken on purpose" in message
+    assert "cell 4" in message  # counted in the executed copy, after papermill's parameters cell
+    assert "raise ValueError('broken on purpose')" in message
+
+
+def test_summary_formatting(tmp_path):
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "m_metrics.json").write_text(json.dumps(
+        {"model": "M", "threshold": 0.4, "test": {"auc": 0.9, "auc_ci": [0.8, 0.95], "accuracy": 0.85},
+         "weights": {"source": "local"}}))
+    headline = reproduce.headline_metrics(tmp_path)
+    assert headline["M"]["test_auc"] == 0.9
+    text = reproduce.format_summary({"run": "r", "profile": "p", "total_seconds": 10,
+                                     "notebooks": {"01": 10}, "headline": headline})
+    assert "test AUC 0.900 [0.800, 0.950]" in text
