@@ -65,23 +65,30 @@ def binary_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.
 
 def bootstrap_ci(y_true: np.ndarray, scores: np.ndarray, statistic: str, threshold: float = 0.5,
                  n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``auc`` or ``accuracy``, resampling within each class."""
+    """Percentile bootstrap CI of ``auc`` or ``accuracy``, resampling within each class.
+
+    All replicates are computed at once: AUC from the rank sums of the positives
+    (Mann-Whitney, ties averaged), identical to ``roc_auc_score`` on each replicate.
+    """
+    from scipy.stats import rankdata
+
     y_true = np.asarray(y_true).astype(int)
     scores = np.asarray(scores, dtype=float)
+    if statistic not in ("auc", "accuracy"):
+        raise ValueError(f"unknown statistic {statistic!r}")
     rng = np.random.default_rng(seed)
-    by_class = [np.flatnonzero(y_true == c) for c in (0, 1)]
-    values = []
-    for _ in range(n_boot):
-        idx = np.concatenate([rng.choice(members, len(members)) for members in by_class if len(members)])
-        y, s = y_true[idx], scores[idx]
-        if statistic == "auc":
-            if len(np.unique(y)) < 2:
-                return (float("nan"), float("nan"))
-            values.append(skm.roc_auc_score(y, s))
-        elif statistic == "accuracy":
-            values.append(np.mean((s >= threshold) == y))
-        else:
-            raise ValueError(f"unknown statistic {statistic!r}")
+    negatives, positives = (np.flatnonzero(y_true == c) for c in (0, 1))
+    if statistic == "auc" and (not len(negatives) or not len(positives)):
+        return (float("nan"), float("nan"))
+    idx = np.concatenate([rng.choice(members, (n_boot, len(members)))
+                          for members in (negatives, positives) if len(members)], axis=1)
+    resampled = scores[idx]
+    if statistic == "auc":
+        n0, n1 = len(negatives), len(positives)
+        ranks = rankdata(resampled, axis=1)
+        values = (ranks[:, n0:].sum(axis=1) - n1 * (n1 + 1) / 2) / (n0 * n1)
+    else:
+        values = ((resampled >= threshold) == y_true[idx]).mean(axis=1)
     alpha = (1 - level) / 2
     return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
 
@@ -198,7 +205,8 @@ def save_table(table: pd.DataFrame, path_without_suffix: str | Path) -> None:
 
 
 def evaluate_run_models(cfg, split_frame: pd.DataFrame, model_keys: list[str], batch_size: int = 64,
-                        n_boot: int = 1000, threshold_method: str = "youden") -> tuple[list[dict], pd.DataFrame]:
+                        n_boot: int = 1000,
+                        threshold_method: str = "youden") -> tuple[list[dict], pd.DataFrame]:
     """Evaluate every trained model of a run on its val and test splits.
 
     Looks for ``models/<key>.keras`` and ``training/<arch>.json`` in the run folder (models not
@@ -236,3 +244,27 @@ def evaluate_run_models(cfg, split_frame: pd.DataFrame, model_keys: list[str], b
               f"{result['test']['accuracy']:.3f} at val threshold {result['threshold']:.3f}"
               + (" [RANDOM-INIT BACKBONE]" if warning else ""))
     return results, (pd.concat(predictions, ignore_index=True) if predictions else pd.DataFrame())
+
+
+def pairwise_auc_table(predictions: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """AUC [95% CI] of each real source against each fake source, per model.
+
+    ``predictions`` is long format (``model``, ``label``, ``source``, ``score``), as returned by
+    :func:`evaluate_run_models`. Rows: model and real source; columns: fake sources. This is
+    the in-distribution vs cross-source view (e.g. FFHQ vs StyleGAN1 is the pair with the
+    same size and JPEG settings).
+    """
+    rows = []
+    for model, frame in predictions.groupby("model", sort=False):
+        fakes = sorted(frame.loc[frame["label"] == "fake", "source"].unique())
+        for real in sorted(frame.loc[frame["label"] == "real", "source"].unique()):
+            row = {"model": model, "real source": real}
+            for fake in fakes:
+                pair = frame[((frame["label"] == "real") & (frame["source"] == real))
+                             | ((frame["label"] == "fake") & (frame["source"] == fake))]
+                y = labels_of(pair)
+                s = pair["score"].to_numpy()
+                row[fake] = _fmt_ci(float(skm.roc_auc_score(y, s)),
+                                    bootstrap_ci(y, s, "auc", n_boot=n_boot, seed=seed))
+            rows.append(row)
+    return pd.DataFrame(rows)

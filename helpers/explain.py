@@ -58,7 +58,8 @@ def plot_feature_maps(maps: dict[str, np.ndarray], image: np.ndarray, channels: 
     return save_figure(fig, path)
 
 
-def gradcam(model: keras.Model, images: np.ndarray, target: str = "predicted") -> tuple[np.ndarray, np.ndarray]:
+def gradcam(model: keras.Model, images: np.ndarray,
+            target: str = "predicted") -> tuple[np.ndarray, np.ndarray]:
     """Grad-CAM heatmaps for a batch of 0..255 RGB images.
 
     Args:
@@ -107,7 +108,7 @@ def plot_heatmaps(images: np.ndarray, heatmaps: np.ndarray, scores: np.ndarray, 
     n = len(images)
     cols = min(n, 4)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, 2 * cols, figsize=(3.2 * cols, 1.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, 2 * cols, figsize=(3.2 * cols, 2.1 * rows), squeeze=False)
     for k in range(rows * cols):
         a, b = axes[k // cols, 2 * (k % cols)], axes[k // cols, 2 * (k % cols) + 1]
         a.axis("off")

@@ -86,7 +86,8 @@ def find_local_weights(arch: str, image_size: int = 224) -> Path | None:
     return None
 
 
-def build_backbone(arch: str, image_size: int, weights: str | None = "imagenet") -> tuple[keras.Model, WeightsInfo]:
+def build_backbone(arch: str, image_size: int,
+                   weights: str | None = "imagenet") -> tuple[keras.Model, WeightsInfo]:
     """The backbone without top, with weights resolved offline-first (see module docstring)."""
     spec = ARCHITECTURES[arch]
     shape = (image_size, image_size, 3)

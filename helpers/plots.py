@@ -42,12 +42,15 @@ def data_card(manifest: pd.DataFrame, split_frame: pd.DataFrame | None = None,
     else:
         axes[1].axis("off")
     ok = manifest[manifest["width"] > 0]
-    sizes = ok.groupby(["source", "width", "height"]).size().reset_index(name="n")
-    for source, rows in sizes.groupby("source"):
-        axes[2].scatter(rows["width"], rows["height"], s=20 + 200 * rows["n"] / rows["n"].max(),
-                        label=source, alpha=0.7)
-    axes[2].set(title="Image sizes (px)", xlabel="width", ylabel="height")
-    axes[2].legend(fontsize=8)
+    sizes = ok.groupby(["width", "height"]).agg(n=("path", "size"),
+                                                 sources=("source", lambda s: ", ".join(sorted(set(s)))))
+    sizes = sizes.reset_index()
+    axes[2].scatter(sizes["width"], sizes["height"], s=30 + 300 * sizes["n"] / sizes["n"].max(), alpha=0.6)
+    for row in sizes.nlargest(8, "n").itertuples():
+        axes[2].annotate(f"{row.sources} ({row.n})", (row.width, row.height), fontsize=7,
+                         xytext=(4, 4), textcoords="offset points")
+    axes[2].set(title="Image sizes (px), labelled by source", xlabel="width", ylabel="height")
+    axes[2].margins(0.25)
     status = manifest.groupby(["source", "status"]).size().unstack(fill_value=0)
     status.plot.bar(stacked=True, ax=axes[3], rot=0,
                     color={"ok": "#8ab17d", "converted": "#e9c46a", "rejected": "#e63946"})

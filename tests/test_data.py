@@ -3,9 +3,9 @@
 import io
 
 import numpy as np
+from conftest import smooth_image, write_jpeg
 from PIL import Image
 
-from conftest import smooth_image, write_jpeg
 from helpers import data
 
 
@@ -97,7 +97,8 @@ def test_grayscale_alpha_and_palette_are_converted(tmp_path):
 
 def test_scan_reports_every_file(face_tree):
     (face_tree / "real" / "cam_a" / "broken.jpg").write_text("nope")
-    (face_tree / "real" / "stray.jpg").write_bytes((face_tree / "real" / "cam_a" / "cam_a_00.jpg").read_bytes())
+    stray = (face_tree / "real" / "cam_a" / "cam_a_00.jpg").read_bytes()
+    (face_tree / "real" / "stray.jpg").write_bytes(stray)
     Image.fromarray(smooth_image(99)).convert("CMYK").save(face_tree / "fake" / "gan_a" / "cmyk.jpg")
     (face_tree / "other").mkdir()
     (face_tree / "other" / "x" ).mkdir()

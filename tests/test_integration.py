@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pytest
 
 from helpers import data, reproduce, splits
@@ -18,10 +19,9 @@ def test_scan_and_split_a_slice_of_the_sample(shared_faces):
     manifest = data.scan_folder(shared_faces, limit_per_source=30, seed=0, progress=False)
     assert len(manifest) == 150 and (manifest["status"] == "ok").all()
     assert set(manifest["source"]) == {"ffhq", "unsplash", "stylegan1", "stylegan2", "sd21"}
-    reference = {r["path"]: r for r in
-                 __import__("csv").DictReader(open(shared_faces / "manifest.csv"))}
+    reference = pd.read_csv(shared_faces / "manifest.csv").set_index("path")
     for row in manifest.itertuples():
-        assert (row.width, row.height) == (int(reference[row.path]["width"]), int(reference[row.path]["height"]))
+        assert (row.width, row.height) == tuple(reference.loc[row.path, ["width", "height"]])
     split = splits.split_manifest(manifest, seed=0)
     assert splits.leakage_report(split).empty
 
@@ -33,8 +33,8 @@ def test_smoke_profile_runs_every_notebook(shared_faces, tmp_path):
     for name in FIGURES:
         assert (run_dir / "figures" / name).stat().st_size > 5_000, name
     metrics = {p.stem: json.loads(p.read_text()) for p in (run_dir / "metrics").glob("*.json")}
-    assert set(metrics) == {f"{m}_metrics" for m in
-                            ("mobilenetv2_head", "mobilenetv2_finetune", "resnet50_head", "resnet50_finetune")}
+    keys = ("mobilenetv2_head", "mobilenetv2_finetune", "resnet50_head", "resnet50_finetune")
+    assert set(metrics) == {f"{key}_metrics" for key in keys}
     assert metrics["mobilenetv2_head_metrics"]["weights"]["source"] == "local"
     resnet_weights = metrics["resnet50_head_metrics"]["weights"]
     if resnet_weights["source"] == "none":  # offline: the warning travels into the metrics

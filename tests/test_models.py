@@ -3,10 +3,10 @@
 import h5py
 import keras
 import numpy as np
-from keras.src.legacy.saving import legacy_h5_format
 import pytest
-
 from conftest import SHARED_FACES
+from keras.src.legacy.saving import legacy_h5_format
+
 from helpers import models
 
 SHARED_WEIGHTS = SHARED_FACES.parents[1] / "weights"
@@ -86,7 +86,8 @@ def test_prepare_finetune_unfreezes_the_top_but_never_batchnorm():
 
 
 def _batchnorm_state(model):
-    return [w.numpy().copy() for bn in models.batchnorm_layers(model) for w in (bn.moving_mean, bn.moving_variance)]
+    return [w.numpy().copy() for bn in models.batchnorm_layers(model)
+            for w in (bn.moving_mean, bn.moving_variance)]
 
 
 def test_batchnorm_statistics_do_not_move_during_finetuning(monkeypatch):

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pandas as pd
-
 from conftest import smooth_image, write_jpeg
+
 from helpers import data, splits
 
 
