@@ -26,7 +26,7 @@ LABEL_TO_INT = {"real": 0, "fake": 1}
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024  # 50 MB on disk
 DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000
 MANIFEST_COLUMNS = ["path", "label", "source", "file_size", "width", "height", "format", "mode",
-                    "sha256", "phash", "status", "reason"]
+                    "sha256", "phash", "status", "reason", "pair_id"]
 _ROTATING_ORIENTATIONS = {5, 6, 7, 8}
 
 
@@ -231,7 +231,19 @@ def scan_folder(root: str | os.PathLike, limit_per_source: int | None = None, se
         described = list(tqdm(pool.map(lambda r: _describe_file(root, r, max_pixels), todo),
                               total=len(todo), desc="scanning images", disable=not progress))
     manifest = pd.DataFrame(described + misplaced, columns=MANIFEST_COLUMNS)
+    manifest["pair_id"] = pair_ids(root, manifest["path"])
     return manifest.sort_values("path").reset_index(drop=True)
+
+
+def pair_ids(root: str | os.PathLike, paths: pd.Series) -> pd.Series:
+    """The ``pair_id`` of each path from ``<root>/pairs.csv`` (a real face and the fake made from it)."""
+    pairs_file = Path(root) / "pairs.csv"
+    if not pairs_file.exists():
+        return pd.Series("", index=paths.index)
+    pairs = pd.read_csv(pairs_file, keep_default_na=False)
+    lookup = dict(zip(pairs["real_path"], pairs["pair_id"]))
+    lookup.update(zip(pairs["fake_path"], pairs["pair_id"]))
+    return paths.map(lambda p: lookup.get(p, ""))
 
 
 def usable(manifest: pd.DataFrame) -> pd.DataFrame:

@@ -122,17 +122,22 @@ def augmentation_layers(seed: int = 42) -> keras.Sequential:
     ], name="augmentation")
 
 
+def _pooled_backbone(arch: str, image_size: int, weights: str | None, augment: bool, seed: int):
+    """Input -> augmentation -> preprocessing -> frozen backbone -> global average pooling."""
+    base, info = build_backbone(arch, image_size, weights)
+    base.trainable = False
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = augmentation_layers(seed)(inputs) if augment else inputs
+    x = ImagenetPreprocess(ARCHITECTURES[arch]["preprocess"], name="preprocess")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(base(x))
+    return inputs, x, info
+
+
 def build_mobilenetv2(image_size: int = 180, dropout: float = 0.2, l2: float = 1e-4,
                       dense_units: tuple[int, ...] = (256, 128, 64), augment: bool = True,
                       weights: str | None = "imagenet", seed: int = 42) -> tuple[keras.Model, WeightsInfo]:
     """MobileNetV2 detector: augmentation, frozen base, GAP, three Dense+ReLU (Dropout, L2), sigmoid."""
-    base, info = build_backbone("mobilenetv2", image_size, weights)
-    base.trainable = False
-    inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = augmentation_layers(seed)(inputs) if augment else inputs
-    x = ImagenetPreprocess("tf", name="preprocess")(x)
-    x = base(x)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    inputs, x, info = _pooled_backbone("mobilenetv2", image_size, weights, augment, seed)
     for i, units in enumerate(dense_units, start=1):
         x = layers.Dense(units, activation="relu", kernel_regularizer=keras.regularizers.L2(l2),
                          name=f"dense_{i}")(x)
@@ -144,13 +149,7 @@ def build_mobilenetv2(image_size: int = 180, dropout: float = 0.2, l2: float = 1
 def build_resnet50(image_size: int = 180, hidden_units: int = 512, augment: bool = True,
                    weights: str | None = "imagenet", seed: int = 42) -> tuple[keras.Model, WeightsInfo]:
     """ResNet50 detector: frozen base, GAP, Dense 512 ReLU, sigmoid."""
-    base, info = build_backbone("resnet50", image_size, weights)
-    base.trainable = False
-    inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = augmentation_layers(seed)(inputs) if augment else inputs
-    x = ImagenetPreprocess("caffe", name="preprocess")(x)
-    x = base(x)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    inputs, x, info = _pooled_backbone("resnet50", image_size, weights, augment, seed)
     x = layers.Dense(hidden_units, activation="relu", name="dense_1")(x)
     outputs = layers.Dense(1, activation="sigmoid", name="prediction")(x)
     return keras.Model(inputs, outputs, name="resnet50_detector"), info
