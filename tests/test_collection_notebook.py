@@ -2,24 +2,17 @@
 
 import io
 import os
-import socket
 import sys
 import zipfile
 
 import pandas as pd
 import pytest
 from conftest import smooth_image, write_jpeg
-from servers import ImagesAPIServer
+from servers import ImagesAPIServer, free_port
 
 from helpers import reproduce, storage
 
 KEY = "sk-notebook-" + "z" * 40
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.integration
@@ -38,7 +31,7 @@ def test_notebook_01_fetches_generates_and_uploads(tmp_path, monkeypatch):
             zf.write(image, f"SDFD-main/allImages/sd{k}.jpg")
     (mirror / "sdfd-github.zip").write_bytes(buffer.getvalue())
 
-    port = _free_port()
+    port = free_port()
     s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     s3.start()
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")

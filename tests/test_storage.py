@@ -1,24 +1,18 @@
 """S3 sync against a real S3 endpoint on loopback (moto's ThreadedMotoServer)."""
 
 import os
-import socket
 
 import pytest
+from servers import free_port
 
 from helpers import storage
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def endpoint():
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{port}"
@@ -96,7 +90,7 @@ def test_missing_bucket_wrong_endpoint_and_missing_credentials(client, dataset, 
     s3, _ = client
     with pytest.raises(storage.StorageError, match="bucket 'no-such-bucket' does not exist"):
         storage.sync_up(dataset, "no-such-bucket", "", s3, progress=False)
-    dead = storage.s3_client(endpoint_url=f"http://127.0.0.1:{_free_port()}")
+    dead = storage.s3_client(endpoint_url=f"http://127.0.0.1:{free_port()}")
     dead.meta.config.retries = {"max_attempts": 1}
     with pytest.raises(storage.StorageError, match="cannot reach the S3 endpoint"):
         storage.list_objects(dead, "faces", "")
