@@ -4,12 +4,12 @@ VENV ?= .venv
 PY ?= $(VENV)/bin/python
 PROFILE ?= sample
 
-.PHONY: install test reproduce smoke lab lint strip-notebooks clean-runs
+.PHONY: install test reproduce smoke app lab lint strip-notebooks clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e ".[cpu,lab,dev]"
+	$(VENV)/bin/python -m pip install -q -e ".[cpu,lab,app,dev]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -25,11 +25,15 @@ test: install
 smoke: install
 	$(PY) -m helpers.reproduce --profile smoke
 
+## The web app on http://localhost:8501 (models from runs/)
+app: install
+	$(VENV)/bin/streamlit run app/streamlit_app.py
+
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/
 
 lint: install
-	$(VENV)/bin/ruff check helpers tests benchmarks
+	$(VENV)/bin/ruff check helpers tests benchmarks app
 
 ## Remove outputs from notebooks before committing
 strip-notebooks: install

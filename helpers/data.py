@@ -270,3 +270,11 @@ def summarize_manifest(manifest: pd.DataFrame) -> pd.DataFrame:
         mean_kb=("file_size", lambda s: round(float(s.mean()) / 1024, 1)),
     )
     return summary.reset_index()
+
+
+def resize_square(array: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize to ``size x size`` of a uint8 RGB image or a float map (e.g. a [0, 1] heatmap)."""
+    if array.dtype == np.uint8:
+        return np.asarray(Image.fromarray(array).resize((size, size), Image.Resampling.BILINEAR))
+    resized = Image.fromarray(array.astype(np.float32)).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(resized)

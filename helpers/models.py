@@ -232,3 +232,21 @@ MODEL_TITLES = {
     "resnet50_head": "ResNet50 frozen head",
     "resnet50_finetune": "ResNet50 fine-tuned",
 }
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """The detector without augmentation and with dropout off, for export and serving.
+
+    Exported graphs call the model without a ``training`` flag, which leaves Keras 3's random
+    augmentation layers active; this rebuilds the same layers (shared weights) with
+    ``training=False`` fixed.
+    """
+    before, base, head = model_parts(model)
+    inputs = keras.Input(model.input_shape[1:], name="image")
+    x = inputs
+    for layer in before:
+        x = layer(x)
+    x = base(x, training=False)
+    for layer in head:
+        x = layer(x, training=False)
+    return keras.Model(inputs, x, name=f"{model.name}_inference")

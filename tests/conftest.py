@@ -51,3 +51,27 @@ def shared_faces() -> Path:
             pytest.fail(f"CI needs the face sample at {SHARED_FACES}")
         pytest.skip(f"face sample not found at {SHARED_FACES}")
     return SHARED_FACES
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, shared_faces):
+    """A runs folder with one small MobileNetV2 detector and its notebook-05 style metrics.
+
+    The model is built at 64 px with the offline ImageNet backbone and an untrained head:
+    the app, CLI and export tests check plumbing and parity, not accuracy.
+    """
+    import pandas as pd
+
+    from helpers import evaluate, models
+
+    runs = tmp_path_factory.mktemp("runs")
+    model, weights = models.build_mobilenetv2(image_size=64)
+    (runs / "demo" / "models").mkdir(parents=True)
+    model.save(runs / "demo" / "models" / "mobilenetv2_finetune.keras")
+    frame = pd.DataFrame({"label": ["real", "fake"] * 10, "source": ["ffhq", "sd21"] * 10})
+    scores = np.linspace(0.1, 0.9, 20)
+    result = evaluate.evaluate_scores("MobileNetV2 demo", frame, scores, frame, scores[::-1], n_boot=50,
+                                      extra=dict(key="mobilenetv2_finetune", image_size=64,
+                                                 weights=weights.to_dict()))
+    evaluate.save_json(result, runs / "demo" / "metrics" / "mobilenetv2_finetune_metrics.json")
+    return runs

@@ -1,0 +1,116 @@
+"""fakeface-lab web app: upload pictures, get real/fake with a confidence and a Grad-CAM overlay.
+
+Start it with `make app` (or `streamlit run app/streamlit_app.py`). Models come from runs/
+(or $FAKEFACE_RUNS); train one first with `make smoke` if the picker is empty.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from helpers import explain
+from helpers.data import load_image
+from helpers.data import resize_square as resize
+from helpers.faces import FaceDetector, crop_face
+from helpers.predict import Predictor, find_models, runs_root
+
+DISPLAY_SIZE = 320  # images are shown at this size; the model sees its own input size
+
+st.set_page_config(page_title="fakeface-lab", layout="wide")
+st.title("fakeface-lab: real photo or AI-generated face?")
+
+
+@st.cache_resource(show_spinner="Loading the face detector...")
+def load_detector() -> FaceDetector:
+    return FaceDetector()
+
+
+@st.cache_resource(show_spinner="Loading the model...")
+def load_predictor(path: str) -> Predictor:
+    return Predictor.load(path)
+
+
+models = find_models()
+with st.sidebar:
+    st.header("Model")
+    if models.empty:
+        choice = st.text_input("Path to a .keras model", "")
+    else:
+        labels = [f"{r.model} · run {r.run}" + (f" · val AUC {r.val_auc:.3f}" if r.val_auc == r.val_auc else "")
+                  for r in models.itertuples()]
+        picked = st.selectbox("Trained models (best validation AUC first)", range(len(labels)),
+                              format_func=labels.__getitem__)
+        choice = st.text_input("...or a path to a .keras model", "") or models.iloc[picked]["path"]
+
+if not choice or not Path(choice).exists():
+    st.warning(f"No trained model yet (looked in {runs_root()}). Train one with `make smoke` (a few "
+               "minutes) or `make reproduce`, then reload this page.")
+    st.stop()
+
+predictor = load_predictor(choice)
+with st.sidebar:
+    st.write(f"**{predictor.name}** — threshold {predictor.threshold:.3f}"
+             + (" (validation-chosen)" if predictor.metrics else " (default; model not evaluated)"))
+    warning = predictor.metrics.get("weights", {}).get("warning")
+    if warning:
+        st.warning(warning)
+    st.caption("Faces are found with MTCNN and each face crop is scored (untick to score whole "
+               "images). Scores are not calibrated probabilities; results on sources the model "
+               "never saw can be wrong.")
+
+detect_tab, generate_tab = st.tabs(["Check images", "Generate a variation"])
+with detect_tab:
+    find_faces = st.checkbox("Find faces first (MTCNN) and check each face", value=True)
+    uploads = st.file_uploader("Upload one or more pictures", accept_multiple_files=True)
+    for upload in uploads or []:
+        with tempfile.NamedTemporaryFile(suffix=Path(upload.name).suffix) as handle:
+            handle.write(upload.getbuffer())
+            handle.flush()
+            loaded = load_image(handle.name)
+        if not loaded.ok:
+            st.error(f"{upload.name}: cannot be checked: {loaded.error}")
+            continue
+        if find_faces:
+            faces, crops = predictor.face_crops(loaded.image, load_detector())
+            if not faces:
+                st.error(f"{upload.name}: No face detected. Untick 'Find faces first' to score the whole image.")
+                continue
+            if len(faces) > 1:
+                st.info(f"{upload.name}: {len(faces)} faces found; each is checked, most confident first.")
+            names = [f"{upload.name} · face {k + 1}" if len(faces) > 1 else upload.name for k in range(len(faces))]
+            displays = [resize(crop_face(loaded.image, face), DISPLAY_SIZE) for face in faces]
+        else:
+            crops = resize(loaded.image, predictor.image_size)[None]
+            names, displays = [upload.name], [resize(loaded.image, DISPLAY_SIZE)]
+        heatmaps, scores = explain.gradcam(predictor.model, crops.astype("float32"))
+        for name, shown, heatmap, score in zip(names, displays, heatmaps, scores):
+            verdict = "fake" if score >= predictor.threshold else "real"
+            left, right, text = st.columns([1, 1, 2])
+            left.image(shown, caption=name, use_container_width=True)
+            right.image(explain.overlay(shown, np.clip(resize(heatmap, DISPLAY_SIZE), 0, 1)),
+                        caption="Grad-CAM (evidence for the verdict)", use_container_width=True)
+            text.markdown(f"### {name}: **{verdict.upper()}**\n\nP(fake) = {score:.3f} "
+                          f"(threshold {predictor.threshold:.3f})")
+        if loaded.conversions:
+            st.caption(f"{upload.name} converted: " + "; ".join(loaded.conversions))
+
+with generate_tab:
+    if not os.environ.get("OPENAI_API_KEY"):
+        st.info("Set OPENAI_API_KEY in the environment before starting the app to make a DALL-E 2 "
+                "variation of a picture (the key is never typed into this page or logged).")
+    else:
+        source = st.file_uploader("Picture to vary", key="vary")
+        if source is not None and st.button("Generate (paid request)"):
+            from helpers.generate import OpenAIVariations, square_png
+
+            with tempfile.NamedTemporaryFile(suffix=Path(source.name).suffix) as handle:
+                handle.write(source.getbuffer())
+                handle.flush()
+                generator = OpenAIVariations()
+                st.caption(f"Estimated cost: US$ {generator.cost_per_image:.3f}")
+                st.image(generator.variation(square_png(handle.name)), caption="Variation")

@@ -1,0 +1,166 @@
+"""Scoring new images with a trained detector: finding models, loading them with their threshold.
+
+A trained model lives at ``runs/<run>/models/<key>.keras``; notebook 05 writes its
+validation-chosen threshold and test metrics to ``runs/<run>/metrics/<key>_metrics.json``.
+:class:`Predictor` carries both, and scores files through the validated loader, reporting
+unreadable files with their reason instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers.config import REPO_ROOT
+from helpers.data import load_image, resize_square
+
+RUNS_ENV = "FAKEFACE_RUNS"
+RESULT_COLUMNS = ["path", "score", "label", "threshold", "error"]
+FACE_COLUMNS = ["path", "face", "box", "face_confidence", "score", "label", "threshold", "error"]
+
+
+class NoModelError(FileNotFoundError):
+    """No trained model was found; the message says how to train one."""
+
+
+def runs_root() -> Path:
+    """``$FAKEFACE_RUNS`` or ``runs/`` in the repository."""
+    return Path(os.environ.get(RUNS_ENV, REPO_ROOT / "runs"))
+
+
+def metrics_for(model_path: str | Path) -> dict:
+    """The metrics JSON written by notebook 05 for a model file, or ``{}``."""
+    model_path = Path(model_path)
+    candidate = model_path.parent.parent / "metrics" / f"{model_path.stem}_metrics.json"
+    return json.loads(candidate.read_text()) if candidate.exists() else {}
+
+
+def find_models(root: str | Path | None = None) -> pd.DataFrame:
+    """Evaluated models under the runs folder, best validation AUC first.
+
+    Columns: ``path``, ``run``, ``key``, ``model``, ``val_auc``, ``test_auc``, ``threshold``,
+    ``image_size``, ``weights``. Models without metrics (not yet evaluated) are listed last.
+    """
+    rows = []
+    for path in sorted(Path(root or runs_root()).glob("*/models/*.keras")):
+        metrics = metrics_for(path)
+        rows.append(dict(path=str(path), run=path.parent.parent.name, key=path.stem,
+                         model=metrics.get("model", path.stem),
+                         val_auc=(metrics.get("val") or {}).get("auc"),
+                         test_auc=(metrics.get("test") or {}).get("auc"),
+                         threshold=metrics.get("threshold"), image_size=metrics.get("image_size"),
+                         weights=(metrics.get("weights") or {}).get("source", "")))
+    table = pd.DataFrame(rows, columns=["path", "run", "key", "model", "val_auc", "test_auc", "threshold",
+                                        "image_size", "weights"])
+    return table.sort_values("val_auc", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def default_model(root: str | Path | None = None) -> Path:
+    """The evaluated model with the best validation AUC; :class:`NoModelError` if there is none."""
+    models = find_models(root).dropna(subset=["val_auc"])
+    if models.empty:
+        raise NoModelError(f"no evaluated model under {root or runs_root()}: train one with `make smoke` "
+                           "(minutes) or `make reproduce`, or pass --model PATH")
+    return Path(models.iloc[0]["path"])
+
+
+def image_files(inputs: list[str | Path]) -> list[Path]:
+    """Files named directly, plus every non-hidden file under named folders (sorted)."""
+    files = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files.extend(sorted(p for p in item.rglob("*") if p.is_file()
+                                and not any(part.startswith(".") for part in p.relative_to(item).parts)))
+        else:
+            files.append(item)
+    return files
+
+
+@dataclass
+class Predictor:
+    """A loaded detector with its threshold (validation-chosen when notebook 05 ran)."""
+
+    model: object
+    threshold: float
+    image_size: int
+    name: str
+    metrics: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, model_path: str | Path) -> Predictor:
+        from helpers.models import load_detector
+
+        model_path = Path(model_path)
+        if not model_path.exists():
+            raise NoModelError(f"model file {model_path} not found")
+        model = load_detector(model_path)
+        metrics = metrics_for(model_path)
+        return cls(model=model, threshold=float(metrics.get("threshold", 0.5)),
+                   image_size=int(metrics.get("image_size") or model.input_shape[1]),
+                   name=metrics.get("model", model_path.stem), metrics=metrics)
+
+    def score_arrays(self, images: np.ndarray) -> np.ndarray:
+        """P(fake) for ``(n, size, size, 3)`` 0..255 images."""
+        return np.asarray(self.model.predict(images.astype(np.float32), verbose=0)).reshape(-1)
+
+    def face_crops(self, image: np.ndarray, detector, margin: float = 0.4,
+                   max_faces: int = 5) -> tuple[list, np.ndarray]:
+        """Detected faces (most confident first) and their crops resized to the model's input."""
+        from helpers.faces import crop_face
+
+        faces = detector.detect(image)[:max_faces]
+        crops = [resize_square(crop_face(image, face, margin), self.image_size) for face in faces]
+        shape = (0, self.image_size, self.image_size, 3)
+        return faces, (np.stack(crops) if crops else np.zeros(shape, np.uint8))
+
+    def predict_faces(self, paths: list[Path], detector, progress: bool = True) -> pd.DataFrame:
+        """One row per detected face (MTCNN crop, scored); a file without a face gets one row saying so."""
+        from tqdm.auto import tqdm
+
+        rows = []
+        for path in tqdm(paths, desc="faces", unit="img", disable=not progress):
+            loaded = load_image(path)
+            base = dict(path=str(path), face=-1, box="", face_confidence=np.nan, score=np.nan, label="",
+                        threshold=self.threshold)
+            if not loaded.ok:
+                rows.append(dict(base, error=loaded.error))
+                continue
+            faces, crops = self.face_crops(loaded.image, detector)
+            if not faces:
+                rows.append(dict(base, error="no face detected"))
+                continue
+            for index, (face, score) in enumerate(zip(faces, self.score_arrays(crops))):
+                rows.append(dict(base, face=index, box=" ".join(map(str, face.box)),
+                                 face_confidence=round(face.confidence, 4), score=round(float(score), 6),
+                                 label="fake" if score >= self.threshold else "real", error=""))
+        return pd.DataFrame(rows, columns=FACE_COLUMNS)
+
+    def predict_files(self, paths: list[Path], batch_size: int = 32, progress: bool = True) -> pd.DataFrame:
+        """One row per file: score, label at the threshold, or the loader's reason it failed."""
+        from tqdm.auto import tqdm
+
+        rows = []
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool, \
+                tqdm(total=len(paths), desc="scoring", unit="img", disable=not progress) as bar:
+            for start in range(0, len(paths), batch_size):
+                chunk = paths[start:start + batch_size]
+                loaded = list(pool.map(lambda p: load_image(p, size=self.image_size), chunk))
+                good = [item for item in loaded if item.ok]
+                scores = iter(self.score_arrays(np.stack([item.image for item in good])) if good else [])
+                for item in loaded:
+                    if item.ok:
+                        score = float(next(scores))
+                        rows.append(dict(path=str(item.path), score=round(score, 6),
+                                         label="fake" if score >= self.threshold else "real",
+                                         threshold=self.threshold, error=""))
+                    else:
+                        rows.append(dict(path=str(item.path), score=np.nan, label="", threshold=self.threshold,
+                                         error=item.error))
+                bar.update(len(chunk))
+        return pd.DataFrame(rows, columns=RESULT_COLUMNS)

@@ -1,0 +1,112 @@
+"""The Streamlit app as a real server on 127.0.0.1, driven in headless Chromium with Playwright."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from servers import free_port
+
+from helpers.data import load_image
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "runs" / "test-artifacts" / "app"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.integration
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs Debian's chromium (apt-get install chromium); .ci/run installs it")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return found
+
+
+class AppServer:
+    def __init__(self, runs: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ, FAKEFACE_RUNS=str(runs), OPENAI_API_KEY="")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "streamlit_app.py"),
+             "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.headless", "true",
+             "--browser.gatherUsageStats", "false"],
+            cwd=REPO / "app", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def __enter__(self):
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2).status == 200:
+                    return self
+            except OSError:
+                time.sleep(0.5)
+        self.process.kill()
+        raise RuntimeError("the app did not start: " + self.process.stdout.read().decode()[-2000:])
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=20)
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    executable = _chromium()
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        yield instance
+        instance.close()
+
+
+def test_upload_real_fake_non_image_no_face_and_two_faces(browser, trained_run, shared_faces, tmp_path):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    real = sorted((shared_faces / "real" / "ffhq").iterdir())[0]
+    fake = sorted((shared_faces / "fake" / "sd21").iterdir())[0]
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("this is not a picture")
+    wall, two_faces = tmp_path / "wall.png", tmp_path / "two.png"
+    Image.fromarray(np.full((200, 300, 3), 90, np.uint8)).save(wall)
+    pair = [load_image(p).image for p in (real, sorted((shared_faces / "fake" / "stylegan1").iterdir())[0])]
+    Image.fromarray(np.concatenate(pair, axis=1)).save(two_faces)
+    with AppServer(trained_run) as app:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(app.url)
+        page.get_by_text("MobileNetV2 demo").first.wait_for(timeout=60_000)
+        page.locator("input[type=file]").first.set_input_files([str(real), str(fake)])
+        for path in (real, fake):
+            page.get_by_text(f"{path.name}: ", exact=False).first.wait_for(timeout=60_000)
+        body = page.inner_text("body")
+        assert body.count("P(fake) =") == 2 and ("REAL" in body or "FAKE" in body)
+        assert "Grad-CAM" in body
+        page.screenshot(path=str(ARTIFACTS / "01_real_and_fake.png"), full_page=True)
+
+        page.locator("input[type=file]").first.set_input_files([str(not_image), str(wall), str(two_faces)])
+        page.get_by_text("cannot be checked").first.wait_for(timeout=60_000)
+        page.get_by_text("No face detected").first.wait_for(timeout=60_000)
+        page.get_by_text("2 faces found").first.wait_for(timeout=60_000)
+        page.get_by_text("two.png · face 2: ", exact=False).first.wait_for(timeout=60_000)
+        body = page.inner_text("body")
+        assert "notes.jpg: cannot be checked: not an image" in body
+        assert "wall.png: No face detected" in body
+        page.screenshot(path=str(ARTIFACTS / "02_errors_no_face_two_faces.png"), full_page=True)
+
+
+def test_no_model_yet_says_how_to_train_one(browser, tmp_path):
+    with AppServer(tmp_path / "no-runs") as app:
+        page = browser.new_page()
+        page.goto(app.url)
+        page.get_by_text("No trained model yet").wait_for(timeout=60_000)
+        assert "make smoke" in page.inner_text("body")
+        page.screenshot(path=str(ARTIFACTS / "03_no_model.png"), full_page=True)
