@@ -21,6 +21,7 @@ from helpers.config import REPO_ROOT
 from helpers.data import load_image, resize_square
 
 RUNS_ENV = "FAKEFACE_RUNS"
+MIN_VAL_IMAGES = 50  # a validation AUC on fewer images (e.g. the smoke profile) is too noisy to rank by
 RESULT_COLUMNS = ["path", "score", "label", "threshold", "error"]
 FACE_COLUMNS = ["path", "face", "box", "face_confidence", "score", "label", "threshold", "error"]
 
@@ -44,8 +45,9 @@ def metrics_for(model_path: str | Path) -> dict:
 def find_models(root: str | Path | None = None) -> pd.DataFrame:
     """Evaluated models under the runs folder, best validation AUC first.
 
-    Columns: ``path``, ``run``, ``key``, ``model``, ``val_auc``, ``test_auc``, ``threshold``,
-    ``image_size``, ``weights``. Models without metrics (not yet evaluated) are listed last.
+    Columns: ``path``, ``run``, ``key``, ``model``, ``val_auc``, ``val_n``, ``test_auc``,
+    ``threshold``, ``image_size``, ``weights``. Models validated on fewer than
+    ``MIN_VAL_IMAGES`` images come after the others; models without metrics come last.
     """
     rows = []
     for path in sorted(Path(root or runs_root()).glob("*/models/*.keras")):
@@ -53,16 +55,19 @@ def find_models(root: str | Path | None = None) -> pd.DataFrame:
         rows.append(dict(path=str(path), run=path.parent.parent.name, key=path.stem,
                          model=metrics.get("model", path.stem),
                          val_auc=(metrics.get("val") or {}).get("auc"),
+                         val_n=(metrics.get("val") or {}).get("n", 0),
                          test_auc=(metrics.get("test") or {}).get("auc"),
                          threshold=metrics.get("threshold"), image_size=metrics.get("image_size"),
                          weights=(metrics.get("weights") or {}).get("source", "")))
-    table = pd.DataFrame(rows, columns=["path", "run", "key", "model", "val_auc", "test_auc", "threshold",
-                                        "image_size", "weights"])
-    return table.sort_values("val_auc", ascending=False, na_position="last").reset_index(drop=True)
+    table = pd.DataFrame(rows, columns=["path", "run", "key", "model", "val_auc", "val_n", "test_auc",
+                                        "threshold", "image_size", "weights"])
+    table["_enough"] = table["val_n"].fillna(0) >= MIN_VAL_IMAGES
+    table = table.sort_values(["_enough", "val_auc"], ascending=False, na_position="last")
+    return table.drop(columns="_enough").reset_index(drop=True)
 
 
 def default_model(root: str | Path | None = None) -> Path:
-    """The evaluated model with the best validation AUC; :class:`NoModelError` if there is none."""
+    """The first model of :func:`find_models` that was evaluated; :class:`NoModelError` if none was."""
     models = find_models(root).dropna(subset=["val_auc"])
     if models.empty:
         raise NoModelError(f"no evaluated model under {root or runs_root()}: train one with `make smoke` "

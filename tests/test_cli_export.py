@@ -103,3 +103,19 @@ def test_predict_faces_one_row_per_face_and_no_face_reported(trained_run, mixed_
     assert (pd.to_numeric(faces["face_confidence"]) > 0.9).all()
     assert rows.loc[rows["path"].str.endswith("wall.png"), "error"].iloc[0] == "no face detected"
     assert "truncated" in rows.loc[rows["path"].str.endswith("cut.jpg"), "error"].iloc[0]
+
+
+def test_models_validated_on_few_images_are_not_preferred(tmp_path):
+    import shutil as sh
+
+    for run, n, auc in (("smoke", 10, 1.0), ("sample", 569, 0.93)):
+        (tmp_path / run / "models").mkdir(parents=True)
+        (tmp_path / run / "models" / "m.keras").write_bytes(b"")
+        (tmp_path / run / "metrics").mkdir()
+        (tmp_path / run / "metrics" / "m_metrics.json").write_text(json.dumps(
+            {"model": run, "val": {"auc": auc, "n": n}, "test": {"auc": 0.9}, "threshold": 0.5}))
+    table = predict.find_models(tmp_path)
+    assert list(table["run"]) == ["sample", "smoke"]
+    assert predict.default_model(tmp_path) == tmp_path / "sample" / "models" / "m.keras"
+    sh.rmtree(tmp_path / "sample")
+    assert predict.default_model(tmp_path) == tmp_path / "smoke" / "models" / "m.keras"
