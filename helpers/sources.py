@@ -114,13 +114,13 @@ def fetch_source(source: Source, root: str | os.PathLike, mirror: str | os.PathL
     ``$FAKEFACE_MIRROR``) names a folder holding the same archives for offline machines.
     """
     root = Path(root)
-    marker = root / source.label / source.folder / ".fetched.json"
+    marker = root / source.label / source.folder / f".fetched-{source.name}.json"
     provenance_path = root / "provenance.csv"
     if marker.exists():
         done = json.loads(marker.read_text())
         print(f"{source.name}: already imported ({done['imported']} images); nothing to do")
         existing = pd.read_csv(provenance_path, keep_default_na=False) if provenance_path.exists() else None
-        return existing[existing["source"] == source.folder] if existing is not None else pd.DataFrame()
+        return existing[existing["origin"] == done["origin"]] if existing is not None else pd.DataFrame()
     mirror = mirror or os.environ.get(MIRROR_ENV)
     if source.kind == "local":
         base = Path(source.path).expanduser()

@@ -149,3 +149,19 @@ def test_registry_entries_are_complete():
             assert source.archive_url.startswith(f"https://github.com/{source.repo}/archive/")
     table = sources.registry_table(registry)
     assert len(table) == len(registry)
+
+
+def test_two_sources_sharing_a_folder_are_both_imported(tmp_path):
+    for name in ("a", "b"):
+        folder = tmp_path / "upstream" / name
+        for k in range(2):
+            write_jpeg(folder / f"{name}{k}.jpg", smooth_image(300 + k + (10 if name == "b" else 0)))
+    root = tmp_path / "faces"
+    for name in ("a", "b"):
+        source = sources.Source(name=f"src-{name}", label="real", folder="shared", kind="local", licence="x",
+                                citation="y", include=["*"], path=str(tmp_path / "upstream" / name))
+        provenance = sources.fetch_source(source, root, progress=False)
+        assert len(provenance) == 2
+        again = sources.fetch_source(source, root, progress=False)
+        assert sorted(again["original_path"]) == sorted(provenance["original_path"])
+    assert len(list((root / "real" / "shared").glob("*.jpg"))) == 4
