@@ -60,8 +60,8 @@ def _export(args: argparse.Namespace) -> int:
     from helpers.predict import NoModelError, Predictor, default_model, image_files
 
     try:
-        model_path = Path(args.model) if args.model else default_model()
-        size = Predictor.load(model_path).image_size
+        predictor = Predictor.load(Path(args.model) if args.model else default_model())
+        size = predictor.image_size
     except NoModelError as exc:
         print(f"fakeface: {exc}", file=sys.stderr)
         return EXIT_NO_MODEL
@@ -73,7 +73,7 @@ def _export(args: argparse.Namespace) -> int:
     else:
         samples = np.random.default_rng(0).uniform(0, 255, (args.n_samples, size, size, 3)).astype(np.float32)
     try:
-        report = export_detector(model_path, args.out, args.format, samples, tolerance=args.tolerance)
+        report = export_detector(predictor, args.out, args.format, samples, tolerance=args.tolerance)
     except ExportMismatch as exc:
         print(f"fakeface: {exc}", file=sys.stderr)
         return EXIT_EXPORT_MISMATCH

@@ -94,26 +94,34 @@ def model_card(predictor: Predictor, fmt: str, max_difference: float, n_checked:
     return "\n".join(lines) + "\n"
 
 
-def export_detector(model_path: str | Path, out_dir: str | Path, fmt: str, samples: np.ndarray,
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def export_detector(predictor: Predictor, out_dir: str | Path, fmt: str, samples: np.ndarray,
                     tolerance: float = 1e-3) -> dict:
-    """Export ``model_path`` to ``out_dir`` as ``saved_model`` or ``tflite``, check it, write the card.
+    """Export a loaded detector to ``out_dir`` as ``saved_model`` or ``tflite``, check it, write the card.
 
     Returns a report (paths, max score difference); raises :class:`ExportMismatch` (and removes
     the export) when scores differ by more than ``tolerance`` on ``samples``.
     """
     if fmt not in ("saved_model", "tflite"):
         raise ValueError(f"unknown export format {fmt!r}: use saved_model or tflite")
-    predictor = Predictor.load(model_path)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / ("saved_model" if fmt == "saved_model" else f"{Path(model_path).stem}.tflite")
-    if target.exists():
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
-    _saved_model(predictor.model, target) if fmt == "saved_model" else _tflite(predictor.model, target)
+    target = out_dir / ("saved_model" if fmt == "saved_model" else f"{predictor.path.stem}.tflite")
+    _remove(target)
+    if fmt == "saved_model":
+        _saved_model(predictor.model, target)
+    else:
+        _tflite(predictor.model, target)
     expected = predictor.score_arrays(samples)
     difference = float(np.max(np.abs(exported_scores(target, fmt, samples) - expected)))
     if difference > tolerance:
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
+        _remove(target)
         raise ExportMismatch(f"{fmt} export differs from the Keras model by {difference:.2e} > {tolerance}")
     card = out_dir / "MODEL_CARD.md"
     card.write_text(model_card(predictor, fmt, difference, len(samples)))

@@ -95,6 +95,7 @@ class Predictor:
     threshold: float
     image_size: int
     name: str
+    path: Path
     metrics: dict = field(default_factory=dict)
 
     @classmethod
@@ -108,7 +109,7 @@ class Predictor:
         metrics = metrics_for(model_path)
         return cls(model=model, threshold=float(metrics.get("threshold", 0.5)),
                    image_size=int(metrics.get("image_size") or model.input_shape[1]),
-                   name=metrics.get("model", model_path.stem), metrics=metrics)
+                   name=metrics.get("model", model_path.stem), path=model_path, metrics=metrics)
 
     def score_arrays(self, images: np.ndarray) -> np.ndarray:
         """P(fake) for ``(n, size, size, 3)`` 0..255 images."""

@@ -71,8 +71,9 @@ def test_export_matches_keras_scores_and_writes_a_card(trained_run, shared_faces
     paths = [sorted((shared_faces / s).iterdir())[0] for s in ("real/ffhq", "real/unsplash", "fake/sd21",
                                                                 "fake/stylegan1", "fake/stylegan2")]
     samples = np.stack([load_image(p, size=64).image for p in paths]).astype("float32")
-    report = export.export_detector(model_path, tmp_path / fmt, fmt, samples)
-    keras_scores = predict.Predictor.load(model_path).score_arrays(samples)
+    predictor = predict.Predictor.load(model_path)
+    report = export.export_detector(predictor, tmp_path / fmt, fmt, samples)
+    keras_scores = predictor.score_arrays(samples)
     exported = export.exported_scores(tmp_path / fmt / (f"{model_path.stem}.tflite" if fmt == "tflite"
                                                         else "saved_model"), fmt, samples)
     np.testing.assert_allclose(exported, keras_scores, atol=1e-4)
