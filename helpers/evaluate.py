@@ -93,6 +93,53 @@ def bootstrap_ci(y_true: np.ndarray, scores: np.ndarray, statistic: str, thresho
     return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
 
 
+def wilson_ci(hits: int, total: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``hits / total`` (NaN for ``total == 0``)."""
+    from scipy.stats import norm
+
+    if total == 0:
+        return (float("nan"), float("nan"))
+    z = float(norm.ppf(0.5 + level / 2))
+    p = hits / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+
+
+def per_attribute_metrics(predictions: pd.DataFrame, annotations: pd.DataFrame, attributes: list[str],
+                          threshold: float, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Tables 6 and 9: accuracy per attribute value (e.g. glasses / no glasses) on the test split.
+
+    ``predictions`` has ``path, label, score`` (one model); ``annotations`` has ``path`` and the
+    attribute columns from notebook 02. Per attribute value: images, real and fake counts,
+    accuracy at the validation ``threshold`` with a Wilson 95% CI, false-positive rate on its
+    reals, and AUC with a bootstrap CI where both classes are present. ``unknown`` (no face,
+    or annotator not run) is reported as its own row, never dropped.
+    """
+    merged = predictions.merge(annotations[["path", *[a for a in attributes if a in annotations]]],
+                               on="path", how="left")
+    rows = []
+    for attribute in attributes:
+        if attribute not in merged:
+            continue
+        values = merged[attribute].fillna("unknown").astype(str)
+        for value, part in merged.groupby(values):
+            y = labels_of(part)
+            scores = part["score"].to_numpy(float)
+            correct = int(((scores >= threshold) == y).sum())
+            low, high = wilson_ci(correct, len(part))
+            reals = y == 0
+            both = 0 < y.sum() < len(y)
+            auc = float(skm.roc_auc_score(y, scores)) if both else float("nan")
+            auc_lo, auc_hi = bootstrap_ci(y, scores, "auc", n_boot=n_boot, seed=seed) if both else (np.nan, np.nan)
+            rows.append(dict(attribute=attribute, value=value, n=len(part), real=int(reals.sum()),
+                             fake=int((~reals).sum()), accuracy=correct / len(part), accuracy_lo=low,
+                             accuracy_hi=high,
+                             false_positive_rate=float((scores[reals] >= threshold).mean()) if reals.any() else np.nan,
+                             auc=auc, auc_lo=auc_lo, auc_hi=auc_hi))
+    return pd.DataFrame(rows)
+
+
 def per_source_metrics(frame: pd.DataFrame, scores: np.ndarray, threshold: float,
                        n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """One row per source: count, accuracy at the threshold, AUC against the other class, 95% CIs.
@@ -213,6 +260,7 @@ def evaluate_run_models(cfg, split_frame: pd.DataFrame, model_keys: list[str], b
     trained in this run are skipped with a message), writes ``metrics/<key>_metrics.json`` and
     ``predictions/<key>.csv``, and returns the results and all test predictions (long format).
     """
+    from helpers.faces import input_view
     from helpers.models import MODEL_TITLES, load_detector
     from helpers.pipeline import make_dataset
 
@@ -227,15 +275,20 @@ def evaluate_run_models(cfg, split_frame: pd.DataFrame, model_keys: list[str], b
         record_path = cfg.run_dir / "training" / f"{arch}.json"
         record = json.loads(record_path.read_text()) if record_path.exists() else {}
         size = int(record.get("image_size", cfg.image_size))
+        input_kind = record.get("parameters", {}).get("input_kind", "image")
         model = load_detector(model_path)
-        scores = {s: predict_scores(model, make_dataset(f, cfg.data_root, size, batch_size, cache=False))
-                  for s, f in frames.items()}
-        result = evaluate_scores(MODEL_TITLES.get(key, key), frames["val"], scores["val"], frames["test"],
+        views = {s: input_view(f, cfg.data_root, cfg.run_dir, input_kind) for s, f in frames.items()}
+        preprocessing = record.get("parameters", {}).get("preprocessing", "none")
+        scores = {s: predict_scores(model, make_dataset(f, root, size, batch_size, cache=False,
+                                                        preprocessing=preprocessing))
+                  for s, (f, root) in views.items()}
+        frames_seen = {s: (f.assign(path=f["image_path"]) if "image_path" in f else f) for s, (f, _) in views.items()}
+        result = evaluate_scores(MODEL_TITLES.get(key, key), frames_seen["val"], scores["val"], frames_seen["test"],
                                  scores["test"], n_boot=n_boot, threshold_method=threshold_method,
-                                 seed=cfg.seed, extra=dict(key=key, image_size=size,
+                                 seed=cfg.seed, extra=dict(key=key, image_size=size, input_kind=input_kind,
                                                            weights=record.get("weights", {})))
         save_json(result, cfg.path("metrics", f"{key}_metrics.json"))
-        test_pred = frames["test"][["path", "label", "source"]].assign(model=key, score=scores["test"])
+        test_pred = frames_seen["test"][["path", "label", "source"]].assign(model=key, score=scores["test"])
         test_pred.to_csv(cfg.path("predictions", f"{key}.csv"), index=False)
         predictions.append(test_pred)
         results.append(result)
@@ -268,3 +321,16 @@ def pairwise_auc_table(predictions: pd.DataFrame, n_boot: int = 1000, seed: int 
                                     bootstrap_ci(y, s, "auc", n_boot=n_boot, seed=seed))
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def attribute_tables(results: list[dict], predictions: pd.DataFrame, annotations: pd.DataFrame,
+                     attributes: list[str], n_boot: int = 1000, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Tables 6 (MobileNetV2 models) and 9 (ResNet50 models): :func:`per_attribute_metrics` per model
+    at its validation threshold, with a ``model`` column."""
+    tables: dict[str, list[pd.DataFrame]] = {"table6_mobilenetv2_attributes": [], "table9_resnet50_attributes": []}
+    for result in results:
+        table = per_attribute_metrics(predictions[predictions["model"] == result["key"]], annotations, attributes,
+                                      result["threshold"], n_boot, seed)
+        name = "table9_resnet50_attributes" if result["key"].startswith("resnet50") else "table6_mobilenetv2_attributes"
+        tables[name].append(table.assign(model=result["model"])[["model", *table.columns]])
+    return {name: pd.concat(parts, ignore_index=True) for name, parts in tables.items() if parts}

@@ -147,3 +147,26 @@ def prediction_grid(images: np.ndarray, labels: np.ndarray, scores: np.ndarray, 
     fig.suptitle(f"Test predictions at threshold {threshold:.3f} (green: correct, red: wrong)")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def gradcam_rows(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], labels: np.ndarray,
+                 path: str | Path | None = None) -> plt.Figure:
+    """One row per model: its (preprocessed) input with the Grad-CAM overlay, captioned with P(fake)."""
+    n = len(labels)
+    fig, axes = plt.subplots(max(len(rows), 1), n, figsize=(2.2 * n, 2.4 * max(len(rows), 1)), squeeze=False)
+    for row, (name, images, heatmaps, scores) in enumerate(rows):
+        for col in range(n):
+            ax = axes[row, col]
+            ax.imshow(overlay(images[col], heatmaps[col]))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            truth = "fake" if labels[col] else "real"
+            ax.set_title(f"{truth}, P(fake)={scores[col]:.2f}", fontsize=7)
+            if col == 0:
+                ax.set_ylabel(name, fontsize=7)
+    fig.suptitle("09 · Grad-CAM per CNN (evidence for the predicted class)")
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig

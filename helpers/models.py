@@ -33,7 +33,16 @@ ARCHITECTURES = {
     "resnet50": dict(
         constructor=keras.applications.ResNet50, preprocess="caffe",
         files=["resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"]),
+    "mobilenet": dict(  # MobileNet V1, the seed project's ELA detector
+        constructor=keras.applications.MobileNet, preprocess="tf",
+        files=["mobilenet_1_0_{rows}_tf_no_top.h5"]),
+    "inceptionresnetv2": dict(  # the InceptionResNet that Keras ships (V1/VGGFace2 has no Keras weights)
+        constructor=keras.applications.InceptionResNetV2, preprocess="tf",
+        files=["inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5"]),
 }
+# InceptionResnetV1 pretrained on VGGFace2 (the seed's face-recognition backbone) is published as
+# PyTorch weights (facenet-pytorch) and as a keras-facenet download; neither can be had offline,
+# and Keras has no InceptionResnetV1 builder, so it is not offered here (see the README).
 BACKBONE_NAME = "backbone"
 
 
@@ -71,7 +80,7 @@ class ImagenetPreprocess(layers.Layer):
 
 
 def _rows_for(image_size: int) -> int:
-    return image_size if image_size in (96, 128, 160, 192, 224) else 224
+    return image_size if image_size in (96, 128, 160, 192, 224) else 224  # sizes Keras publishes
 
 
 def find_local_weights(arch: str, image_size: int = 224) -> Path | None:
@@ -113,54 +122,129 @@ def build_backbone(arch: str, image_size: int,
                 WeightsInfo(arch, "none", warning=message))
 
 
-def augmentation_layers(seed: int = 42) -> keras.Sequential:
-    """Light geometric augmentation: horizontal flip, small rotation and zoom (active in training only)."""
-    return keras.Sequential([
-        layers.RandomFlip("horizontal", seed=seed),
-        layers.RandomRotation(0.05, seed=seed),
-        layers.RandomZoom(0.1, seed=seed),
-    ], name="augmentation")
+def augmentation_layers(seed: int = 42, kind: str = "full") -> keras.Sequential:
+    """Training-only augmentation: ``full`` = horizontal flip, small rotation and zoom; ``flip`` =
+    horizontal flip only (what the frozen-feature cache reproduces exactly)."""
+    steps = [layers.RandomFlip("horizontal", seed=seed)]
+    if kind == "full":
+        steps += [layers.RandomRotation(0.05, seed=seed), layers.RandomZoom(0.1, seed=seed)]
+    elif kind != "flip":
+        raise ValueError(f"augmentation must be 'full' or 'flip', not {kind!r}")
+    return keras.Sequential(steps, name="augmentation")
 
 
-def _pooled_backbone(arch: str, image_size: int, weights: str | None, augment: bool, seed: int):
+def _pooled_backbone(arch: str, image_size: int, weights: str | None, augment: bool | str, seed: int):
     """Input -> augmentation -> preprocessing -> frozen backbone -> global average pooling."""
     base, info = build_backbone(arch, image_size, weights)
     base.trainable = False
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = augmentation_layers(seed)(inputs) if augment else inputs
+    kind = augment if isinstance(augment, str) else "full"
+    x = augmentation_layers(seed, kind)(inputs) if augment else inputs
     x = ImagenetPreprocess(ARCHITECTURES[arch]["preprocess"], name="preprocess")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(base(x))
     return inputs, x, info
 
 
+def report_head(x, dropout: float = 0.2, l2: float = 1e-4, dense_units: tuple[int, ...] = (256, 128, 64),
+                seed: int = 42):
+    """The report's MobileNetV2 head on pooled features: Dense+ReLU (L2) and Dropout per layer, sigmoid.
+
+    Initial weights are seeded per layer, so the same head starts from the same weights whether
+    it sits on a backbone or on cached features (see :func:`build_head`).
+    """
+    for i, units in enumerate(dense_units, start=1):
+        x = layers.Dense(units, activation="relu", kernel_regularizer=keras.regularizers.L2(l2),
+                         kernel_initializer=keras.initializers.GlorotUniform(seed=seed + i), name=f"dense_{i}")(x)
+        x = layers.Dropout(dropout, seed=seed, name=f"dropout_{i}")(x)
+    return layers.Dense(1, activation="sigmoid", kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+                        name="prediction")(x)
+
+
+def resnet_head(x, hidden_units: int = 512, seed: int = 42):
+    """The report's ResNet50 head: Dense 512 ReLU, sigmoid (seeded initial weights)."""
+    x = layers.Dense(hidden_units, activation="relu", kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 1),
+                     name="dense_1")(x)
+    return layers.Dense(1, activation="sigmoid", kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+                        name="prediction")(x)
+
+
+FEATURE_WIDTH = {"mobilenetv2": 1280, "resnet50": 2048, "mobilenet": 1024, "inceptionresnetv2": 1536}
+
+
+def build_head(arch: str, dropout: float = 0.2, l2: float = 1e-4, hidden_units: int = 512,
+               seed: int = 42) -> keras.Model:
+    """The detector's head alone, on pooled features: identical layers, names and initial weights
+    to the head of :func:`build_detector` ``(arch, …)``; used to train on cached features."""
+    inputs = keras.Input((FEATURE_WIDTH[arch],), name="features")
+    if arch == "resnet50":
+        return keras.Model(inputs, resnet_head(inputs, hidden_units, seed), name=f"{arch}_head")
+    return keras.Model(inputs, report_head(inputs, dropout, l2, seed=seed), name=f"{arch}_head")
+
+
 def build_mobilenetv2(image_size: int = 180, dropout: float = 0.2, l2: float = 1e-4,
-                      dense_units: tuple[int, ...] = (256, 128, 64), augment: bool = True,
+                      dense_units: tuple[int, ...] = (256, 128, 64), augment: bool | str = True,
                       weights: str | None = "imagenet", seed: int = 42) -> tuple[keras.Model, WeightsInfo]:
     """MobileNetV2 detector: augmentation, frozen base, GAP, three Dense+ReLU (Dropout, L2), sigmoid."""
     inputs, x, info = _pooled_backbone("mobilenetv2", image_size, weights, augment, seed)
-    for i, units in enumerate(dense_units, start=1):
-        x = layers.Dense(units, activation="relu", kernel_regularizer=keras.regularizers.L2(l2),
-                         name=f"dense_{i}")(x)
-        x = layers.Dropout(dropout, seed=seed, name=f"dropout_{i}")(x)
-    outputs = layers.Dense(1, activation="sigmoid", name="prediction")(x)
+    outputs = report_head(x, dropout, l2, dense_units, seed)
     return keras.Model(inputs, outputs, name="mobilenetv2_detector"), info
 
 
-def build_resnet50(image_size: int = 180, hidden_units: int = 512, augment: bool = True,
+def build_resnet50(image_size: int = 180, hidden_units: int = 512, augment: bool | str = True,
                    weights: str | None = "imagenet", seed: int = 42) -> tuple[keras.Model, WeightsInfo]:
     """ResNet50 detector: frozen base, GAP, Dense 512 ReLU, sigmoid."""
     inputs, x, info = _pooled_backbone("resnet50", image_size, weights, augment, seed)
-    x = layers.Dense(hidden_units, activation="relu", name="dense_1")(x)
+    return keras.Model(inputs, resnet_head(x, hidden_units, seed), name="resnet50_detector"), info
+
+
+def build_transfer(arch: str, image_size: int = 180, dropout: float = 0.2, l2: float = 1e-4,
+                   augment: bool | str = True, weights: str | None = "imagenet",
+                   seed: int = 42) -> tuple[keras.Model, WeightsInfo]:
+    """MobileNet V1 or InceptionResNetV2 with the report's MobileNetV2 head (same recipe, other base)."""
+    inputs, x, info = _pooled_backbone(arch, image_size, weights, augment, seed)
+    return keras.Model(inputs, report_head(x, dropout, l2, seed=seed), name=f"{arch}_detector"), info
+
+
+def build_custom_cnn(image_size: int = 180, dropout: float = 0.25, augment: bool | str = True,
+                     seed: int = 42, **_) -> tuple[keras.Model, WeightsInfo]:
+    """The seed's small CNN: Conv 32 → pool → Conv 16 → pool, Dropout 0.25, Dense 64, one sigmoid.
+
+    The seed ended in a 2-way softmax; one sigmoid unit is the same model (softmax over two
+    logits depends only on their difference) and fits the shared train/evaluate code. Trained
+    from scratch, so its "backbone" (the two conv blocks, kept as a nested model for Grad-CAM)
+    has no pretrained weights and nothing to warn about.
+    """
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    kind = augment if isinstance(augment, str) else "full"
+    x = augmentation_layers(seed, kind)(inputs) if augment else inputs
+    x = layers.Rescaling(1.0 / 255, name="preprocess")(x)
+    conv_in = keras.Input((image_size, image_size, 3))
+    y = layers.Conv2D(32, 3, activation="relu", padding="same", name="conv_1")(conv_in)
+    y = layers.MaxPooling2D(2, name="pool_1")(y)
+    y = layers.Conv2D(16, 3, activation="relu", padding="same", name="conv_2")(y)
+    y = layers.MaxPooling2D(2, name="pool_2")(y)
+    x = keras.Model(conv_in, y, name=BACKBONE_NAME)(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dropout(dropout, seed=seed, name="dropout_1")(x)
+    x = layers.Dense(64, activation="relu", name="dense_1")(x)
     outputs = layers.Dense(1, activation="sigmoid", name="prediction")(x)
-    return keras.Model(inputs, outputs, name="resnet50_detector"), info
+    return keras.Model(inputs, outputs, name="custom_cnn_detector"), WeightsInfo("custom_cnn", "scratch")
+
+
+BUILDERS = {
+    "mobilenetv2": build_mobilenetv2,
+    "resnet50": build_resnet50,
+    "mobilenet": lambda **kw: build_transfer("mobilenet", **kw),
+    "inceptionresnetv2": lambda **kw: build_transfer("inceptionresnetv2", **kw),
+    "custom_cnn": build_custom_cnn,
+}
 
 
 def build_detector(arch: str, **kwargs) -> tuple[keras.Model, WeightsInfo]:
-    """Build ``mobilenetv2`` or ``resnet50`` with keyword arguments of its builder."""
-    builders = {"mobilenetv2": build_mobilenetv2, "resnet50": build_resnet50}
-    if arch not in builders:
-        raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(builders)}")
-    return builders[arch](**kwargs)
+    """Build any detector of :data:`BUILDERS` with keyword arguments of its builder."""
+    if arch not in BUILDERS:
+        raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(BUILDERS)}")
+    return BUILDERS[arch](**kwargs)
 
 
 def backbone_of(model: keras.Model) -> keras.Model:
@@ -227,10 +311,15 @@ def load_detector(path: str | Path) -> keras.Model:
 
 
 MODEL_TITLES = {
+    "mobilenetv2": "MobileNetV2",
+    "resnet50": "ResNet50",
     "mobilenetv2_head": "MobileNetV2 frozen head",
     "mobilenetv2_finetune": "MobileNetV2 fine-tuned",
     "resnet50_head": "ResNet50 frozen head",
     "resnet50_finetune": "ResNet50 fine-tuned",
+    "mobilenet": "MobileNet V1",
+    "inceptionresnetv2": "InceptionResNetV2",
+    "custom_cnn": "Custom CNN (2 conv)",
 }
 
 

@@ -14,17 +14,17 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from helpers.data import LABEL_TO_INT, load_image
+from helpers.data import LABEL_TO_INT, load_for_model
 
 
 class ImageLoadError(RuntimeError):
     """An image that passed the scan failed to load later (file changed on disk)."""
 
 
-def _decode_fn(root: Path, size: int):
+def _decode_fn(root: Path, size: int, preprocessing: str = "none", perturbation: str | None = None):
     def decode(path_bytes: bytes) -> np.ndarray:
         rel = path_bytes.decode() if isinstance(path_bytes, bytes) else str(path_bytes)
-        loaded = load_image(root / rel, size=size)
+        loaded = load_for_model(root / rel, size, preprocessing, perturbation)
         if not loaded.ok:
             raise ImageLoadError(f"{rel}: {loaded.error} (re-run the scan in notebook 01)")
         return loaded.image
@@ -33,7 +33,8 @@ def _decode_fn(root: Path, size: int):
 
 
 def make_dataset(frame: pd.DataFrame, root: str | Path, image_size: int, batch_size: int = 32,
-                 shuffle: bool = False, seed: int = 42, cache: bool = True) -> tf.data.Dataset:
+                 shuffle: bool = False, seed: int = 42, cache: bool = True,
+                 preprocessing: str = "none", perturbation: str | None = None) -> tf.data.Dataset:
     """Batches of ``(images, labels)`` for the rows of a manifest/split frame.
 
     Args:
@@ -44,11 +45,13 @@ def make_dataset(frame: pd.DataFrame, root: str | Path, image_size: int, batch_s
         shuffle: reshuffle every epoch (seeded), for training.
         seed: shuffle seed.
         cache: keep decoded images in memory after the first epoch.
+        preprocessing: ``none``, ``ela`` or ``denoise`` (see :func:`helpers.data.load_for_model`).
+        perturbation: e.g. ``"jpeg:50"`` (see :mod:`helpers.perturb`), applied before resizing.
     """
     root = Path(root)
     paths = frame["path"].astype(str).to_numpy()
     labels = frame["label"].map(LABEL_TO_INT).astype("float32").to_numpy()
-    decode = _decode_fn(root, image_size)
+    decode = _decode_fn(root, image_size, preprocessing, perturbation)
 
     def load(path: tf.Tensor, label: tf.Tensor):
         image = tf.numpy_function(decode, [path], tf.uint8, stateful=False)
@@ -65,19 +68,21 @@ def make_dataset(frame: pd.DataFrame, root: str | Path, image_size: int, batch_s
 
 
 def split_datasets(split_frame: pd.DataFrame, root: str | Path, image_size: int,
-                   batch_size: int = 32, seed: int = 42) -> dict[str, tf.data.Dataset]:
+                   batch_size: int = 32, seed: int = 42, preprocessing: str = "none") -> dict[str, tf.data.Dataset]:
     """Train (shuffled), val and test datasets from a split frame."""
     return {
         split: make_dataset(split_frame[split_frame["split"] == split], root, image_size,
-                            batch_size=batch_size, shuffle=(split == "train"), seed=seed)
+                            batch_size=batch_size, shuffle=(split == "train"), seed=seed,
+                            preprocessing=preprocessing)
         for split in ("train", "val", "test")
     }
 
 
 def load_array(frame: pd.DataFrame, root: str | Path, image_size: int,
-               batch_size: int = 64) -> np.ndarray:
+               batch_size: int = 64, preprocessing: str = "none") -> np.ndarray:
     """All images of ``frame`` as one uint8 array ``(n, size, size, 3)`` (for plots and heatmaps)."""
-    dataset = make_dataset(frame, root, image_size, batch_size=batch_size, cache=False)
+    dataset = make_dataset(frame, root, image_size, batch_size=batch_size, cache=False,
+                           preprocessing=preprocessing)
     batches = [images.numpy().astype(np.uint8) for images, _ in dataset]
     if not batches:
         return np.zeros((0, image_size, image_size, 3), np.uint8)

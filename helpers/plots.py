@@ -5,6 +5,7 @@ Every function returns a Matplotlib figure and, given ``path``, saves it (PNG, 1
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -169,4 +170,178 @@ def image_samples(frame: pd.DataFrame, root: str | Path, per_source: int = 6, si
         axes[row, 0].set_ylabel(f"{label}\n{source}", color=LABEL_COLORS.get(label, "black"))
     fig.suptitle("Examples per source")
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def face_detections(faces_table: pd.DataFrame, root: str | Path, n: int = 12, seed: int = 0,
+                    path: str | Path | None = None) -> plt.Figure:
+    """Detected boxes and landmarks on examples from every source, and images with no face."""
+    from helpers.data import load_image
+    from helpers.faces import Face
+
+    found = faces_table[faces_table["face_status"] == "face"]
+    per_source = max(1, n // max(found["source"].nunique(), 1))
+    picked = pd.concat([g.sample(min(len(g), per_source), random_state=seed) for _, g in found.groupby("source")]
+                       or [found])
+    missing = faces_table[faces_table["face_status"] != "face"]
+    missing = missing.sample(min(len(missing), 6), random_state=seed) if len(missing) else missing
+    picked = pd.concat([picked, missing])
+    cols = 6
+    rows = max(1, -(-len(picked) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 2.9), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, record in zip(axes.ravel(), picked.itertuples(index=False)):
+        loaded = load_image(Path(root) / str(record.path))
+        if not loaded.ok:
+            ax.set_title(f"{record.source}: unreadable", fontsize=8)
+            continue
+        ax.imshow(loaded.image)
+        for item in json.loads(record.faces or "[]"):
+            face = Face.from_dict(item)
+            x, y, w, h = face.box
+            ax.add_patch(plt.Rectangle((x, y), w, h, fill=False, color="#e9c46a", lw=1.5))
+            for px, py in face.keypoints.values():
+                ax.plot(px, py, "o", ms=2.5, color="#e76f51")
+        title = f"{record.source}: {record.n_faces} face(s)" if record.face_status == "face" \
+            else f"{record.source}: {record.face_reason}"
+        ax.set_title(title, fontsize=8)
+    fig.suptitle("02 · MTCNN detections (box + 5 landmarks); no-face images at the end")
+    return save_figure(fig, path)
+
+
+def attribute_distribution(annotations: pd.DataFrame, attributes: list[str],
+                           path: str | Path | None = None) -> plt.Figure:
+    """Share of each attribute value per source (one panel per attribute)."""
+    present = [a for a in attributes if a in annotations]
+    fig, axes = plt.subplots(1, max(len(present), 1), figsize=(5 * max(len(present), 1), 4), squeeze=False)
+    for ax, attribute in zip(axes[0], present):
+        shares = pd.crosstab(annotations["source"], annotations[attribute].astype(str), normalize="index")
+        shares.plot.barh(stacked=True, ax=ax, colormap="Set2", width=0.8)
+        ax.set_title(attribute)
+        ax.set_xlabel("share of images")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("02 · Attribute labels per source")
+    return save_figure(fig, path)
+
+
+def balance_chart(report: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
+    """Table 2 as a figure: available, target and sampled share of each attribute value."""
+    attributes = report["attribute"].unique().tolist()
+    fig, axes = plt.subplots(1, max(len(attributes), 1), figsize=(5 * max(len(attributes), 1), 4), squeeze=False)
+    for ax, attribute in zip(axes[0], attributes):
+        part = report[report["attribute"] == attribute].set_index("value")
+        part[["available_share", "target_share", "sampled_share"]].plot.bar(
+            ax=ax, rot=0, color=["#adb5bd", "#264653", "#e9c46a"])
+        ax.set_title(attribute)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("share")
+        ax.legend(fontsize=7)
+    fig.suptitle("02 · Table 2: balanced sample, achieved vs target")
+    return save_figure(fig, path)
+
+
+def per_attribute_bars(table: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
+    """Tables 6/9 as a figure: accuracy (Wilson 95% CI) per attribute value, one panel per attribute."""
+    attributes = table["attribute"].unique().tolist()
+    fig, axes = plt.subplots(1, max(len(attributes), 1), figsize=(5 * max(len(attributes), 1), 4), squeeze=False)
+    for ax, attribute in zip(axes[0], attributes):
+        part = table[table["attribute"] == attribute]
+        models = part["model"].unique().tolist()
+        values = part["value"].unique().tolist()
+        width = 0.8 / max(len(models), 1)
+        for i, model in enumerate(models):
+            rows = part[part["model"] == model].set_index("value").reindex(values)
+            x = np.arange(len(values)) + i * width
+            ax.bar(x, rows["accuracy"], width, label=model)
+            ax.errorbar(x, rows["accuracy"], yerr=[rows["accuracy"] - rows["accuracy_lo"],
+                                                   rows["accuracy_hi"] - rows["accuracy"]],
+                        fmt="none", ecolor="black", capsize=2, lw=0.8)
+        ax.set_xticks(np.arange(len(values)) + width * (len(models) - 1) / 2)
+        ax.set_xticklabels([f"{v}\n(n={int(part[part.value == v]['n'].iloc[0])})" for v in values], fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(attribute)
+        ax.set_ylabel("test accuracy")
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.suptitle("05 · Tables 6 and 9: accuracy per attribute (95% CI)")
+    return save_figure(fig, path)
+
+
+def cross_source_heatmaps(matrix: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
+    """One heatmap per recipe: rows = training set, columns = test pair, cells = AUC [95% CI]."""
+    recipes = matrix["recipe"].unique().tolist()
+    fig, axes = plt.subplots(1, len(recipes), figsize=(6.5 * len(recipes), 3.8), squeeze=False)
+    for ax, recipe in zip(axes[0], recipes):
+        part = matrix[matrix.recipe == recipe]
+        values = part.pivot(index="trained_on", columns="test_pair", values="auc")
+        text = part.assign(cell=[f"{a:.2f}\n[{lo:.2f}, {hi:.2f}]" for a, lo, hi in zip(part.auc, part.auc_lo, part.auc_hi)])
+        labels = text.pivot(index="trained_on", columns="test_pair", values="cell").loc[values.index, values.columns]
+        sns.heatmap(values, annot=labels, fmt="", vmin=0.3, vmax=1.0, cmap="RdYlGn", cbar=False, ax=ax,
+                    annot_kws={"fontsize": 8})
+        ax.set_title(f"{recipe}: test AUC", fontsize=10)
+        ax.set_xlabel("test pair")
+        ax.set_ylabel("trained on")
+    fig.suptitle("08 · Cross-source generalization")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def leave_one_out_bars(table: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
+    """Held-out generator AUC (95% CI) per recipe, next to the mean AUC on the generators it saw."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    recipes = table["recipe"].unique().tolist()
+    held = table["held_out"].unique().tolist()
+    width = 0.8 / len(recipes)
+    for i, recipe in enumerate(recipes):
+        part = table[table.recipe == recipe].set_index("held_out").reindex(held)
+        x = np.arange(len(held)) + i * width
+        ax.bar(x, part.auc, width, label=f"{recipe}: held-out generator")
+        ax.errorbar(x, part.auc, yerr=[part.auc - part.auc_lo, part.auc_hi - part.auc], fmt="none", ecolor="k",
+                    capsize=3, lw=0.8)
+        ax.scatter(x, part.seen_generators_mean_auc, marker="_", s=300, color="k", zorder=3,
+                   label="mean AUC on seen generators" if i == 0 else None)
+    ax.axhline(0.5, ls=":", color="grey")
+    ax.set_xticks(np.arange(len(held)) + width * (len(recipes) - 1) / 2)
+    ax.set_xticklabels(held)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("test AUC vs all real images")
+    ax.set_title("08 · Leave one generator out")
+    ax.legend(fontsize=7, loc="lower right")
+    return save_figure(fig, path)
+
+
+def robustness_lines(grid: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
+    """AUC (with CI) and accuracy at the validation threshold under each perturbation, per recipe."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+    for recipe, part in grid.groupby("recipe", sort=False):
+        x = np.arange(len(part))
+        axes[0].errorbar(x, part.auc, yerr=[part.auc - part.auc_lo, part.auc_hi - part.auc], marker="o",
+                         capsize=3, label=recipe)
+        axes[1].plot(x, part.accuracy, marker="o", label=recipe)
+    for ax, name in zip(axes, ("test AUC", "accuracy at the validation threshold")):
+        labels = grid["perturbation"].unique().tolist()
+        ax.set_xticks(np.arange(len(labels)))
+        ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel(name)
+        ax.set_ylim(0.3, 1.01)
+        ax.legend(fontsize=8)
+    fig.suptitle("08 · Robustness: JPEG quality, rescaling, blur")
+    return save_figure(fig, path)
+
+
+def reliability_diagram(bins: pd.DataFrame, summaries: list[dict], path: str | Path | None = None) -> plt.Figure:
+    """Reliability diagrams (fraction fake vs mean P(fake)) before and after temperature scaling."""
+    recipes = bins["recipe"].unique().tolist()
+    fig, axes = plt.subplots(1, len(recipes), figsize=(5 * len(recipes), 4.5), squeeze=False)
+    by_recipe = {s["recipe"]: s for s in summaries}
+    for ax, recipe in zip(axes[0], recipes):
+        ax.plot([0, 1], [0, 1], ls=":", color="grey")
+        for name, part in bins[bins.recipe == recipe].groupby("scores"):
+            ax.plot(part.confidence, part.fraction_fake, marker="o", label=name)
+        s = by_recipe[recipe]
+        ax.set_title(f"{recipe}: ECE {s['ece_raw']:.3f} → {s['ece_scaled']:.3f} (T={s['temperature']:.2f})", fontsize=9)
+        ax.set_xlabel("mean predicted P(fake)")
+        ax.set_ylabel("fraction fake")
+        ax.legend(fontsize=8)
+    fig.suptitle("08 · Calibration on the test split (temperature fitted on validation)")
     return save_figure(fig, path)

@@ -110,11 +110,12 @@ def combined_history(results: dict[str, TrainResult]) -> pd.DataFrame:
 
 def grid_search(build_model: Callable[[dict], keras.Model], grid: dict[str, list],
                 train_ds: tf.data.Dataset, val_ds: tf.data.Dataset, out_dir: str | Path, name: str,
-                default_epochs: int = 3, patience: int = 100, verbose: int = 0) -> pd.DataFrame:
+                default_epochs: int = 3, patience: int = 100, verbose: int = 0, seed: int = 42) -> pd.DataFrame:
     """Train one frozen-backbone model per grid point and tabulate validation results.
 
     ``grid`` maps ``learning_rate``, ``dropout``, ``epochs`` (any subset) to value lists;
-    ``build_model(point)`` returns a fresh uncompiled model. Writes ``<name>.csv`` and
+    ``build_model(point)`` returns a fresh uncompiled model. Every point starts from the same
+    random state (``seed``), so points differ only by their settings. Writes ``<name>.csv`` and
     ``<name>.json`` into ``out_dir`` and returns the table, best row first flagged ``selected``.
     """
     out_dir = Path(out_dir)
@@ -123,6 +124,7 @@ def grid_search(build_model: Callable[[dict], keras.Model], grid: dict[str, list
     for values in itertools.product(*(grid[k] for k in keys)):
         point = dict(zip(keys, values))
         keras.backend.clear_session()
+        keras.utils.set_random_seed(seed)
         model = build_model(point)
         epochs = int(point.get("epochs", default_epochs))
         result = fit_detector(model, train_ds, val_ds, epochs, float(point["learning_rate"]),
@@ -149,3 +151,31 @@ def save_training_record(path: str | Path, arch: str, image_size: int, weights: 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, default=str))
     return record
+
+
+def grid_table(method: str, build_model: Callable[[dict], keras.Model], grid: dict[str, list],
+               train_frame: pd.DataFrame, val_frame: pd.DataFrame, root: str | Path, image_size: int,
+               out_dir: str | Path, name: str, batch_size: int = 32, default_epochs: int = 3,
+               cache_dir: str | Path | None = None, seed: int = 42,
+               build_head: Callable[[dict], keras.Model] | None = None) -> pd.DataFrame:
+    """The report's grids (Tables 3 and 4) the ``naive`` way (a full model per point, on images) or
+    ``cached`` (heads on frozen features computed once: :func:`helpers.features.cached_grid_search`).
+
+    Both train the same heads from the same random state on the same features in the same order
+    (grids run without augmentation, so nothing random differs), so they agree up to float
+    round-off; ``benchmarks/bench_grid_cache.py`` measures that they pick the same point and how
+    much faster the cache is.
+    """
+    keras.utils.set_random_seed(seed)  # the shuffle order of both paths depends on the global seed too
+    if method == "cached":
+        from helpers.features import cached_grid_search
+
+        return cached_grid_search(build_model, grid, train_frame, val_frame, root, image_size, out_dir, name,
+                                  batch_size, default_epochs, cache_dir, seed, build_head=build_head)
+    if method != "naive":
+        raise ValueError(f"grid method must be 'cached' or 'naive', not {method!r}")
+    from helpers.pipeline import make_dataset
+
+    train_ds = make_dataset(train_frame, root, image_size, batch_size, shuffle=True, seed=seed)
+    val_ds = make_dataset(val_frame, root, image_size, batch_size)
+    return grid_search(build_model, grid, train_ds, val_ds, out_dir, name, default_epochs=default_epochs, seed=seed)

@@ -30,6 +30,11 @@ def write_jpeg(path: Path, array: np.ndarray, quality: int = 90) -> Path:
 @pytest.fixture
 def face_tree(tmp_path: Path) -> Path:
     """A tiny ``<label>/<source>/<file>`` tree: 2 real and 2 fake sources, 10 images each."""
+    return make_face_tree(tmp_path)
+
+
+def make_face_tree(tmp_path: Path) -> Path:
+    """Write the :func:`face_tree` images under ``tmp_path/faces`` (for module-scoped fixtures too)."""
     root = tmp_path / "faces"
     seed = 0
     for label, sources in (("real", ("cam_a", "cam_b")), ("fake", ("gan_a", "gan_b"))):

@@ -1,0 +1,146 @@
+"""The frozen-feature cache: run a frozen backbone once per image (and per flip), train heads on the cache.
+
+While the backbone is frozen, every epoch of head training recomputes the same backbone
+features: that is nearly all the cost of the report's grids (Tables 3 and 4). Here the pooled
+features of each image and of its mirror image are computed once and stored on disk; heads are
+then trained on the cached vectors, drawing the original or the mirrored vector at random each
+epoch — exactly what the detector's ``RandomFlip`` augmentation does. A detector built with
+``augment="flip"`` trained the naive way is the like-for-like reference (the benchmark checks
+both select the same grid point).
+
+The head model shares its layers with the detector (:func:`head_model`), so training it trains
+the detector's head in place: the detector can then be evaluated, explained and fine-tuned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from helpers.models import model_parts
+from helpers.pipeline import labels_of, make_dataset
+
+
+def pooled_extractor(model: keras.Model) -> keras.Model:
+    """Image → pooled backbone features, in inference mode (no augmentation, no dropout)."""
+    before, base, head = model_parts(model)
+    inputs = keras.Input(model.input_shape[1:], name="image")
+    x = inputs
+    for layer in before:
+        x = layer(x)
+    x = base(x, training=False)
+    if not head or head[0].name != "gap":
+        raise ValueError(f"{model.name} has no global-average-pooling layer after its backbone: not cacheable")
+    return keras.Model(inputs, head[0](x), name=f"{model.name}_features")
+
+
+def head_model(model: keras.Model) -> keras.Model:
+    """Pooled features → P(fake), reusing the detector's own head layers (weights are shared)."""
+    _, _, head = model_parts(model)
+    inputs = keras.Input(head[0].output.shape[1:], name="features")
+    x = inputs
+    for layer in head[1:]:
+        x = layer(x)
+    return keras.Model(inputs, x, name=f"{model.name}_head")
+
+
+def cache_key(model: keras.Model, frame: pd.DataFrame, image_size: int, preprocessing: str, extra: str = "") -> str:
+    """Identifies a feature set: model name, backbone weights (checksum of a few tensors), inputs."""
+    _, base, _ = model_parts(model)
+    probe = [np.asarray(w)[:64].tobytes() for w in base.weights[:4]]
+    text = json.dumps([model.name, image_size, preprocessing, extra, frame["path"].astype(str).tolist()])
+    return hashlib.sha1(text.encode() + b"".join(probe)).hexdigest()[:16]
+
+
+def extract_features(model: keras.Model, frame: pd.DataFrame, root: str | Path, image_size: int,
+                     batch_size: int = 64, flips: bool = True, preprocessing: str = "none",
+                     cache_dir: str | Path | None = None, perturbation: str | None = None) -> dict[str, np.ndarray]:
+    """Pooled features of every row (``features``) and of its mirror image (``flipped``), plus labels.
+
+    With ``cache_dir``, the arrays are stored as ``<key>.npz`` and read back on the next call with
+    the same model weights, images, size and preprocessing. ``seconds`` reports the extraction time
+    (0 when read from the cache). ``perturbation`` (e.g. ``"jpeg:50"``, ``"augment:0"``) is applied
+    to each image first (see :mod:`helpers.perturb`).
+    """
+    key = cache_key(model, frame, image_size, preprocessing, f"{flips}|{perturbation}")
+    target = Path(cache_dir) / f"{key}.npz" if cache_dir else None
+    if target is not None and target.exists():
+        with np.load(target) as stored:
+            return {**{k: stored[k] for k in stored.files}, "seconds": np.float64(0.0)}
+    extractor = pooled_extractor(model)
+    start = time.perf_counter()
+    dataset = make_dataset(frame, root, image_size, batch_size, cache=False, preprocessing=preprocessing,
+                           perturbation=perturbation)
+    plain, mirrored = [], []
+    for images, _ in dataset:
+        plain.append(extractor(images, training=False).numpy())
+        if flips:
+            mirrored.append(extractor(tf.image.flip_left_right(images), training=False).numpy())
+    width = extractor.output_shape[-1]
+    result = {"features": np.concatenate(plain) if plain else np.zeros((0, width), np.float32),
+              "labels": labels_of(frame).astype(np.float32)}
+    if flips:
+        result["flipped"] = np.concatenate(mirrored) if mirrored else np.zeros((0, width), np.float32)
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(target.with_suffix(".tmp.npz"), **result)
+        target.with_suffix(".tmp.npz").replace(target)
+    return {**result, "seconds": np.float64(time.perf_counter() - start)}
+
+
+def cached_dataset(cache: dict[str, np.ndarray], batch_size: int = 32, shuffle: bool = False,
+                   seed: int = 42) -> tf.data.Dataset:
+    """Batches of ``(features, labels)``; in training (``shuffle``) each example is its original or
+    mirrored vector at random, redrawn every epoch (the cached form of ``RandomFlip``)."""
+    features = cache["features"].astype(np.float32)
+    labels = cache["labels"].astype(np.float32)
+    flipped = cache.get("flipped")
+    dataset = tf.data.Dataset.from_tensor_slices((features, flipped if flipped is not None else features, labels))
+    if shuffle:
+        dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+        generator = tf.random.Generator.from_seed(seed)
+
+        def pick(plain, mirrored, label):
+            use_mirror = generator.uniform(()) < 0.5
+            return tf.where(use_mirror, mirrored, plain), label
+    else:
+        def pick(plain, mirrored, label):
+            return plain, label
+    return dataset.map(pick).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def cached_grid_search(build_model, grid: dict[str, list], train_frame: pd.DataFrame, val_frame: pd.DataFrame,
+                       root: str | Path, image_size: int, out_dir: str | Path, name: str, batch_size: int = 32,
+                       default_epochs: int = 3, cache_dir: str | Path | None = None, seed: int = 42,
+                       preprocessing: str = "none", build_head=None) -> pd.DataFrame:
+    """:func:`helpers.train.grid_search` on cached features: same table, same selection rule.
+
+    ``build_model(point)`` returns a fresh detector whose backbone is frozen (its weights must not
+    depend on the point) and, for a like-for-like grid, no augmentation. Features of the training
+    and validation rows are extracted once; each grid point then trains only its head, from the
+    same random state and in the same batch order as the naive path. The table gains
+    ``feature_seconds`` (the one-off extraction, 0 when read from ``cache_dir``). With
+    ``build_head(point)`` (e.g. :func:`helpers.models.build_head`), points skip building the
+    backbone: heads are seeded per layer, so they start from the same weights either way.
+    """
+    from helpers.train import grid_search
+
+    keras.backend.clear_session()
+    probe = build_model({k: v[0] for k, v in grid.items()})
+    keras.utils.set_random_seed(seed)  # as the naive path does before making its datasets
+    train_cache = extract_features(probe, train_frame, root, image_size, batch_size, False, preprocessing, cache_dir)
+    val_cache = extract_features(probe, val_frame, root, image_size, batch_size, False, preprocessing, cache_dir)
+    train_ds = cached_dataset(train_cache, batch_size, shuffle=True, seed=seed)
+    val_ds = cached_dataset(val_cache, batch_size)
+    make_head = build_head or (lambda point: head_model(build_model(point)))
+    table = grid_search(make_head, grid, train_ds, val_ds, out_dir, name, default_epochs=default_epochs, seed=seed)
+    table["feature_seconds"] = round(float(train_cache["seconds"] + val_cache["seconds"]), 1)
+    table.to_csv(Path(out_dir) / f"{name}.csv", index=False)
+    return table

@@ -1,0 +1,322 @@
+"""Generalization and robustness protocols (notebook 08), run on the frozen-feature cache.
+
+A frozen ImageNet backbone's features do not depend on the head, so every image — clean, mirrored,
+in K random blur/JPEG/crop copies, and under every test perturbation — is passed through the
+backbone once (:class:`FeatureBank`, cached on disk); each protocol then trains only heads, in
+seconds. A :class:`Recipe` says what a head is trained on and how (sources, augmentation copies,
+source-balanced batches, test-time flip, image size). Each protocol is one function returning one
+table (AUC with 95% bootstrap CIs; thresholds always from validation):
+
+- :func:`cross_source_matrix` — train on one set of sources, test on every real/fake pair;
+- :func:`leave_one_generator_out` — train on all fakes but one generator, test on that one;
+- :func:`robustness_grid` — JPEG, rescaling and blur at the fixed validation threshold;
+- :func:`format_shortcut` — every image re-encoded to one size and JPEG quality;
+- :func:`calibration` — reliability, expected calibration error, temperature fitted on validation;
+- :func:`helpers.evaluate.per_attribute_metrics` and :func:`helpers.splits.leakage_report` complete it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from sklearn.metrics import roc_auc_score
+
+from helpers import features, models, train
+from helpers.evaluate import bootstrap_ci, choose_threshold
+from helpers.perturb import ROBUSTNESS_GRID
+from helpers.pipeline import labels_of
+
+
+@dataclass
+class Recipe:
+    """How a head is trained: on which sources, with which augmentation, balance and test-time flip."""
+
+    name: str
+    train_sources: list[str] | None = None   # None: every source of the split
+    augment_copies: int = 0                  # cached blur+JPEG+crop copies per training image
+    balanced: bool = False                   # every source equally often in each epoch
+    tta_flip: bool = False                   # average the scores of the image and its mirror
+    epochs: int = 15
+    learning_rate: float = 1e-3
+    dropout: float = 0.2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FeatureBank:
+    """Backbone features of one split at one size: ``arrays[split][variant]`` aligned with ``frames[split]``."""
+
+    image_size: int
+    frames: dict[str, pd.DataFrame]
+    arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def build_bank(split_frame: pd.DataFrame, root: str | Path, image_size: int, augment_copies: int = 0,
+               perturbations: tuple[str, ...] = ROBUSTNESS_GRID + ("recode:256",), batch_size: int = 64,
+               cache_dir: str | Path | None = None, seed: int = 42) -> FeatureBank:
+    """Extract (or read back) every feature the protocols need with a frozen ImageNet MobileNetV2."""
+    keras.backend.clear_session()
+    probe, _ = models.build_mobilenetv2(image_size=image_size, augment="flip", seed=seed)
+    frames = {s: split_frame[split_frame["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
+    bank = FeatureBank(image_size, frames)
+
+    def get(frame, perturbation=None, flips=True):
+        result = features.extract_features(probe, frame, root, image_size, batch_size, flips, "none", cache_dir,
+                                           perturbation)
+        bank.seconds += float(result["seconds"])
+        return result
+
+    for split, frame in frames.items():
+        clean = get(frame)
+        bank.arrays[split] = {"clean": clean["features"], "flipped": clean["flipped"]}
+    for copy in range(augment_copies):
+        # each copy already mirrors at random: no separate flipped pass
+        bank.arrays["train"][f"augment:{copy}"] = get(frames["train"], f"augment:{copy}", flips=False)["features"]
+    for perturbation in perturbations:
+        result = get(frames["test"], perturbation)
+        bank.arrays["test"][perturbation] = result["features"]
+        bank.arrays["test"][f"{perturbation}|flipped"] = result["flipped"]
+    return bank
+
+
+@dataclass
+class TrainedHead:
+    recipe: Recipe
+    head: keras.Model
+    threshold: float
+    val_auc: float
+    seconds: float
+
+
+def _rows(frame: pd.DataFrame, sources: list[str] | None) -> np.ndarray:
+    return np.flatnonzero(frame["source"].isin(sources).to_numpy()) if sources else np.arange(len(frame))
+
+
+def _training_dataset(bank: FeatureBank, recipe: Recipe, rows: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
+    arrays = bank.arrays["train"]
+    variants = [arrays["clean"], arrays["flipped"]] + [arrays[f"augment:{k}"] for k in range(recipe.augment_copies)]
+    stacked = np.stack([v[rows] for v in variants], axis=1).astype(np.float32)  # (n, variants, d)
+    labels = labels_of(bank.frames["train"].iloc[rows]).astype(np.float32)
+    generator = tf.random.Generator.from_seed(seed)
+
+    def pick(options, label):
+        return options[generator.uniform((), 0, options.shape[0], dtype=tf.int32)], label
+
+    if not recipe.balanced:
+        dataset = tf.data.Dataset.from_tensor_slices((stacked, labels)).shuffle(len(rows), seed=seed)
+        return dataset.map(pick).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    sources = bank.frames["train"]["source"].to_numpy()[rows]
+    parts = [tf.data.Dataset.from_tensor_slices((stacked[sources == s], labels[sources == s]))
+             .shuffle(int((sources == s).sum()), seed=seed).repeat() for s in np.unique(sources)]
+    # equal weights: balanced sources; a new draw of sources every epoch, not the same sequence again
+    mixed = tf.data.Dataset.sample_from_datasets(parts, seed=seed, rerandomize_each_iteration=True)
+    return mixed.take(len(rows)).map(pick).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def score(trained: TrainedHead, bank: FeatureBank, split: str, variant: str = "clean") -> np.ndarray:
+    """P(fake) for every row of ``split`` under ``variant`` (``clean`` or a perturbation)."""
+    arrays = bank.arrays[split]
+    plain = arrays[variant]
+    scores = trained.head.predict(plain, verbose=0, batch_size=256).reshape(-1)
+    if trained.recipe.tta_flip:
+        mirror = arrays["flipped"] if variant == "clean" else arrays[f"{variant}|flipped"]
+        scores = (scores + trained.head.predict(mirror, verbose=0, batch_size=256).reshape(-1)) / 2
+    return scores
+
+
+def train_recipe(recipe: Recipe, bank: FeatureBank, out_dir: str | Path, batch_size: int = 32,
+                 seed: int = 42) -> TrainedHead:
+    """Train a fresh head with ``recipe``; the threshold comes from validation rows of its sources."""
+    keras.backend.clear_session()
+    detector, _ = models.build_mobilenetv2(image_size=bank.image_size, dropout=recipe.dropout, augment="flip",
+                                           weights=None, seed=seed)  # only its head layers are used
+    head = features.head_model(detector)
+    rows = _rows(bank.frames["train"], recipe.train_sources)
+    val_rows = _rows(bank.frames["val"], recipe.train_sources)
+    val_ds = tf.data.Dataset.from_tensor_slices(
+        (bank.arrays["val"]["clean"][val_rows], labels_of(bank.frames["val"].iloc[val_rows]).astype(np.float32))
+    ).batch(256)
+    file_name = "head_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", recipe.name).strip("_")  # "+ blur/JPEG" is a fine title
+    result = train.fit_detector(head, _training_dataset(bank, recipe, rows, batch_size, seed), val_ds, recipe.epochs,
+                                recipe.learning_rate, out_dir, file_name, patience=recipe.epochs, verbose=0)
+    trained = TrainedHead(recipe, head, 0.5, result.best_val_auc, result.seconds)
+    val_scores = score(trained, bank, "val")[val_rows]
+    trained.threshold = choose_threshold(labels_of(bank.frames["val"].iloc[val_rows]), val_scores)
+    return trained
+
+
+def _auc_ci(y: np.ndarray, s: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, float]:
+    if len(set(y)) < 2:
+        return (float("nan"),) * 3
+    low, high = bootstrap_ci(y, s, "auc", n_boot=n_boot, seed=seed)
+    return float(roc_auc_score(y, s)), low, high
+
+
+def pair_auc(trained: TrainedHead, bank: FeatureBank, real_sources: list[str], fake_source: str,
+             variant: str = "clean", n_boot: int = 1000, seed: int = 0) -> dict:
+    """AUC [CI] of one fake source against the given real sources on the test split."""
+    test = bank.frames["test"]
+    keep = test["source"].isin([*real_sources, fake_source]).to_numpy()
+    y, s = labels_of(test)[keep], score(trained, bank, "test", variant)[keep]
+    auc, low, high = _auc_ci(y, s, n_boot, seed)
+    return dict(auc=auc, auc_lo=low, auc_hi=high, n=int(keep.sum()))
+
+
+def _pair_name(real_sources: list[str], fake_source: str) -> str:
+    return f"{'+'.join(real_sources)} vs {fake_source}"
+
+
+def cross_source_matrix(recipe: Recipe, training_sets: dict[str, list[str] | None], test_pairs: list[tuple],
+                        bank: FeatureBank, out_dir: str | Path, n_boot: int = 1000, seed: int = 42) -> pd.DataFrame:
+    """Rows: training set; columns: test pair (real sources vs fake source); AUC with 95% CI."""
+    rows = []
+    for name, sources in training_sets.items():
+        trained = train_recipe(Recipe(**{**recipe.to_dict(), "name": f"{recipe.name}_{name}",
+                                          "train_sources": sources}), bank, out_dir, seed=seed)
+        for real_sources, fake_source in test_pairs:
+            rows.append(dict(recipe=recipe.name, trained_on=name, test_pair=_pair_name(real_sources, fake_source),
+                             **pair_auc(trained, bank, real_sources, fake_source, n_boot=n_boot, seed=seed)))
+    return pd.DataFrame(rows)
+
+
+def leave_one_generator_out(recipe: Recipe, bank: FeatureBank, out_dir: str | Path, n_boot: int = 1000,
+                            seed: int = 42) -> pd.DataFrame:
+    """Train on every real source and all fake sources but one; AUC on the held-out one vs all reals."""
+    frame = bank.frames["train"]
+    reals = sorted(frame.loc[frame.label == "real", "source"].unique())
+    fakes = sorted(frame.loc[frame.label == "fake", "source"].unique())
+    rows = []
+    for held_out in fakes:
+        sources = reals + [f for f in fakes if f != held_out]
+        trained = train_recipe(Recipe(**{**recipe.to_dict(), "name": f"{recipe.name}_without_{held_out}",
+                                          "train_sources": sources}), bank, out_dir, seed=seed)
+        seen = [pair_auc(trained, bank, reals, f, n_boot=n_boot, seed=seed)["auc"] for f in fakes if f != held_out]
+        rows.append(dict(recipe=recipe.name, held_out=held_out,
+                         **pair_auc(trained, bank, reals, held_out, n_boot=n_boot, seed=seed),
+                         seen_generators_mean_auc=float(np.mean(seen))))
+    return pd.DataFrame(rows)
+
+
+def robustness_grid(trained: TrainedHead, bank: FeatureBank, perturbations: tuple[str, ...] = ROBUSTNESS_GRID,
+                    n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """AUC [CI] and accuracy at the fixed validation threshold, clean and under each perturbation."""
+    y = labels_of(bank.frames["test"])
+    rows = []
+    for variant in ("clean", *perturbations):
+        s = score(trained, bank, "test", variant)
+        auc, low, high = _auc_ci(y, s, n_boot, seed)
+        rows.append(dict(recipe=trained.recipe.name, perturbation=variant, auc=auc, auc_lo=low, auc_hi=high,
+                         accuracy=float(((s >= trained.threshold) == y).mean()),
+                         fpr=float((s[y == 0] >= trained.threshold).mean())))
+    table = pd.DataFrame(rows)
+    table["auc_drop"] = table.loc[0, "auc"] - table["auc"]
+    return table
+
+
+def format_shortcut(trained: TrainedHead, bank: FeatureBank, recode: str = "recode:256", n_boot: int = 1000,
+                    seed: int = 0) -> dict:
+    """Test AUC before and after re-encoding every image to one size and JPEG quality 90."""
+    grid = robustness_grid(trained, bank, (recode,), n_boot, seed)
+    return dict(recipe=trained.recipe.name, clean_auc=float(grid.auc[0]), recoded_auc=float(grid.auc[1]),
+                change=float(grid.auc[1] - grid.auc[0]), recoded_ci=(float(grid.auc_lo[1]), float(grid.auc_hi[1])))
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Weighted mean |accuracy − confidence| over equal-width probability bins (on P(fake))."""
+    edges = np.linspace(0, 1, bins + 1)
+    index = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    return float(sum((index == b).mean() * abs(y[index == b].mean() - p[index == b].mean())
+                     for b in range(bins) if (index == b).any()))
+
+
+def fit_temperature(y: np.ndarray, p: np.ndarray) -> float:
+    """The temperature T minimising the log loss of sigmoid(logit(p) / T) (fit on validation)."""
+    from scipy.optimize import minimize_scalar
+
+    logits = np.log(np.clip(p, 1e-7, 1 - 1e-7) / np.clip(1 - p, 1e-7, 1))
+
+    def nll(t):
+        q = np.clip(1 / (1 + np.exp(-logits / t)), 1e-7, 1 - 1e-7)
+        return -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))
+
+    return float(minimize_scalar(nll, bounds=(0.05, 20), method="bounded").x)
+
+
+def calibration(trained: TrainedHead, bank: FeatureBank, bins: int = 10) -> tuple[dict, pd.DataFrame]:
+    """ECE on test before and after temperature scaling fitted on validation, and reliability bins."""
+    y_val, p_val = labels_of(bank.frames["val"]), score(trained, bank, "val")
+    y, p = labels_of(bank.frames["test"]), score(trained, bank, "test")
+    temperature = fit_temperature(y_val, p_val)
+    logits = np.log(np.clip(p, 1e-7, 1 - 1e-7) / np.clip(1 - p, 1e-7, 1))
+    scaled = 1 / (1 + np.exp(-logits / temperature))
+    edges = np.linspace(0, 1, bins + 1)
+    rows = []
+    for name, probs in (("raw", p), ("temperature-scaled", scaled)):
+        index = np.clip(np.digitize(probs, edges[1:-1]), 0, bins - 1)
+        for b in range(bins):
+            members = index == b
+            if members.any():
+                rows.append(dict(recipe=trained.recipe.name, scores=name, bin_centre=(edges[b] + edges[b + 1]) / 2,
+                                 confidence=float(probs[members].mean()), fraction_fake=float(y[members].mean()),
+                                 n=int(members.sum())))
+    summary = dict(recipe=trained.recipe.name, temperature=temperature, ece_raw=expected_calibration_error(y, p, bins),
+                   ece_scaled=expected_calibration_error(y, scaled, bins))
+    return summary, pd.DataFrame(rows)
+
+
+def recipe_summary(trained: TrainedHead, bank: FeatureBank, checks: dict[str, tuple], n_boot: int = 1000,
+                   seed: int = 0) -> dict:
+    """One ablation-table row: in-distribution and named pair AUCs, JPEG/rescale drops, worst real FPR,
+    format-shortcut change. ``checks`` maps a column name to ``(real_sources, fake_source)``."""
+    test = bank.frames["test"]
+    y, s = labels_of(test), score(trained, bank, "test")
+    own = _rows(test, trained.recipe.train_sources)
+    row = dict(recipe=trained.recipe.name, trained_on="+".join(trained.recipe.train_sources or ["all sources"]),
+               val_auc=trained.val_auc, in_distribution_auc=_auc_ci(y[own], s[own], n_boot, seed)[0])
+    for name, (reals, fake) in checks.items():
+        row[name] = pair_auc(trained, bank, reals, fake, n_boot=n_boot, seed=seed)["auc"]
+    grid = robustness_grid(trained, bank, ("jpeg:50", "scale:0.5"), n_boot=50, seed=seed).set_index("perturbation")
+    row["jpeg50_drop"] = float(grid.loc["jpeg:50", "auc_drop"])
+    row["scale0.5_drop"] = float(grid.loc["scale:0.5", "auc_drop"])
+    reals = test["label"].to_numpy() == "real"
+    fprs = {src: float((s[reals & (test.source.to_numpy() == src)] >= trained.threshold).mean())
+            for src in test.loc[reals, "source"].unique()}
+    row["worst_real_fpr"] = max(fprs.values()) if fprs else float("nan")
+    row["format_change"] = format_shortcut(trained, bank, n_boot=50, seed=seed)["change"]
+    row["train_seconds"] = round(trained.seconds, 1)
+    return row
+
+
+def targets_table(improved: dict, matrix: pd.DataFrame, logo: pd.DataFrame, improved_name: str,
+                  narrow_set: str, in_distribution_pair: str, transfer_pair: str, gan_generators: list[str],
+                  all_sources_checks: list[str]) -> pd.DataFrame:
+    """The issue's targets next to what the improved recipe measured, and whether each is met."""
+    def cell(trained_on: str, pair: str) -> float:
+        hit = matrix[(matrix.recipe == improved_name) & (matrix.trained_on == trained_on) & (matrix.test_pair == pair)]
+        return float(hit.auc.iloc[0]) if len(hit) else float("nan")
+
+    rows = [(f"trained on {narrow_set}: {transfer_pair} AUC", ">= 0.97", cell(narrow_set, transfer_pair), 0.97, 1),
+            (f"trained on {narrow_set}: in distribution ({in_distribution_pair}) AUC", ">= 0.99",
+             cell(narrow_set, in_distribution_pair), 0.99, 1)]
+    for generator in gan_generators:
+        hit = logo[(logo.recipe == improved_name) & (logo.held_out == generator)]
+        rows.append((f"leave-one-generator-out: {generator} AUC", ">= 0.90",
+                     float(hit.auc.iloc[0]) if len(hit) else float("nan"), 0.90, 1))
+    for check in all_sources_checks:
+        rows.append((f"trained on all sources: {check} AUC", ">= 0.99", float(improved.get(check, np.nan)), 0.99, 1))
+    rows += [("JPEG quality 50: AUC drop", "<= 0.03", improved["jpeg50_drop"], 0.03, -1),
+             ("downscale 0.5: AUC drop", "<= 0.05", improved["scale0.5_drop"], 0.05, -1),
+             ("worst real-source false-positive rate", "<= 0.05", improved["worst_real_fpr"], 0.05, -1),
+             ("format-shortcut check: |AUC change|", "<= 0.02", abs(improved["format_change"]), 0.02, -1)]
+    table = pd.DataFrame(rows, columns=["target", "goal", "measured", "bound", "direction"])
+    table["met"] = np.where(table.direction > 0, table.measured >= table.bound, table.measured <= table.bound)
+    return table.drop(columns=["bound", "direction"])

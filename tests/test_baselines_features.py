@@ -1,0 +1,152 @@
+"""Issue 5: the other detectors, ELA / denoising, frequency baselines and the frozen-feature cache."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from helpers import baselines, data, explain, features, models, pipeline, splits, train
+
+
+@pytest.fixture(autouse=True)
+def offline_weights(tmp_path, monkeypatch):
+    """No ImageNet weights: the builders must fall back to random init (and say so) fast."""
+    from keras.src.utils import file_utils
+
+    monkeypatch.setattr(models, "weights_search_dirs", lambda: [tmp_path / "nothing"])
+
+    def refuse(*args, **kwargs):
+        raise Exception("URL fetch failure: simulated offline machine")
+
+    monkeypatch.setattr(file_utils, "get_file", refuse)
+
+
+@pytest.mark.parametrize("arch", ["mobilenet", "inceptionresnetv2", "custom_cnn"])
+def test_every_new_detector_builds_scores_and_explains(arch):
+    size = 80  # InceptionResNetV2 needs at least 75 px
+    model, weights = models.build_detector(arch, image_size=size)
+    assert weights.source in ("none", "scratch")
+    assert (weights.warning != "") == (arch != "custom_cnn")  # only a missing pretrained model warns
+    images = np.random.default_rng(0).integers(0, 255, (2, size, size, 3)).astype("float32")
+    scores = models.inference_model(model)(images).numpy().ravel()
+    assert scores.shape == (2,) and ((scores >= 0) & (scores <= 1)).all()
+    heatmaps, _ = explain.gradcam(model, images)
+    assert heatmaps.shape == (2, size, size)
+
+
+def test_custom_cnn_is_the_seed_architecture():
+    model, _ = models.build_custom_cnn(image_size=64)
+    convs = [layer for layer in models.backbone_of(model).layers if layer.name.startswith("conv")]
+    assert [c.filters for c in convs] == [32, 16]
+    assert model.get_layer("dropout_1").rate == 0.25
+    with pytest.raises(ValueError, match="unknown architecture"):
+        models.build_detector("inceptionresnetv1")
+
+
+def test_ela_highlights_a_region_pasted_after_compression(tmp_path):
+    rng = np.random.default_rng(0)
+    smooth = np.asarray(Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).resize((128, 128)))
+    Image.fromarray(smooth).save(tmp_path / "a.jpg", quality=90)
+    image = np.asarray(Image.open(tmp_path / "a.jpg")).copy()
+    image[32:64, 32:64] = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)  # never compressed
+    raw = data.error_level_analysis(image, quality=90)
+    assert raw.dtype == np.uint8 and raw.max() == 255
+    ela = raw.astype(float)
+    assert ela[32:64, 32:64].mean() > 4 * ela[80:, 80:].mean()
+
+
+def test_denoise_brings_a_noisy_image_closer_to_the_clean_one():
+    rng = np.random.default_rng(1)
+    clean = np.asarray(Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)).resize((96, 96)))
+    noisy = np.clip(clean + rng.normal(0, 12, clean.shape), 0, 255).astype(np.uint8)
+    denoised = data.denoise(noisy, strength=10)
+    assert np.abs(denoised.astype(float) - clean).mean() < 0.6 * np.abs(noisy.astype(float) - clean).mean()
+
+
+def test_preprocessing_is_a_pipeline_parameter(face_tree):
+    frame = data.usable(data.scan_folder(face_tree, progress=False)).head(4)
+    plain = pipeline.load_array(frame, face_tree, 32)
+    ela = pipeline.load_array(frame, face_tree, 32, preprocessing="ela")
+    assert plain.shape == ela.shape and not np.array_equal(plain, ela)
+    with pytest.raises(ValueError, match="preprocessing"):
+        data.load_for_model(face_tree / frame.path.iloc[0], 32, "kalman")
+
+
+def _checkered(n: int, seed: int, artifact: bool) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(n):
+        base = np.asarray(Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).resize((64, 64)), float)
+        if artifact:  # the period-2 pattern transposed-convolution up-sampling leaves
+            base += 6 * (np.indices((64, 64)).sum(axis=0) % 2)[..., None]
+        images.append(np.clip(base + rng.normal(0, 2, base.shape), 0, 255).astype(np.uint8))
+    return np.stack(images)
+
+
+@pytest.mark.parametrize("kind", ["fft_azimuthal", "dct_blocks"])
+def test_frequency_baselines_find_an_upsampling_artifact(kind):
+    x_train = np.concatenate([_checkered(40, 0, False), _checkered(40, 1, True)])
+    x_val = np.concatenate([_checkered(20, 2, False), _checkered(20, 3, True)])
+    y_train, y_val = np.repeat([0, 1], 40), np.repeat([0, 1], 20)
+    fitted = baselines.fit_baseline(kind, x_train, y_train, x_val, y_val)
+    scores = baselines.score_baseline(fitted, x_val)
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(y_val, scores) > 0.95
+    assert fitted["C"] in (0.01, 0.1, 1.0, 10.0)
+
+
+def test_azimuthal_profile_shape_and_normalisation():
+    profile = baselines.azimuthal_spectrum(_checkered(3, 0, False))
+    assert profile.shape == (3, 46)  # radius 0 .. the corner of a 64x64 spectrum
+    assert np.allclose(profile.mean(axis=1), 0, atol=1e-4) and np.allclose(profile.std(axis=1), 1, atol=1e-3)
+
+
+def test_head_on_cached_features_equals_the_full_model_and_the_cache_is_reused(face_tree, tmp_path):
+    frame = data.usable(data.scan_folder(face_tree, progress=False)).reset_index(drop=True)
+    model, _ = models.build_mobilenetv2(image_size=32, augment="flip")
+    first = features.extract_features(model, frame, face_tree, 32, 16, cache_dir=tmp_path)
+    assert first["features"].shape == (40, 1280) and first["flipped"].shape == (40, 1280)
+    assert not np.allclose(first["features"], first["flipped"], atol=0)  # random-init base: tiny values
+    second = features.extract_features(model, frame, face_tree, 32, 16, cache_dir=tmp_path)
+    assert float(second["seconds"]) == 0.0 and np.array_equal(first["features"], second["features"])
+    images = pipeline.load_array(frame, face_tree, 32).astype("float32")
+    full = models.inference_model(model)(images).numpy().ravel()
+    via_head = features.head_model(model)(first["features"]).numpy().ravel()
+    assert np.allclose(full, via_head, atol=1e-5)
+    assert features.cache_key(model, frame, 32, "none") != features.cache_key(model, frame, 32, "ela")
+    assert features.cache_key(model, frame, 32, "none") != features.cache_key(model, frame.head(39), 32, "none")
+
+
+def test_cached_training_draws_both_mirror_images():
+    cache = {"features": np.zeros((4, 2), np.float32), "flipped": np.ones((4, 2), np.float32),
+             "labels": np.array([0, 1, 0, 1], np.float32)}
+    seen = np.concatenate([x.numpy() for _ in range(5) for x, _ in features.cached_dataset(cache, 4, shuffle=True)])
+    assert set(np.unique(seen)) == {0.0, 1.0}
+    plain = np.concatenate([x.numpy() for x, _ in features.cached_dataset(cache, 4)])
+    assert (plain == 0).all()
+
+
+def test_cached_grid_selects_the_same_point_as_the_naive_grid(face_tree, tmp_path):
+    frame = data.usable(data.scan_folder(face_tree, progress=False))
+    split = splits.split_manifest(frame, fractions=(0.6, 0.4, 0.0), seed=0)
+    train_frame, val_frame = split[split.split == "train"], split[split.split == "val"]
+    grid = {"learning_rate": [3e-2, 1e-3], "dropout": [0.5]}
+
+    def build(point):
+        return models.build_mobilenetv2(image_size=32, dropout=point["dropout"], augment=False, seed=0)[0]
+
+    tables = {method: train.grid_table(method, build, grid, train_frame, val_frame, face_tree, 32, tmp_path / method,
+                                       "t3", 8, default_epochs=3, cache_dir=tmp_path / "features", seed=0,
+                                       build_head=lambda p: models.build_head("mobilenetv2", dropout=p["dropout"],
+                                                                              seed=0))
+              for method in ("cached", "naive")}
+    # same random state, same features, same batch order: the two paths train the same heads
+    assert np.allclose(tables["cached"].final_train_loss, tables["naive"].final_train_loss, rtol=1e-3)
+    assert np.allclose(tables["cached"].best_val_auc, tables["naive"].best_val_auc, atol=1e-3)
+    picks = {m: t.loc[t.selected, ["learning_rate", "dropout"]].to_dict("records") for m, t in tables.items()}
+    assert picks["cached"] == picks["naive"]
+    assert "feature_seconds" in tables["cached"] and len(tables["naive"]) == 2
+    with pytest.raises(ValueError):
+        train.grid_table("fast", build, grid, train_frame, val_frame, face_tree, 32, tmp_path, "x")
+    assert isinstance(tables["cached"], pd.DataFrame)
