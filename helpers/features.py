@@ -24,18 +24,13 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from helpers.models import model_parts
+from helpers.models import inference_trunk, model_parts
 from helpers.pipeline import labels_of, make_dataset
 
 
 def pooled_extractor(model: keras.Model) -> keras.Model:
     """Image → pooled backbone features, in inference mode (no augmentation, no dropout)."""
-    before, base, head = model_parts(model)
-    inputs = keras.Input(model.input_shape[1:], name="image")
-    x = inputs
-    for layer in before:
-        x = layer(x)
-    x = base(x, training=False)
+    inputs, x, head = inference_trunk(model)
     if not head or head[0].name != "gap":
         raise ValueError(f"{model.name} has no global-average-pooling layer after its backbone: not cacheable")
     return keras.Model(inputs, head[0](x), name=f"{model.name}_features")

@@ -330,12 +330,18 @@ def inference_model(model: keras.Model) -> keras.Model:
     augmentation layers active; this rebuilds the same layers (shared weights) with
     ``training=False`` fixed.
     """
+    inputs, x, head = inference_trunk(model)
+    for layer in head:
+        x = layer(x, training=False)
+    return keras.Model(inputs, x, name=f"{model.name}_inference")
+
+
+def inference_trunk(model: keras.Model):
+    """A fresh image input run through the detector's preprocessing and backbone (``training=False``,
+    no augmentation); returns ``(inputs, backbone_output, head_layers)`` to build on."""
     before, base, head = model_parts(model)
     inputs = keras.Input(model.input_shape[1:], name="image")
     x = inputs
     for layer in before:
         x = layer(x)
-    x = base(x, training=False)
-    for layer in head:
-        x = layer(x, training=False)
-    return keras.Model(inputs, x, name=f"{model.name}_inference")
+    return inputs, base(x, training=False), head
