@@ -44,6 +44,19 @@ def choose_threshold(y_true: np.ndarray, scores: np.ndarray, method: str = "youd
     raise ValueError(f"unknown threshold method {method!r}")
 
 
+def fpr_controlled_threshold(frame: pd.DataFrame, scores: np.ndarray, max_fpr: float = 0.05) -> float:
+    """The lowest threshold at which no real source of ``frame`` (validation data) has a false-positive
+    rate above ``max_fpr``: an operating point fixed before the test set is seen, paid for in recall."""
+    scores = np.asarray(scores, dtype=float)
+    reals = frame["label"].to_numpy() == "real"
+    threshold = 0.0
+    for source in np.unique(frame["source"].to_numpy()[reals]):
+        own = np.sort(scores[reals & (frame["source"].to_numpy() == source)])
+        allowed = int(np.floor(max_fpr * len(own)))       # at most this many of its images called fake
+        threshold = max(threshold, float(np.nextafter(own[len(own) - allowed - 1], np.inf)))
+    return min(threshold, 1.0)
+
+
 def binary_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict:
     """Accuracy, ROC AUC, average precision, precision, recall, F1 and confusion counts (fake = 1)."""
     y_true = np.asarray(y_true).astype(int)

@@ -79,10 +79,10 @@ def split_datasets(split_frame: pd.DataFrame, root: str | Path, image_size: int,
 
 
 def load_array(frame: pd.DataFrame, root: str | Path, image_size: int,
-               batch_size: int = 64, preprocessing: str = "none") -> np.ndarray:
-    """All images of ``frame`` as one uint8 array ``(n, size, size, 3)`` (for plots and heatmaps)."""
+               batch_size: int = 64, preprocessing: str = "none", perturbation: str | None = None) -> np.ndarray:
+    """All images of ``frame`` as one uint8 array ``(n, size, size, 3)`` (plots, heatmaps, in-memory training)."""
     dataset = make_dataset(frame, root, image_size, batch_size=batch_size, cache=False,
-                           preprocessing=preprocessing)
+                           preprocessing=preprocessing, perturbation=perturbation)
     batches = [images.numpy().astype(np.uint8) for images, _ in dataset]
     if not batches:
         return np.zeros((0, image_size, image_size, 3), np.uint8)

@@ -13,6 +13,10 @@ table (AUC with 95% bootstrap CIs; thresholds always from validation):
 - :func:`format_shortcut` — every image re-encoded to one size and JPEG quality;
 - :func:`calibration` — reliability, expected calibration error, temperature fitted on validation;
 - :func:`helpers.evaluate.per_attribute_metrics` and :func:`helpers.splits.leakage_report` complete it.
+
+The protocols only train through ``bank.train(recipe, ...)`` and score through ``bank.score(...)``
+(:class:`Bank`), so the same functions evaluate fine-tuned detectors on images
+(:class:`helpers.finetuned.ImageBank`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import keras
 import numpy as np
@@ -50,6 +55,21 @@ class Recipe:
         return asdict(self)
 
 
+class Bank(Protocol):
+    """What a protocol needs: the split's frames, a way to train a recipe and a way to score.
+
+    ``train`` returns a trained model object with ``recipe``, ``threshold`` (chosen on validation),
+    ``val_auc`` and ``seconds``; ``score`` takes that object back.
+    """
+
+    image_size: int
+    frames: dict[str, pd.DataFrame]
+
+    def train(self, recipe: Recipe, out_dir: str | Path, seed: int = 42): ...
+
+    def score(self, trained, split: str, variant: str = "clean") -> np.ndarray: ...
+
+
 @dataclass
 class FeatureBank:
     """Backbone features of one split at one size: ``arrays[split][variant]`` aligned with ``frames[split]``."""
@@ -58,6 +78,19 @@ class FeatureBank:
     frames: dict[str, pd.DataFrame]
     arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     seconds: float = 0.0
+
+    def train(self, recipe: Recipe, out_dir: str | Path, seed: int = 42) -> TrainedHead:
+        """A head trained with ``recipe`` on these features (:func:`train_recipe`)."""
+        return train_recipe(recipe, self, out_dir, seed=seed)
+
+    def score(self, trained: TrainedHead, split: str, variant: str = "clean") -> np.ndarray:
+        """P(fake) of every row of ``split`` under ``variant``, averaged with the mirror when the recipe says so."""
+        arrays = self.arrays[split]
+        scores = trained.head.predict(arrays[variant], verbose=0, batch_size=256).reshape(-1)
+        if trained.recipe.tta_flip:
+            mirror = arrays["flipped"] if variant == "clean" else arrays[f"{variant}|flipped"]
+            scores = (scores + trained.head.predict(mirror, verbose=0, batch_size=256).reshape(-1)) / 2
+        return scores
 
 
 def build_bank(split_frame: pd.DataFrame, root: str | Path, image_size: int, augment_copies: int = 0,
@@ -97,40 +130,46 @@ class TrainedHead:
     seconds: float
 
 
-def _rows(frame: pd.DataFrame, sources: list[str] | None) -> np.ndarray:
+def rows_of_sources(frame: pd.DataFrame, sources: list[str] | None) -> np.ndarray:
+    """Positions of the rows of ``frame`` from ``sources`` (every row for ``None``)."""
     return np.flatnonzero(frame["source"].isin(sources).to_numpy()) if sources else np.arange(len(frame))
+
+
+def epoch_positions(frame: pd.DataFrame, rows: np.ndarray, balanced: bool, seed: int) -> tf.data.Dataset:
+    """``len(rows)`` positions from ``rows`` per epoch, in a new order each epoch; with ``balanced``,
+    every source of ``frame`` is drawn equally often (small sources repeat, large ones are sampled)."""
+    if not balanced:
+        return tf.data.Dataset.from_tensor_slices(rows.astype(np.int64)).shuffle(len(rows), seed=seed)
+    sources = frame["source"].to_numpy()[rows]
+    parts = [tf.data.Dataset.from_tensor_slices(rows[sources == s].astype(np.int64))
+             .shuffle(int((sources == s).sum()), seed=seed).repeat() for s in np.unique(sources)]
+    # equal weights: balanced sources; a new draw of sources every epoch, not the same sequence again
+    mixed = tf.data.Dataset.sample_from_datasets(parts, seed=seed, rerandomize_each_iteration=True)
+    return mixed.take(len(rows))
 
 
 def _training_dataset(bank: FeatureBank, recipe: Recipe, rows: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
     arrays = bank.arrays["train"]
     variants = [arrays["clean"], arrays["flipped"]] + [arrays[f"augment:{k}"] for k in range(recipe.augment_copies)]
-    stacked = np.stack([v[rows] for v in variants], axis=1).astype(np.float32)  # (n, variants, d)
-    labels = labels_of(bank.frames["train"].iloc[rows]).astype(np.float32)
+    stacked = tf.constant(np.stack(variants, axis=1).astype(np.float32))  # (n, variants, d)
+    labels = tf.constant(labels_of(bank.frames["train"]).astype(np.float32))
     generator = tf.random.Generator.from_seed(seed)
 
-    def pick(options, label):
-        return options[generator.uniform((), 0, options.shape[0], dtype=tf.int32)], label
+    def pick(position):  # one stored version of the row at random: clean, mirrored or a copy
+        return stacked[position][generator.uniform((), 0, len(variants), dtype=tf.int32)], labels[position]
 
-    if not recipe.balanced:
-        dataset = tf.data.Dataset.from_tensor_slices((stacked, labels)).shuffle(len(rows), seed=seed)
-        return dataset.map(pick).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    sources = bank.frames["train"]["source"].to_numpy()[rows]
-    parts = [tf.data.Dataset.from_tensor_slices((stacked[sources == s], labels[sources == s]))
-             .shuffle(int((sources == s).sum()), seed=seed).repeat() for s in np.unique(sources)]
-    # equal weights: balanced sources; a new draw of sources every epoch, not the same sequence again
-    mixed = tf.data.Dataset.sample_from_datasets(parts, seed=seed, rerandomize_each_iteration=True)
-    return mixed.take(len(rows)).map(pick).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    positions = epoch_positions(bank.frames["train"], rows, recipe.balanced, seed)
+    return positions.map(pick).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def score(trained: TrainedHead, bank: FeatureBank, split: str, variant: str = "clean") -> np.ndarray:
-    """P(fake) for every row of ``split`` under ``variant`` (``clean`` or a perturbation)."""
-    arrays = bank.arrays[split]
-    plain = arrays[variant]
-    scores = trained.head.predict(plain, verbose=0, batch_size=256).reshape(-1)
-    if trained.recipe.tta_flip:
-        mirror = arrays["flipped"] if variant == "clean" else arrays[f"{variant}|flipped"]
-        scores = (scores + trained.head.predict(mirror, verbose=0, batch_size=256).reshape(-1)) / 2
-    return scores
+def score(trained, bank: Bank, split: str, variant: str = "clean") -> np.ndarray:
+    """P(fake) for every row of ``split`` under ``variant`` (``clean`` or a perturbation).
+
+    ``bank`` is a :class:`FeatureBank` (frozen features, ``trained`` a :class:`TrainedHead`) or a
+    :class:`helpers.finetuned.ImageBank` (images, a fine-tuned detector): every protocol below
+    works with either, because it only trains through ``bank.train`` and scores through here.
+    """
+    return bank.score(trained, split, variant)
 
 
 def train_recipe(recipe: Recipe, bank: FeatureBank, out_dir: str | Path, batch_size: int = 32,
@@ -140,8 +179,8 @@ def train_recipe(recipe: Recipe, bank: FeatureBank, out_dir: str | Path, batch_s
     detector, _ = models.build_mobilenetv2(image_size=bank.image_size, dropout=recipe.dropout, augment="flip",
                                            weights=None, seed=seed)  # only its head layers are used
     head = features.head_model(detector)
-    rows = _rows(bank.frames["train"], recipe.train_sources)
-    val_rows = _rows(bank.frames["val"], recipe.train_sources)
+    rows = rows_of_sources(bank.frames["train"], recipe.train_sources)
+    val_rows = rows_of_sources(bank.frames["val"], recipe.train_sources)
     val_ds = tf.data.Dataset.from_tensor_slices(
         (bank.arrays["val"]["clean"][val_rows], labels_of(bank.frames["val"].iloc[val_rows]).astype(np.float32))
     ).batch(256)
@@ -161,7 +200,7 @@ def _auc_ci(y: np.ndarray, s: np.ndarray, n_boot: int, seed: int) -> tuple[float
     return float(roc_auc_score(y, s)), low, high
 
 
-def pair_auc(trained: TrainedHead, bank: FeatureBank, real_sources: list[str], fake_source: str,
+def pair_auc(trained, bank: Bank, real_sources: list[str], fake_source: str,
              variant: str = "clean", n_boot: int = 1000, seed: int = 0) -> dict:
     """AUC [CI] of one fake source against the given real sources on the test split."""
     test = bank.frames["test"]
@@ -176,29 +215,32 @@ def _pair_name(real_sources: list[str], fake_source: str) -> str:
 
 
 def cross_source_matrix(recipe: Recipe, training_sets: dict[str, list[str] | None], test_pairs: list[tuple],
-                        bank: FeatureBank, out_dir: str | Path, n_boot: int = 1000, seed: int = 42) -> pd.DataFrame:
+                        bank: Bank, out_dir: str | Path, n_boot: int = 1000, seed: int = 42) -> pd.DataFrame:
     """Rows: training set; columns: test pair (real sources vs fake source); AUC with 95% CI."""
     rows = []
     for name, sources in training_sets.items():
-        trained = train_recipe(Recipe(**{**recipe.to_dict(), "name": f"{recipe.name}_{name}",
-                                          "train_sources": sources}), bank, out_dir, seed=seed)
+        trained = bank.train(type(recipe)(**{**recipe.to_dict(), "name": f"{recipe.name}_{name}",
+                                             "train_sources": sources}), out_dir, seed=seed)
         for real_sources, fake_source in test_pairs:
             rows.append(dict(recipe=recipe.name, trained_on=name, test_pair=_pair_name(real_sources, fake_source),
                              **pair_auc(trained, bank, real_sources, fake_source, n_boot=n_boot, seed=seed)))
     return pd.DataFrame(rows)
 
 
-def leave_one_generator_out(recipe: Recipe, bank: FeatureBank, out_dir: str | Path, n_boot: int = 1000,
-                            seed: int = 42) -> pd.DataFrame:
-    """Train on every real source and all fake sources but one; AUC on the held-out one vs all reals."""
+def leave_one_generator_out(recipe: Recipe, bank: Bank, out_dir: str | Path, n_boot: int = 1000,
+                            seed: int = 42, held_outs: list[str] | None = None) -> pd.DataFrame:
+    """Train on every real source and all fake sources but one; AUC on the held-out one vs all reals.
+
+    ``held_outs`` limits which generators are left out in turn (default: each one).
+    """
     frame = bank.frames["train"]
     reals = sorted(frame.loc[frame.label == "real", "source"].unique())
     fakes = sorted(frame.loc[frame.label == "fake", "source"].unique())
     rows = []
-    for held_out in fakes:
+    for held_out in held_outs or fakes:
         sources = reals + [f for f in fakes if f != held_out]
-        trained = train_recipe(Recipe(**{**recipe.to_dict(), "name": f"{recipe.name}_without_{held_out}",
-                                          "train_sources": sources}), bank, out_dir, seed=seed)
+        trained = bank.train(type(recipe)(**{**recipe.to_dict(), "name": f"{recipe.name}_without_{held_out}",
+                                             "train_sources": sources}), out_dir, seed=seed)
         seen = [pair_auc(trained, bank, reals, f, n_boot=n_boot, seed=seed)["auc"] for f in fakes if f != held_out]
         rows.append(dict(recipe=recipe.name, held_out=held_out,
                          **pair_auc(trained, bank, reals, held_out, n_boot=n_boot, seed=seed),
@@ -206,7 +248,7 @@ def leave_one_generator_out(recipe: Recipe, bank: FeatureBank, out_dir: str | Pa
     return pd.DataFrame(rows)
 
 
-def robustness_grid(trained: TrainedHead, bank: FeatureBank, perturbations: tuple[str, ...] = ROBUSTNESS_GRID,
+def robustness_grid(trained, bank: Bank, perturbations: tuple[str, ...] = ROBUSTNESS_GRID,
                     n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """AUC [CI] and accuracy at the fixed validation threshold, clean and under each perturbation."""
     y = labels_of(bank.frames["test"])
@@ -222,7 +264,7 @@ def robustness_grid(trained: TrainedHead, bank: FeatureBank, perturbations: tupl
     return table
 
 
-def format_shortcut(trained: TrainedHead, bank: FeatureBank, recode: str = "recode:256", n_boot: int = 1000,
+def format_shortcut(trained, bank: Bank, recode: str = "recode:256", n_boot: int = 1000,
                     seed: int = 0) -> dict:
     """Test AUC before and after re-encoding every image to one size and JPEG quality 90."""
     grid = robustness_grid(trained, bank, (recode,), n_boot, seed)
@@ -251,7 +293,7 @@ def fit_temperature(y: np.ndarray, p: np.ndarray) -> float:
     return float(minimize_scalar(nll, bounds=(0.05, 20), method="bounded").x)
 
 
-def calibration(trained: TrainedHead, bank: FeatureBank, bins: int = 10) -> tuple[dict, pd.DataFrame]:
+def calibration(trained, bank: Bank, bins: int = 10) -> tuple[dict, pd.DataFrame]:
     """ECE on test before and after temperature scaling fitted on validation, and reliability bins."""
     y_val, p_val = labels_of(bank.frames["val"]), score(trained, bank, "val")
     y, p = labels_of(bank.frames["test"]), score(trained, bank, "test")
@@ -273,13 +315,13 @@ def calibration(trained: TrainedHead, bank: FeatureBank, bins: int = 10) -> tupl
     return summary, pd.DataFrame(rows)
 
 
-def recipe_summary(trained: TrainedHead, bank: FeatureBank, checks: dict[str, tuple], n_boot: int = 1000,
+def recipe_summary(trained, bank: Bank, checks: dict[str, tuple], n_boot: int = 1000,
                    seed: int = 0) -> dict:
     """One ablation-table row: in-distribution and named pair AUCs, JPEG/rescale drops, worst real FPR,
     format-shortcut change. ``checks`` maps a column name to ``(real_sources, fake_source)``."""
     test = bank.frames["test"]
     y, s = labels_of(test), score(trained, bank, "test")
-    own = _rows(test, trained.recipe.train_sources)
+    own = rows_of_sources(test, trained.recipe.train_sources)
     row = dict(recipe=trained.recipe.name, trained_on="+".join(trained.recipe.train_sources or ["all sources"]),
                val_auc=trained.val_auc, in_distribution_auc=_auc_ci(y[own], s[own], n_boot, seed)[0])
     for name, (reals, fake) in checks.items():
@@ -318,5 +360,6 @@ def targets_table(improved: dict, matrix: pd.DataFrame, logo: pd.DataFrame, impr
              ("worst real-source false-positive rate", "<= 0.05", improved["worst_real_fpr"], 0.05, -1),
              ("format-shortcut check: |AUC change|", "<= 0.02", abs(improved["format_change"]), 0.02, -1)]
     table = pd.DataFrame(rows, columns=["target", "goal", "measured", "bound", "direction"])
-    table["met"] = np.where(table.direction > 0, table.measured >= table.bound, table.measured <= table.bound)
+    met = np.where(table.direction > 0, table.measured >= table.bound, table.measured <= table.bound)
+    table["met"] = pd.Series(met, dtype=object).where(table.measured.notna(), "not measured")
     return table.drop(columns=["bound", "direction"])

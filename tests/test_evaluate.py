@@ -42,6 +42,21 @@ def test_threshold_is_chosen_on_validation_data():
         evaluate.choose_threshold(y, s, "magic")
 
 
+def test_fpr_controlled_threshold_bounds_every_real_source():
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"label": ["real"] * 300 + ["fake"] * 100,
+                          "source": ["easy"] * 200 + ["hard"] * 100 + ["gan"] * 100})
+    scores = np.concatenate([rng.beta(1, 6, 200), rng.beta(3, 3, 100), rng.beta(6, 1, 100)])
+    scores[:20] = scores[19]  # ties at the cut may not push a source over its budget
+    for max_fpr in (0.0, 0.05, 0.2):
+        t = evaluate.fpr_controlled_threshold(frame, scores, max_fpr)
+        rates = {src: float((scores[(frame.source == src).to_numpy()] >= t).mean()) for src in ("easy", "hard")}
+        assert max(rates.values()) <= max_fpr
+        assert rates["hard"] > max_fpr - 0.02  # the hard source sets it: not stricter than needed
+    youden = evaluate.choose_threshold((frame.label == "fake").astype(int), scores)
+    assert evaluate.fpr_controlled_threshold(frame, scores, 0.05) > youden  # stricter than the default here
+
+
 def test_bootstrap_interval_covers_the_estimate_and_narrows_with_data():
     y, s = _scores(200, seed=1)
     lo, hi = evaluate.bootstrap_ci(y, s, "auc", n_boot=300, seed=0)

@@ -54,6 +54,13 @@ def test_smoke_profile_runs_every_notebook(shared_faces, tmp_path):
         assert 0.0 <= m["test"]["auc"] <= 1.0 and len(m["per_source"]) == 5
     for table in TABLES:
         assert (run_dir / "tables" / table).is_file(), table
+    ablation = pd.read_csv(run_dir / "tables" / "table_ablation.csv").set_index("recipe")  # frozen, then fine-tuned
+    assert ablation.trainable_fraction.isna()["improved"] and ablation.trainable_fraction["improved, fine-tuned"] == 0.3
+    assert "improved, fine-tuned @72px" in ablation.index
+    logo = pd.read_csv(run_dir / "tables" / "leave_one_generator_out.csv")
+    assert logo[logo.recipe == "improved, fine-tuned"].held_out.tolist() == ["sd21"]
+    targets = pd.read_csv(run_dir / "tables" / "generalization_targets.csv")
+    assert set(targets.recipe) == {"improved", "improved, fine-tuned"}
     annotations = pd.read_csv(run_dir / "annotations.csv", keep_default_na=False)
     assert len(annotations) == 80 and {"glasses", "gender", "expression", "crop_path"} <= set(annotations.columns)
     assert (run_dir / "split.csv").is_file() and (run_dir / "summary.json").is_file()

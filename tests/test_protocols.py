@@ -100,6 +100,7 @@ def test_targets_table_marks_met_and_missed():
     logo = pd.DataFrame({"recipe": ["imp"], "held_out": ["g1"], "auc": [0.95]})
     improved = {"all check": 0.98, "jpeg50_drop": 0.01, "scale0.5_drop": 0.2, "worst_real_fpr": 0.04,
                 "format_change": -0.03}
-    table = protocols.targets_table(improved, matrix, logo, "imp", "narrow", "a vs b", "c vs d", ["g1"],
+    table = protocols.targets_table(improved, matrix, logo, "imp", "narrow", "a vs b", "c vs d", ["g1", "g2"],
                                     ["all check"]).set_index("target")
-    assert table.met.tolist() == [False, True, True, False, True, False, True, False]
+    # g2 was never left out: "not measured", neither met nor missed
+    assert table.met.tolist() == [False, True, True, "not measured", False, True, False, True, False]

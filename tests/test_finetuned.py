@@ -1,0 +1,74 @@
+"""Issue 7: fine-tuned recipes through the same generalization protocols (helpers.finetuned)."""
+
+import numpy as np
+import pytest
+
+from helpers import data, finetuned, models, protocols, splits
+
+
+@pytest.fixture(scope="module")
+def image_bank(tmp_path_factory):
+    from conftest import make_face_tree
+
+    root = make_face_tree(tmp_path_factory.mktemp("images"))
+    manifest = data.usable(data.scan_folder(root, progress=False))
+    split = splits.split_manifest(manifest, fractions=(0.5, 0.25, 0.25), seed=0)
+    return finetuned.ImageBank(split, root, 32, batch_size=8)
+
+
+def test_images_are_decoded_once_per_split_and_variant(image_bank):
+    clean = image_bank.images_of("test")
+    assert clean.dtype == np.uint8 and clean.shape == (len(image_bank.frames["test"]), 32, 32, 3)
+    assert image_bank.images_of("test") is clean                     # held in memory, not decoded again
+    assert not np.array_equal(image_bank.images_of("test", "blur:2"), clean)
+
+
+def test_training_batches_mix_versions_and_balance_sources(image_bank):
+    train = image_bank.frames["train"]
+    rows = np.concatenate([np.flatnonzero(train.source == "cam_a"), np.flatnonzero(train.source == "gan_a")[:1]])
+    recipe = finetuned.FinetuneRecipe("mix", None, augment_copies=2, balanced=True)
+    dataset = finetuned.training_dataset(image_bank, recipe, rows, 4, seed=0)
+    versions = [image_bank.images_of("train")] + [image_bank.images_of("train", f"augment:{k}") for k in range(2)]
+    seen, fake_share = set(), []
+    for images, y in (batch for _ in range(30) for batch in dataset):
+        fake_share.append(y.numpy())
+        for image in images.numpy().astype(np.uint8):
+            seen.add(next(v for v, stored in enumerate(versions) if any(np.array_equal(image, s) for s in stored)))
+    assert seen == {0, 1, 2}                                         # clean and both augmentation copies
+    assert abs(np.concatenate(fake_share).mean() - 0.5) < 0.1        # 1 fake row, half of the draws
+
+
+def test_finetuned_recipes_run_every_protocol(image_bank, tmp_path):
+    recipe = finetuned.FinetuneRecipe("improved ft", None, augment_copies=1, balanced=True, tta_flip=True,
+                                      epochs=4, learning_rate=3e-3, finetune_epochs=2, trainable_fraction=0.3)
+    trained = image_bank.train(recipe, tmp_path)
+    assert trained.notes["batchnorm_frozen"] and trained.notes["unfrozen_layers_with_weights"] > 0
+    reference, _ = models.build_mobilenetv2(image_size=32, augment="flip")  # the same ImageNet start
+    before = {w.path: np.asarray(w) for w in models.backbone_of(reference).weights}
+    after = {w.path: np.asarray(w) for w in trained.model.get_layer(models.BACKBONE_NAME).weights}
+    changed = {path for path in before if not np.allclose(before[path], after[path])}
+    assert any("Conv_1" in path for path in changed)                 # the top of the base was fine-tuned
+    assert not any("bn" in path.lower() for path in changed)         # no BatchNormalization weight or statistic
+    assert not any(path.startswith(("Conv1", "expanded_conv_")) for path in changed)  # nor the bottom of the base
+    assert 0 <= trained.threshold <= 1 and trained.val_auc > 0.5      # fakes are brighter: learnable
+    assert (tmp_path / "finetuned_improved_ft_finetune.keras").exists()
+    assert not any(layer.name == "augmentation" for layer in trained.model.layers)  # scored without it
+
+    images = image_bank.images_of("test")
+    plain = finetuned.predict_images(trained.model, images)
+    mirrored = finetuned.predict_images(trained.model, images[:, :, ::-1].copy())
+    np.testing.assert_allclose(image_bank.score(trained, "test"), (plain + mirrored) / 2, atol=1e-5)
+
+    grid = protocols.robustness_grid(trained, image_bank, ("jpeg:50",), n_boot=20)
+    assert grid.perturbation.tolist() == ["clean", "jpeg:50"] and grid.auc.between(0, 1).all()
+    summary, _ = protocols.calibration(trained, image_bank)
+    assert summary["temperature"] > 0
+    row = protocols.recipe_summary(trained, image_bank, {"gan_b vs cams": (["cam_a", "cam_b"], "gan_b")}, n_boot=20)
+    assert 0 <= row["gan_b vs cams"] <= 1 and row["train_seconds"] > 0
+
+    head_only = finetuned.FinetuneRecipe("frozen", ["cam_a", "gan_a"], epochs=1, trainable_fraction=0.0)
+    matrix = protocols.cross_source_matrix(head_only, {"a": ["cam_a", "gan_a"]}, [(["cam_b"], "gan_b")],
+                                           image_bank, tmp_path, n_boot=20)
+    assert matrix.trained_on.tolist() == ["a"] and matrix.auc.between(0, 1).all()
+    logo = protocols.leave_one_generator_out(head_only, image_bank, tmp_path, n_boot=20, held_outs=["gan_b"])
+    assert logo.held_out.tolist() == ["gan_b"] and not (tmp_path / "finetuned_frozen_a_finetune.keras").exists()
