@@ -15,7 +15,6 @@ detector mirrors at random), with source-balanced batches when the recipe says s
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ import tensorflow as tf
 from helpers import models, train
 from helpers.evaluate import choose_threshold
 from helpers.pipeline import labels_of, load_array
-from helpers.protocols import Recipe, epoch_positions, rows_of_sources
+from helpers.protocols import Recipe, checkpoint_name, epoch_positions, rows_of_sources
 
 
 @dataclass
@@ -139,7 +138,7 @@ def train_finetuned(recipe: FinetuneRecipe, bank: ImageBank, out_dir: str | Path
     val_labels = labels_of(bank.frames["val"].iloc[val_rows]).astype(np.float32)
     val_ds = tf.data.Dataset.from_tensor_slices((bank.images_of("val")[val_rows], val_labels)).batch(
         bank.batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y))
-    name = "finetuned_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", recipe.name).strip("_")
+    name = checkpoint_name("finetuned", recipe)
     finetune_epochs = recipe.finetune_epochs if recipe.trainable_fraction > 0 else 0
     results = train.train_two_stage(detector, training_dataset(bank, recipe, rows, bank.batch_size, seed), val_ds,
                                     out_dir, name, recipe.epochs, recipe.learning_rate, finetune_epochs,
@@ -148,7 +147,7 @@ def train_finetuned(recipe: FinetuneRecipe, bank: ImageBank, out_dir: str | Path
     last = results.get("finetune", results["head"])
     notes = dict(weights=weights.source, weights_warning=weights.warning,
                  **{f"{stage}_best_val_auc": round(r.best_val_auc, 4) for stage, r in results.items()},
-                 **{k: v for k, v in last.notes.items()})
+                 **last.notes)
     trained = TrainedDetector(recipe, models.inference_model(detector), 0.5, last.best_val_auc,
                               sum(r.seconds for r in results.values()), notes)
     val_scores = bank.score(trained, "val")[val_rows]

@@ -130,6 +130,11 @@ class TrainedHead:
     seconds: float
 
 
+def checkpoint_name(prefix: str, recipe: Recipe) -> str:
+    """A file name for a recipe's checkpoint: "+ blur/JPEG" is a fine title but not a file name."""
+    return f"{prefix}_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", recipe.name).strip("_")
+
+
 def rows_of_sources(frame: pd.DataFrame, sources: list[str] | None) -> np.ndarray:
     """Positions of the rows of ``frame`` from ``sources`` (every row for ``None``)."""
     return np.flatnonzero(frame["source"].isin(sources).to_numpy()) if sources else np.arange(len(frame))
@@ -184,7 +189,7 @@ def train_recipe(recipe: Recipe, bank: FeatureBank, out_dir: str | Path, batch_s
     val_ds = tf.data.Dataset.from_tensor_slices(
         (bank.arrays["val"]["clean"][val_rows], labels_of(bank.frames["val"].iloc[val_rows]).astype(np.float32))
     ).batch(256)
-    file_name = "head_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", recipe.name).strip("_")  # "+ blur/JPEG" is a fine title
+    file_name = checkpoint_name("head", recipe)
     result = train.fit_detector(head, _training_dataset(bank, recipe, rows, batch_size, seed), val_ds, recipe.epochs,
                                 recipe.learning_rate, out_dir, file_name, patience=recipe.epochs, verbose=0)
     trained = TrainedHead(recipe, head, 0.5, result.best_val_auc, result.seconds)
