@@ -21,14 +21,16 @@ reproduce: install
 
 ## Unit tests, integration tests on ../shared/data/faces, and the smoke profile through papermill
 test: install
-	$(PY) -m pytest -q --timeout=1200
+	$(PY) -m pytest -q -rs --timeout=1200
 
 smoke: install
 	$(PY) -m helpers.reproduce --profile smoke
 
-## The web app on http://localhost:8501 (models from runs/)
+## The web app on http://127.0.0.1:8501 (models from runs/); only this machine can reach it.
+## To serve it to your network on purpose: make app APP_ADDRESS=0.0.0.0
+APP_ADDRESS ?= 127.0.0.1
 app: install
-	$(VENV)/bin/streamlit run app/streamlit_app.py
+	cd app && $(abspath $(VENV))/bin/streamlit run streamlit_app.py --server.address $(APP_ADDRESS)
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/

@@ -1,7 +1,9 @@
 """fakeface-lab web app: upload pictures, get real/fake with a confidence and a Grad-CAM overlay.
 
-Start it with `make app` (or `streamlit run app/streamlit_app.py`). Models come from runs/
-(or $FAKEFACE_RUNS); train one first with `make smoke` if the picker is empty.
+Start it with `make app` (or `cd app && streamlit run streamlit_app.py`, which reads
+app/.streamlit/config.toml: it listens on 127.0.0.1 only). Models come from runs/ (or
+$FAKEFACE_RUNS); train one first with `make smoke` if the picker is empty. The path box only
+accepts .keras files inside that folder, and errors are shown as one line, never a traceback.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from helpers import explain
 from helpers.data import load_image
 from helpers.data import resize_square as resize
 from helpers.faces import FaceDetector, crop_face
-from helpers.predict import Predictor, find_models, runs_root
+from helpers.predict import MIN_SIDE_FOR_VERDICT, NoModelError, Predictor, allowed_model_path, find_models, runs_root
 
 DISPLAY_SIZE = 320  # images are shown at this size; the model sees its own input size
 
@@ -39,25 +41,28 @@ models = find_models()
 with st.sidebar:
     st.header("Model")
     if models.empty:
-        choice = st.text_input("Path to a .keras model", "")
+        typed = st.text_input("Path to a .keras model (inside the runs folder)", "")
     else:
         labels = [f"{r.model} · run {r.run}" + (f" · val AUC {r.val_auc:.3f}" if r.val_auc == r.val_auc else "")
                   for r in models.itertuples()]
         picked = st.selectbox("Trained models (best validation AUC first)", range(len(labels)),
                               format_func=labels.__getitem__)
-        choice = st.text_input("...or a path to a .keras model", "") or models.iloc[picked]["path"]
+        typed = st.text_input("...or a path to a .keras model inside the runs folder", "")
 
-if not choice or not Path(choice).exists():
+if models.empty and not typed:
     st.warning(f"No trained model yet (looked in {runs_root()}). Train one with `make smoke` (a few "
                "minutes) or `make reproduce`, then reload this page.")
     st.stop()
-
-predictor = load_predictor(choice)
+try:
+    choice = str(allowed_model_path(typed)) if typed else models.iloc[picked]["path"]
+    predictor = load_predictor(choice)
+except NoModelError as exc:
+    st.error(f"Model not loaded: {exc}")
+    st.stop()
 with st.sidebar:
     st.write(f"**{predictor.name}** — threshold {predictor.threshold:.3f}"
              + (" (validation-chosen)" if predictor.metrics else " (default; model not evaluated)"))
-    warning = predictor.metrics.get("weights", {}).get("warning")
-    if warning:
+    for warning in predictor.warnings:
         st.warning(warning)
     st.caption("Faces are found with MTCNN and each face crop is scored (untick to score whole "
                "images). Scores are not calibrated probabilities; results on sources the model "
@@ -71,7 +76,7 @@ with detect_tab:
         with tempfile.NamedTemporaryFile(suffix=Path(upload.name).suffix) as handle:
             handle.write(upload.getbuffer())
             handle.flush()
-            loaded = load_image(handle.name)
+            loaded = load_image(handle.name, min_side=MIN_SIDE_FOR_VERDICT)
         if not loaded.ok:
             st.error(f"{upload.name}: cannot be checked: {loaded.error}")
             continue
@@ -89,11 +94,11 @@ with detect_tab:
             names, displays = [upload.name], [resize(loaded.image, DISPLAY_SIZE)]
         heatmaps, scores = explain.gradcam(predictor.model, crops.astype("float32"))
         for name, shown, heatmap, score in zip(names, displays, heatmaps, scores):
-            verdict = "fake" if score >= predictor.threshold else "real"
+            verdict = predictor.verdict(score)
             left, right, text = st.columns([1, 1, 2])
-            left.image(shown, caption=name, use_container_width=True)
+            left.image(shown, caption=name, width="stretch")
             right.image(explain.overlay(shown, np.clip(resize(heatmap, DISPLAY_SIZE), 0, 1)),
-                        caption="Grad-CAM (evidence for the verdict)", use_container_width=True)
+                        caption="Grad-CAM (evidence for the verdict)", width="stretch")
             text.markdown(f"### {name}: **{verdict.upper()}**\n\nP(fake) = {score:.3f} "
                           f"(threshold {predictor.threshold:.3f})")
         if loaded.conversions:

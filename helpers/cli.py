@@ -4,7 +4,7 @@ Exit codes scripts can rely on:
   0  every file was scored;
   1  some files could not be read, or (with --faces) had no face; each is reported with its reason;
   2  usage error (bad arguments);
-  3  no trained model found, or the model file is missing;
+  3  no trained model found, or the model file is missing or unusable;
   4  export failed its parity check (exported scores differ from the Keras model's).
 """
 
@@ -17,25 +17,64 @@ from pathlib import Path
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NO_MODEL, EXIT_EXPORT_MISMATCH = 0, 1, 2, 3, 4
 
 
-def _predict(args: argparse.Namespace) -> int:
-    from helpers.predict import NoModelError, Predictor, default_model, image_files
+class UsageError(ValueError):
+    """A bad argument found after parsing (e.g. --out names a folder); exit code 2 with one line."""
 
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
     try:
-        predictor = Predictor.load(args.model or default_model())
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _output_file(out: str | None) -> Path | None:
+    """The --out file, checked before any work: not a folder, its folder creatable."""
+    if not out:
+        return None
+    path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"--out {out} is a folder; name a .csv or .json file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot create its folder ({exc.strerror or exc})") from None
+    return path
+
+
+def _load_predictor(model: str | None):
+    """The predictor for --model (or the default model); NoModelError says why there is none."""
+    from helpers.predict import Predictor, default_model
+
+    predictor = Predictor.load(Path(model) if model else default_model())
+    for warning in predictor.warnings:
+        print(f"fakeface: warning: {warning}", file=sys.stderr)
+    return predictor
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from helpers.predict import NoModelError, has_odd_name, image_files
+
+    out = _output_file(args.out)
+    try:
+        predictor = _load_predictor(args.model)
     except NoModelError as exc:
         print(f"fakeface: {exc}", file=sys.stderr)
         return EXIT_NO_MODEL
     files = image_files(args.paths)
-    missing = [p for p in files if not p.exists()]
+    missing = [p for p in files if not p.exists() and not p.is_symlink()]
+    odd_names = sum(map(has_odd_name, files))
     if args.faces:
         from helpers.faces import FaceDetector
 
         results = predictor.predict_faces(files, FaceDetector(), progress=not args.quiet)
     else:
         results = predictor.predict_files(files, batch_size=args.batch_size, progress=not args.quiet)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
+    if out:
         if out.suffix == ".json":
             results.to_json(out, orient="records", indent=2)
         else:
@@ -47,9 +86,12 @@ def _predict(args: argparse.Namespace) -> int:
     counts = results["label"].value_counts()
     print(f"{predictor.name} (threshold {predictor.threshold:.3f}): {len(files)} files, "
           + (f"{len(results) - failed} faces, " if args.faces else "")
-          + f"{counts.get('fake', 0)} fake, {counts.get('real', 0)} real, {failed - no_face} unreadable"
+          + f"{counts.get('fake', 0)} fake, {counts.get('real', 0)} real, {failed - no_face} not scored (see error)"
           + (f", {no_face} without a face" if args.faces else "")
           + (f" ({len(missing)} not found)" if missing else ""), file=sys.stderr)
+    if odd_names:
+        print(f"fakeface: {odd_names} file name(s) are not valid UTF-8; they are written with \\x escapes",
+              file=sys.stderr)
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
@@ -57,10 +99,10 @@ def _export(args: argparse.Namespace) -> int:
     import numpy as np
 
     from helpers.export import ExportMismatch, export_detector, push_to_hub
-    from helpers.predict import NoModelError, Predictor, default_model, image_files
+    from helpers.predict import NoModelError, image_files
 
     try:
-        predictor = Predictor.load(Path(args.model) if args.model else default_model())
+        predictor = _load_predictor(args.model)
         size = predictor.image_size
     except NoModelError as exc:
         print(f"fakeface: {exc}", file=sys.stderr)
@@ -69,7 +111,10 @@ def _export(args: argparse.Namespace) -> int:
         from helpers.data import load_image
 
         loaded = [load_image(p, size=size) for p in image_files(args.samples)[: args.n_samples]]
-        samples = np.stack([item.image for item in loaded if item.ok]).astype(np.float32)
+        good = [item.image for item in loaded if item.ok]
+        if not good:
+            raise UsageError("--samples: none of those files is a readable image")
+        samples = np.stack(good).astype(np.float32)
     else:
         samples = np.random.default_rng(0).uniform(0, 255, (args.n_samples, size, size, 3)).astype(np.float32)
     try:
@@ -85,10 +130,15 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from helpers.predict import find_models
+    from helpers.predict import MIN_VAL_IMAGES, find_models
 
     table = find_models(args.runs)
-    print(table.to_string(index=False) if not table.empty else "no trained models yet: run `make smoke`")
+    if table.empty:
+        print("no trained models yet: run `make smoke`")
+        return EXIT_OK
+    table["note"] = [f"validated on {int(n or 0)} < {MIN_VAL_IMAGES} images" if (n or 0) < MIN_VAL_IMAGES else ""
+                     for n in table["val_n"]]
+    print(table.to_string(index=False))
     return EXIT_OK
 
 
@@ -102,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", help="write results to this .csv or .json (default: CSV on stdout)")
     predict.add_argument("--faces", action="store_true",
                          help="find faces with MTCNN and score each face crop (one row per face)")
-    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--batch-size", type=_positive_int, default=32)
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(run=_predict)
     export = commands.add_parser("export", help="export a model as TFLite or SavedModel, checked, with a card")
@@ -110,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model", help="a .keras model (default: best validation AUC under runs/)")
     export.add_argument("--out", default="exports", help="output folder (default: exports/)")
     export.add_argument("--samples", nargs="*", help="images for the parity check (default: random arrays)")
-    export.add_argument("--n-samples", type=int, default=8)
+    export.add_argument("--n-samples", type=_positive_int, default=8)
     export.add_argument("--tolerance", type=float, default=1e-3)
     export.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload to the Hugging Face Hub (HF_TOKEN)")
     export.set_defaults(run=_export)
@@ -121,8 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except UsageError as exc:
+        parser.exit(EXIT_USAGE, f"fakeface: error: {exc}\n")
 
 
 if __name__ == "__main__":

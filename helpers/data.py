@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,10 +24,24 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from helpers.decoding import (
+    HIGH_BIT_DEPTH_MODES,
+    DecodeBudget,
+    MiB,
+    decoded_bytes,
+    high_bit_depth_to_l,
+    jpeg_scale,
+    shrink_to,
+    to_rgb,
+)
+
 LABELS = ("real", "fake")
 LABEL_TO_INT = {"real": 0, "fake": 1}
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024  # 50 MB on disk
 DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000
+DEFAULT_MAX_DECODE_BYTES = 192 * MiB  # e.g. a 7000 x 7000 RGB PNG; JPEGs decode scaled down, far below
+DEFAULT_MAX_SIDE = 4096  # full-resolution loads are downscaled to this longest side
+DEFAULT_DECODE_BUDGET = 384 * MiB  # what concurrent decodes of one scan or prediction may hold at once
 MANIFEST_COLUMNS = ["path", "label", "source", "file_size", "width", "height", "format", "mode",
                     "sha256", "phash", "status", "reason", "pair_id"]
 _ROTATING_ORIENTATIONS = {5, 6, 7, 8}
@@ -53,52 +69,64 @@ class LoadedImage:
         return self.error is None
 
 
-def _to_rgb(img: Image.Image, conversions: list[str]) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB, recording what was done."""
-    mode = img.mode
-    if mode == "RGB":
-        return img
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
-        arr8 = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
-        conversions.append(f"{mode} (high bit depth) -> 8-bit")
-        img = Image.fromarray(arr8, mode="L")
-        mode = "L"
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        conversions.append(f"{mode} with alpha -> RGB on white")
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    names = {"L": "grayscale", "1": "1-bit", "CMYK": "CMYK", "P": "palette", "YCbCr": "YCbCr",
-             "LAB": "Lab", "HSV": "HSV"}
-    conversions.append(f"{names.get(mode, mode)} -> RGB")
-    return img.convert("RGB")
+def _file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be an image file before it is opened (missing, link, folder, device), or None."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            return f"broken symbolic link (its target {os.readlink(path)!r} does not exist)"
+        return "cannot read file: no such file"
+    except OSError as exc:
+        return f"cannot read file: {exc.strerror or exc}"
+    if stat.S_ISDIR(info.st_mode):
+        return "a folder, not an image file"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file (a pipe, socket or device)"
+    return None
+
+
+def _open_for_reading(path: Path):
+    """The file opened in binary mode (one place, so tests can make it unreadable)."""
+    return open(path, "rb")
 
 
 def load_image(path: str | os.PathLike, size: int | None = None, *,
                max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
-               draft: int | None = None) -> LoadedImage:
+               max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES, max_side: int = DEFAULT_MAX_SIDE,
+               min_side: int | None = None, draft: int | None = None,
+               budget: DecodeBudget | None = None) -> LoadedImage:
     """Load one image file as 8-bit RGB, validating it; never raises for a bad file.
+
+    Memory is bounded before any pixel is decoded: the header gives the size, JPEGs are
+    decoded already scaled down (``draft``), a file whose decode would need more than
+    ``max_decode_bytes`` is rejected, and large decodes are reduced by an integer factor
+    before any conversion. With ``budget``, the decode waits until its bytes fit in a budget
+    shared with other threads.
 
     Args:
         path: the image file.
         size: if given, resize to ``size x size`` (bilinear, antialiased).
         max_bytes: files larger than this on disk are rejected.
         max_pixels: images with more pixels than this are rejected before decoding.
+        max_decode_bytes: images whose decoded form (after JPEG draft scaling) needs more
+            memory than this are rejected before decoding.
+        max_side: without ``size``, images whose longest side is larger are downscaled to at
+            most this, by the smallest integer factor that fits (recorded in ``conversions``).
+        min_side: images whose shortest side is smaller are rejected (too small to judge).
         draft: let JPEG decoding shrink by a power of two down to at least this size
             (much faster for large files); defaults to ``size``.
+        budget: a :class:`~helpers.decoding.DecodeBudget` shared by concurrent loads.
 
     Returns:
         A :class:`LoadedImage`; check ``.ok`` / ``.error``.
     """
     path = Path(path)
     result = LoadedImage(path=path)
-    try:
-        n_bytes = path.stat().st_size
-    except OSError as exc:
-        result.error = f"cannot read file: {exc.strerror or exc}"
+    result.error = _file_problem(path)
+    if result.error:
         return result
+    n_bytes = path.stat().st_size
     if n_bytes == 0:
         result.error = "empty file (0 bytes)"
         return result
@@ -106,39 +134,20 @@ def load_image(path: str | os.PathLike, size: int | None = None, *,
         result.error = f"file too large: {n_bytes / 1e6:.1f} MB > limit {max_bytes / 1e6:.1f} MB"
         return result
     try:
-        with warnings.catch_warnings():
+        handle = _open_for_reading(path)
+    except OSError as exc:
+        result.error = f"cannot read file: {exc.strerror or exc}"
+        return result
+    try:
+        with handle, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                result.format = img.format or ""
-                result.mode = img.mode
-                width, height = img.size
-                orientation = img.getexif().get(0x0112, 1)
-                if orientation in _ROTATING_ORIENTATIONS:
-                    width, height = height, width
-                result.width, result.height = width, height
-                if width * height > max_pixels:
-                    result.error = (f"image too large: {width}x{height} = {width * height:,} pixels "
-                                    f"> limit {max_pixels:,}")
-                    return result
-                n_frames = getattr(img, "n_frames", 1)
-                if n_frames > 1:
-                    result.conversions.append(f"first frame of {n_frames}")
-                target = draft or size
-                if target and img.format == "JPEG":
-                    img.draft("RGB", (target, target))
-                img.load()
-                if orientation not in (1, None):
-                    img = ImageOps.exif_transpose(img)
-                    result.conversions.append(f"EXIF orientation {orientation} applied")
-                img = _to_rgb(img, result.conversions)
-                if size:
-                    img = img.resize((size, size), Image.Resampling.BILINEAR)
-                result.image = np.asarray(img, dtype=np.uint8).copy()
+            with Image.open(handle) as img:
+                _decode(img, result, size, max_pixels, max_decode_bytes, max_side, min_side, draft, budget)
     except UnidentifiedImageError:
         result.error = "not an image (format not recognised)"
     except Image.DecompressionBombError as exc:
         result.error = f"image too large (decompression bomb guard): {exc}"
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         result.error = f"truncated or corrupt image: {exc}"
     except MemoryError:
         result.error = "image too large to decode in memory"
@@ -147,13 +156,72 @@ def load_image(path: str | os.PathLike, size: int | None = None, *,
     return result
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
+def _superseded(old: Image.Image, new: Image.Image) -> Image.Image:
+    """``new``, after freeing the pixels of ``old`` (the caller's ``with`` would keep them until the end)."""
+    if new is not old:
+        old.close()
+    return new
+
+
+def _decode(img: Image.Image, result: LoadedImage, size: int | None, max_pixels: int, max_decode_bytes: int,
+            max_side: int, min_side: int | None, draft: int | None, budget: DecodeBudget | None) -> None:
+    """The body of :func:`load_image` once the header is read: guards from the header, then the decode."""
+    result.format, result.mode = img.format or "", img.mode
+    width, height = result.width, result.height = img.size
+    if width * height > max_pixels:
+        result.error = f"image too large: {width}x{height} = {width * height:,} pixels > limit {max_pixels:,}"
+        return
+    if min_side and min(width, height) < min_side:
+        result.error = f"image too small to judge: {width}x{height} (at least {min_side} px a side)"
+        return
+    if img.format == "JPEG":  # decode already scaled down by 1/2, 1/4 or 1/8 where that loses nothing needed
+        scale = jpeg_scale(width, height, img.mode, draft or size, max_side, max_decode_bytes)
+        img.draft("RGB", (width // scale, height // scale))
+    cost = decoded_bytes(*img.size, img.mode)
+    if cost > max_decode_bytes:
+        result.error = (f"image too large to decode: {width}x{height} {img.mode} needs {cost / MiB:.0f} MiB "
+                        f"> limit {max_decode_bytes / MiB:.0f} MiB")
+        return
+    n_frames = getattr(img, "n_frames", 1)
+    with budget.reserve(cost) if budget else nullcontext():
+        img.load()
+        orientation = img.getexif().get(0x0112, 1)  # after load: a PNG's EXIF may follow its pixels
+        if orientation in _ROTATING_ORIENTATIONS:
+            result.width, result.height = height, width
+        if n_frames > 1:
+            result.conversions.append(f"first frame of {n_frames}")
+        if img.mode in HIGH_BIT_DEPTH_MODES:  # Pillow cannot reduce these: to 8-bit first, in bands of rows
+            result.conversions.append(f"{img.mode} (high bit depth) -> 8-bit")
+            img = _superseded(img, high_bit_depth_to_l(img))
+        img = _superseded(img, shrink_to(img, 2 * size if size else max_side))
+        if not size and img.mode not in ("P", "1"):  # to the longest side before widening to RGB
+            img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+        if orientation not in (1, None):
+            img = ImageOps.exif_transpose(img)
+            result.conversions.append(f"EXIF orientation {orientation} applied")
+        img = to_rgb(img, result.conversions)
+        if size:
+            img = img.resize((size, size), Image.Resampling.BILINEAR)
+        else:
+            img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+        if not size and img.size != (result.width, result.height):
+            result.conversions.append(f"downscaled from {result.width}x{result.height} to "
+                                      f"{img.size[0]}x{img.size[1]} (longest side limit {max_side})")
+        result.image = np.asarray(img, dtype=np.uint8).copy()
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest (``sha256``, ``md5``, ...) of a file, read in chunks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    return file_digest(path, "sha256")
 
 
 def perceptual_hash(image: np.ndarray) -> str:
@@ -163,24 +231,33 @@ def perceptual_hash(image: np.ndarray) -> str:
     return str(imagehash.phash(Image.fromarray(image)))
 
 
+def _text(path: str) -> str:
+    """A path as valid UTF-8 text: undecodable bytes of a file name become ``\\xNN`` escapes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def list_image_files(root: str | os.PathLike, limit_per_source: int | None = None,
                      seed: int = 0) -> pd.DataFrame:
     """List files under ``root/<label>/<source>/`` (recursively) with their label and source.
 
-    Files whose place does not fit the layout are kept with ``status='rejected'`` so they are
-    reported, not dropped. With ``limit_per_source``, a seeded hash of the path picks a
-    deterministic subset of each source.
+    Files whose place does not fit the layout, or whose name is not valid UTF-8, are kept with
+    ``status='rejected'`` so they are reported, not dropped (broken links are listed too). With
+    ``limit_per_source``, a seeded hash of the path picks a deterministic subset of each source.
     """
     root = Path(root)
     rows = []
     for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         label = label_dir.name.lower()
         for entry in sorted(label_dir.rglob("*")):
-            if not entry.is_file() or entry.name.startswith("."):
-                continue
+            if entry.is_dir() or not (entry.is_file() or entry.is_symlink()) or entry.name.startswith("."):
+                continue  # folders hold files; broken links are kept and reported by the loader
             rel = entry.relative_to(root).as_posix()
             parts = entry.relative_to(label_dir).parts
-            if label not in LABELS:
+            if rel != _text(rel):
+                rows.append(dict(path=_text(rel), label=label, source=parts[0] if len(parts) > 1 else "",
+                                 status="rejected", reason="file name is not valid UTF-8 (written here with "
+                                 "\\x escapes): rename the file, e.g. with convmv"))
+            elif label not in LABELS:
                 rows.append(dict(path=rel, label=label, source="", status="rejected",
                                  reason=f"top folder '{label_dir.name}' is not one of {LABELS}"))
             elif len(parts) < 2:
@@ -197,11 +274,11 @@ def list_image_files(root: str | os.PathLike, limit_per_source: int | None = Non
     return files.reset_index(drop=True)
 
 
-def _describe_file(root: Path, row: dict, max_pixels: int) -> dict:
+def _describe_file(root: Path, row: dict, max_pixels: int, budget: DecodeBudget | None = None) -> dict:
     full = root / row["path"]
-    loaded = load_image(full, draft=128, max_pixels=max_pixels)
+    loaded = load_image(full, draft=128, max_pixels=max_pixels, budget=budget)
     record = dict(row)
-    record.update(file_size=full.stat().st_size if full.exists() else 0, width=loaded.width,
+    record.update(file_size=full.stat().st_size if full.is_file() else 0, width=loaded.width,
                   height=loaded.height, format=loaded.format, mode=loaded.mode)
     if not loaded.ok:
         record.update(status="rejected", reason=loaded.error, sha256="", phash="")
@@ -219,7 +296,7 @@ def scan_folder(root: str | os.PathLike, limit_per_source: int | None = None, se
 
     Each file goes through :func:`load_image`; ``status`` is ``ok``, ``converted`` (with what
     was converted in ``reason``) or ``rejected`` (with why). Hashing and decoding run on a
-    thread pool.
+    thread pool whose decodes share one memory budget.
     """
     from tqdm.auto import tqdm
 
@@ -228,8 +305,9 @@ def scan_folder(root: str | os.PathLike, limit_per_source: int | None = None, se
     todo = [r for r in files.to_dict("records") if r["status"] != "rejected"]
     misplaced = [dict(r, file_size=0, width=0, height=0, format="", mode="", sha256="", phash="")
                  for r in files.to_dict("records") if r["status"] == "rejected"]
+    budget = DecodeBudget(DEFAULT_DECODE_BUDGET)
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) * 2)) as pool:
-        described = list(tqdm(pool.map(lambda r: _describe_file(root, r, max_pixels), todo),
+        described = list(tqdm(pool.map(lambda r: _describe_file(root, r, max_pixels, budget), todo),
                               total=len(todo), desc="scanning images", disable=not progress))
     manifest = pd.DataFrame(described + misplaced, columns=MANIFEST_COLUMNS)
     manifest["pair_id"] = pair_ids(root, manifest["path"])

@@ -36,7 +36,11 @@ class ChecksumError(DownloadError):
     """The downloaded bytes do not match the expected size or SHA-256."""
 
 
-class UnsafeArchiveError(RuntimeError):
+class ArchiveError(RuntimeError):
+    """An archive cannot be extracted (corrupt, not an archive, or its members clash); names the archive."""
+
+
+class UnsafeArchiveError(ArchiveError):
     """An archive member would escape the target folder, is a link or device, or limits are exceeded."""
 
 
@@ -50,20 +54,55 @@ def _verify(path: Path, sha256: str | None, size: int | None) -> None:
             raise ChecksumError(f"{path.name}: sha256 {actual} != expected {sha256}")
 
 
-def _stream_http(url: str, part: Path, session, progress: bool, timeout: float) -> int | None:
-    """Append the rest of ``url`` to ``part`` (Range from its current size); return the total size."""
+class _StartOver(ConnectionError):
+    """The partial file cannot be resumed (416, or a 206 at the wrong offset): it was removed, fetch again."""
+
+
+def _content_range(header: str | None) -> tuple[int | None, int | None]:
+    """``(first byte, total size)`` of a ``Content-Range`` header; ``None`` for what it does not say."""
+    if not header or not header.startswith("bytes "):
+        return None, None
+    span, _, total = header[len("bytes "):].partition("/")
+    first = int(span.split("-")[0]) if span[:1].isdigit() else None
+    return first, (int(total) if total.isdigit() else None)
+
+
+def _stream_http(url: str, part: Path, session, progress: bool, timeout: float,
+                 expected_size: int | None = None) -> int | None:
+    """Append the rest of ``url`` to ``part`` (Range from its current size); return the total size.
+
+    The server's answer is checked, not trusted: a 416 means "done" only when the partial
+    file has the size known in advance (or announced by the server); a 206 must start where
+    the partial file ends; the bytes received must equal what ``Content-Length`` announced.
+    Anything else removes the partial file and raises :class:`_StartOver` (retried from zero).
+    """
     from tqdm.auto import tqdm
 
     have = part.stat().st_size if part.exists() else 0
+    if expected_size is not None and have > expected_size:  # left over from another file
+        part.unlink()
+        have = 0
     headers = {"Range": f"bytes={have}-"} if have else {}
     with session.get(url, stream=True, timeout=timeout, headers=headers) as response:
-        if response.status_code == 416:  # already complete
-            return have
+        if response.status_code == 416:
+            _, announced = _content_range(response.headers.get("Content-Range"))
+            known = expected_size if expected_size is not None else announced
+            if have and known is not None and have == known:
+                return have
+            part.unlink(missing_ok=True)
+            raise _StartOver(f"the server refused to resume at byte {have} (416): starting over")
         response.raise_for_status()
-        if have and response.status_code != 206:  # server ignored Range: start over
+        total = None
+        if response.status_code == 206:
+            first, total = _content_range(response.headers.get("Content-Range"))
+            if first != have:
+                part.unlink(missing_ok=True)
+                raise _StartOver(f"asked for bytes from {have}, the server sent from {first}: starting over")
+        elif have:  # server ignored Range and sent the whole file: start over
             have = 0
         length = response.headers.get("Content-Length")
-        total = (have + int(length)) if length is not None else None
+        if total is None and length is not None:
+            total = have + int(length)
         mode = "ab" if have else "wb"
         with open(part, mode) as handle, tqdm(total=total, initial=have, unit="B", unit_scale=True,
                                               desc=part.name.removesuffix(".part"),
@@ -71,8 +110,12 @@ def _stream_http(url: str, part: Path, session, progress: bool, timeout: float) 
             for block in response.iter_content(CHUNK):
                 handle.write(block)
                 bar.update(len(block))
-    if total is not None and part.stat().st_size < total:
-        raise ConnectionError(f"connection closed at {part.stat().st_size} of {total} bytes")
+    received = part.stat().st_size
+    if total is not None and received < total:
+        raise ConnectionError(f"connection closed at {received} of {total} bytes")
+    if total is not None and received > total:
+        part.unlink()
+        raise _StartOver(f"received {received} bytes, more than the {total} announced: starting over")
     return total
 
 
@@ -106,7 +149,7 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, size:
         total = None
         for attempt in range(1, retries + 1):
             try:
-                total = _stream_http(url, part, session, progress, timeout)
+                total = _stream_http(url, part, session, progress, timeout, expected_size=size)
                 break
             except (requests.ConnectionError, requests.Timeout, ConnectionError,
                     requests.exceptions.ChunkedEncodingError) as exc:
@@ -144,38 +187,47 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike, max_file
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=target.parent))
     try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                members = [m for m in zf.infolist() if not m.is_dir()]
-                _limits(len(members), sum(m.file_size for m in members), max_files, max_bytes, archive)
-                for member in members:
-                    _check_member(member.filename, target)
-                    if stat.S_ISLNK(member.external_attr >> 16):
-                        raise UnsafeArchiveError(f"member {member.filename!r} is a symbolic link")
-                for member in members:
-                    zf.extract(member, staging)
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as tf:
-                members = [m for m in tf.getmembers() if not m.isdir()]
-                _limits(len(members), sum(m.size for m in members), max_files, max_bytes, archive)
-                for member in members:
-                    _check_member(member.name, target)
-                    if not member.isfile():
-                        raise UnsafeArchiveError(f"member {member.name!r} is a link or device")
-                tf.extractall(staging, members=members, filter="data")
-        else:
-            raise UnsafeArchiveError(f"{archive.name} is neither a zip nor a tar archive")
-        target.mkdir(parents=True, exist_ok=True)
-        for item in staging.iterdir():
-            destination = target / item.name
-            if destination.is_dir():
-                shutil.rmtree(destination)
-            elif destination.exists():
-                destination.unlink()
-            shutil.move(str(item), destination)
+        _extract_checked(archive, target, staging, max_files, max_bytes)
+    except ArchiveError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, EOFError, OSError) as exc:
+        raise ArchiveError(f"{archive.name}: cannot be extracted ({type(exc).__name__}: {exc})") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return sorted(p for p in target.rglob("*") if p.is_file())
+
+
+def _extract_checked(archive: Path, target: Path, staging: Path, max_files: int, max_bytes: int) -> None:
+    """Check every member, extract into ``staging``, then move the result into ``target``."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir()]
+            _limits(len(members), sum(m.file_size for m in members), max_files, max_bytes, archive)
+            for member in members:
+                _check_member(member.filename, target)
+                if stat.S_ISLNK(member.external_attr >> 16):
+                    raise UnsafeArchiveError(f"member {member.filename!r} is a symbolic link")
+            for member in members:
+                zf.extract(member, staging)
+    elif tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as tf:
+            members = [m for m in tf.getmembers() if not m.isdir()]
+            _limits(len(members), sum(m.size for m in members), max_files, max_bytes, archive)
+            for member in members:
+                _check_member(member.name, target)
+                if not member.isfile():
+                    raise UnsafeArchiveError(f"member {member.name!r} is a link or device")
+            tf.extractall(staging, members=members, filter="data")
+    else:
+        raise UnsafeArchiveError(f"{archive.name} is neither a zip nor a tar archive")
+    target.mkdir(parents=True, exist_ok=True)
+    for item in staging.iterdir():
+        destination = target / item.name
+        if destination.is_dir():
+            shutil.rmtree(destination)
+        elif destination.exists():
+            destination.unlink()
+        shutil.move(str(item), destination)
 
 
 def _limits(count: int, total: int, max_files: int, max_bytes: int, archive: Path) -> None:

@@ -18,16 +18,33 @@ import numpy as np
 import pandas as pd
 
 from helpers.config import REPO_ROOT
-from helpers.data import load_image, resize_square
+from helpers.data import DEFAULT_DECODE_BUDGET, DecodeBudget, load_image, resize_square
 
 RUNS_ENV = "FAKEFACE_RUNS"
 MIN_VAL_IMAGES = 50  # a validation AUC on fewer images (e.g. the smoke profile) is too noisy to rank by
+MIN_SIDE_FOR_VERDICT = 32  # smaller images get a reason, not a verdict
+MAX_DECODE_THREADS = 4
 RESULT_COLUMNS = ["path", "score", "label", "threshold", "error"]
 FACE_COLUMNS = ["path", "face", "box", "face_confidence", "score", "label", "threshold", "error"]
 
 
 class NoModelError(FileNotFoundError):
     """No trained model was found; the message says how to train one."""
+
+
+class ModelUnusable(NoModelError):
+    """A model path was given but is not a usable detector (not a Keras file, corrupt, outside the runs folder)."""
+
+
+def path_text(path: str | os.PathLike) -> str:
+    """``path`` as printable text: bytes that are not valid UTF-8 in a file name become ``\\xNN`` escapes."""
+    text = os.fspath(path)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def has_odd_name(path: str | os.PathLike) -> bool:
+    """True when the file name holds bytes that are not valid UTF-8 (written escaped by :func:`path_text`)."""
+    return path_text(path) != os.fspath(path)
 
 
 def runs_root() -> Path:
@@ -75,12 +92,32 @@ def default_model(root: str | Path | None = None) -> Path:
     return Path(models.iloc[0]["path"])
 
 
+def allowed_model_path(text: str, root: str | Path | None = None) -> Path:
+    """The model a person typed, accepted only as a ``.keras`` file inside the runs folder.
+
+    The app's path box goes through this, so it cannot be used to probe the server's files:
+    anything outside ``root`` (after resolving links and ``..``) gets the same answer whether
+    it exists or not. Raises :class:`ModelUnusable` with a one-line reason.
+    """
+    root = Path(root or runs_root()).resolve()
+    candidate = Path(text.strip()).expanduser()
+    candidate = (candidate if candidate.is_absolute() else root / candidate).resolve()
+    if not candidate.is_relative_to(root) or candidate.suffix != ".keras":
+        raise ModelUnusable("only .keras models inside the runs folder can be loaded; pick one from the list")
+    if not candidate.is_file():
+        raise ModelUnusable(f"no model file {candidate.relative_to(root)} in the runs folder")
+    return candidate
+
+
 def image_files(inputs: list[str | Path]) -> list[Path]:
-    """Files named directly, plus every non-hidden file under named folders (sorted)."""
+    """Files named directly, plus every non-hidden file or link under named folders (sorted).
+
+    Broken links are listed too, so the loader reports them instead of their vanishing.
+    """
     files = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files.extend(sorted(p for p in item.rglob("*") if p.is_file()
+            files.extend(sorted(p for p in item.rglob("*") if (p.is_file() or p.is_symlink()) and not p.is_dir()
                                 and not any(part.startswith(".") for part in p.relative_to(item).parts)))
         else:
             files.append(item)
@@ -100,16 +137,42 @@ class Predictor:
 
     @classmethod
     def load(cls, model_path: str | Path) -> Predictor:
+        """Load a ``.keras`` detector and its metrics; :class:`NoModelError` / :class:`ModelUnusable` say why not."""
         from helpers.models import load_detector
 
         model_path = Path(model_path)
         if not model_path.exists():
-            raise NoModelError(f"model file {model_path} not found")
-        model = load_detector(model_path)
-        metrics = metrics_for(model_path)
+            raise NoModelError(f"model file {path_text(model_path)} not found")
+        if not model_path.is_file() or model_path.suffix != ".keras":
+            raise ModelUnusable(f"{path_text(model_path)} is not a .keras model file")
+        try:
+            model = load_detector(model_path)
+            metrics = metrics_for(model_path)
+        except Exception as exc:  # noqa: BLE001 - any failure to load means one thing to the user
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ModelUnusable(f"{path_text(model_path)} cannot be loaded as a detector: {reason}") from exc
         return cls(model=model, threshold=float(metrics.get("threshold", 0.5)),
                    image_size=int(metrics.get("image_size") or model.input_shape[1]),
                    name=metrics.get("model", model_path.stem), path=model_path, metrics=metrics)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a user must know before trusting this model's verdicts (shown by the CLI and the app)."""
+        notes = []
+        val_n = int((self.metrics.get("val") or {}).get("n", 0) or 0)
+        if not self.metrics:
+            notes.append("this model was never evaluated: its threshold is the default 0.5, not validation-chosen")
+        elif val_n < MIN_VAL_IMAGES:
+            notes.append(f"this model was validated on only {val_n} images (fewer than {MIN_VAL_IMAGES}): "
+                         "its threshold and scores are unreliable")
+        weights_warning = (self.metrics.get("weights") or {}).get("warning")
+        if weights_warning:
+            notes.append(weights_warning)
+        return notes
+
+    def verdict(self, score: float) -> str:
+        """``fake`` when the score reaches the threshold, else ``real``."""
+        return "fake" if score >= self.threshold else "real"
 
     def score_arrays(self, images: np.ndarray) -> np.ndarray:
         """P(fake) for ``(n, size, size, 3)`` 0..255 images."""
@@ -131,8 +194,8 @@ class Predictor:
 
         rows = []
         for path in tqdm(paths, desc="faces", unit="img", disable=not progress):
-            loaded = load_image(path)
-            base = dict(path=str(path), face=-1, box="", face_confidence=np.nan, score=np.nan, label="",
+            loaded = load_image(path, min_side=MIN_SIDE_FOR_VERDICT)
+            base = dict(path=path_text(path), face=-1, box="", face_confidence=np.nan, score=np.nan, label="",
                         threshold=self.threshold)
             if not loaded.ok:
                 rows.append(dict(base, error=loaded.error))
@@ -144,29 +207,38 @@ class Predictor:
             for index, (face, score) in enumerate(zip(faces, self.score_arrays(crops))):
                 rows.append(dict(base, face=index, box=" ".join(map(str, face.box)),
                                  face_confidence=round(face.confidence, 4), score=round(float(score), 6),
-                                 label="fake" if score >= self.threshold else "real", error=""))
+                                 label=self.verdict(score), error=""))
         return pd.DataFrame(rows, columns=FACE_COLUMNS)
 
-    def predict_files(self, paths: list[Path], batch_size: int = 32, progress: bool = True) -> pd.DataFrame:
-        """One row per file: score, label at the threshold, or the loader's reason it failed."""
+    def predict_files(self, paths: list[Path], batch_size: int = 32, progress: bool = True,
+                      decode_budget: int = DEFAULT_DECODE_BUDGET) -> pd.DataFrame:
+        """One row per file: score, label at the threshold, or the loader's reason it failed.
+
+        Files are decoded on a few threads whose decodes share one memory budget, so a folder
+        of very large images is read a few at a time; file names that are not valid UTF-8 are
+        written with escapes (:func:`path_text`).
+        """
         from tqdm.auto import tqdm
 
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         rows = []
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool, \
+        budget = DecodeBudget(decode_budget)
+        load = lambda p: load_image(p, size=self.image_size, min_side=MIN_SIDE_FOR_VERDICT, budget=budget)  # noqa: E731
+        with ThreadPoolExecutor(max_workers=min(MAX_DECODE_THREADS, os.cpu_count() or 2)) as pool, \
                 tqdm(total=len(paths), desc="scoring", unit="img", disable=not progress) as bar:
             for start in range(0, len(paths), batch_size):
                 chunk = paths[start:start + batch_size]
-                loaded = list(pool.map(lambda p: load_image(p, size=self.image_size), chunk))
+                loaded = list(pool.map(load, chunk))
                 good = [item for item in loaded if item.ok]
                 scores = iter(self.score_arrays(np.stack([item.image for item in good])) if good else [])
                 for item in loaded:
                     if item.ok:
                         score = float(next(scores))
-                        rows.append(dict(path=str(item.path), score=round(score, 6),
-                                         label="fake" if score >= self.threshold else "real",
-                                         threshold=self.threshold, error=""))
+                        rows.append(dict(path=path_text(item.path), score=round(score, 6),
+                                         label=self.verdict(score), threshold=self.threshold, error=""))
                     else:
-                        rows.append(dict(path=str(item.path), score=np.nan, label="", threshold=self.threshold,
+                        rows.append(dict(path=path_text(item.path), score=np.nan, label="", threshold=self.threshold,
                                          error=item.error))
                 bar.update(len(chunk))
         return pd.DataFrame(rows, columns=RESULT_COLUMNS)

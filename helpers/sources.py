@@ -1,10 +1,14 @@
 """The registry of public face sources (``data/sources.yml``) and fetching one into the data folder.
 
 A source says what it is (label, generator, licence, citation), where it comes from (a
-public GitHub repository archive, an HTTP archive, a Kaggle dataset, or a local folder),
-which paths inside hold the images, and how many to expect. :func:`fetch_source` downloads
-(or reads from an offline mirror), extracts safely, imports through the validated loader
-into ``<root>/<label>/<folder>/`` and appends provenance; a second run is a no-op.
+public GitHub repository archive at a pinned commit, an HTTP archive, a Kaggle dataset, or a
+local folder), which paths inside hold the images, and what content to expect: a pin file
+(``data/pins/<folder>.csv``: each file's name and md5) lists exactly the files to import.
+:func:`fetch_source` downloads (or reads from an offline mirror), extracts safely, keeps the
+pinned files (a cached archive that lacks some is removed and fetched again once), imports
+them through the validated loader into ``<root>/<label>/<folder>/`` and appends provenance;
+a second run is a no-op. ``python -m helpers.sources --check NAME`` checks a folder against
+its pins; ``--pin NAME --pin-from DIR`` writes a pin file from a folder of files.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import pandas as pd
 import yaml
 
 from helpers.config import REPO_ROOT
-from helpers.download import download, import_images, safe_extract
+from helpers.data import file_digest
+from helpers.download import ChecksumError, download, import_images, safe_extract
 
 REGISTRY = REPO_ROOT / "data" / "sources.yml"
+PINS_DIR = REPO_ROOT / "data"
 MIRROR_ENV = "FAKEFACE_MIRROR"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
@@ -50,6 +56,7 @@ class Source:
     dataset: str | None = None
     path: str | None = None
     sha256: str | None = None
+    files: str | None = None
     expected_count: int | None = None
     notes: str = ""
     extra: dict = field(default_factory=dict)
@@ -64,6 +71,38 @@ class Source:
         if self.kind == "github":
             return f"https://github.com/{self.repo}/archive/{self.ref}.zip"
         return self.url
+
+
+    def pins(self) -> pd.DataFrame | None:
+        """The pinned files (``name``, ``md5``) this source must deliver, or None if it has no pin file."""
+        if not self.files:
+            return None
+        return pd.read_csv(PINS_DIR / self.files, dtype=str, keep_default_na=False)
+
+
+def write_pins(folder: str | os.PathLike, out: str | os.PathLike) -> pd.DataFrame:
+    """Pin the image files under ``folder``: a CSV of ``name`` (without a ``<hash8>_`` prefix) and ``md5``."""
+    rows = []
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+        name, md5 = path.name, file_digest(path, "md5")
+        prefix, _, rest = name.partition("_")
+        rows.append(dict(name=rest if rest and len(prefix) == 8 and md5.startswith(prefix) else name, md5=md5))
+    pins = pd.DataFrame(rows, columns=["name", "md5"]).sort_values(["name", "md5"])
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    pins.to_csv(out, index=False)
+    return pins
+
+
+def check_pins(source: Source, folder: str | os.PathLike) -> dict:
+    """Compare the image files under ``folder`` with ``source``'s pins: counts of matched, missing, unexpected."""
+    pins = source.pins()
+    if pins is None:
+        raise ValueError(f"{source.name} has no pin file")
+    found = {file_digest(p, "md5") for p in Path(folder).rglob("*")
+             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+    pinned = set(pins["md5"])
+    return dict(source=source.name, pinned=len(pinned), matched=len(found & pinned),
+                missing=len(pinned - found), unexpected=len(found - pinned))
 
 
 def load_registry(path: str | os.PathLike = REGISTRY) -> dict[str, Source]:
@@ -106,6 +145,52 @@ def _kaggle_folder(source: Source) -> Path:
     return Path(kagglehub.dataset_download(source.dataset))
 
 
+def _missing_pins(source: Source, chosen: list[tuple[Path, str]]) -> int:
+    """How many pinned files the chosen files lack (0 without a pin file)."""
+    pins = source.pins()
+    return 0 if pins is None else len(set(pins["md5"]) - {file_digest(p, "md5") for p, _ in chosen})
+
+
+def _fetch_archive(source: Source, cache: Path, mirror, progress: bool) -> tuple[Path, list[Path]]:
+    """Download (or reuse) and extract the archive; one that lacks pinned files is removed and fetched once more."""
+    for attempt in (1, 2):
+        archive = download(source.archive_url, cache / source.archive_name, sha256=source.sha256,
+                           mirror=mirror, progress=progress)
+        base = Path(tempfile.mkdtemp(prefix=f"{source.name}-", dir=cache))
+        files = safe_extract(archive, base)
+        missing = _missing_pins(source, _selected(files, base, source.include))
+        if not missing:
+            return base, files
+        shutil.rmtree(base, ignore_errors=True)
+        archive.unlink(missing_ok=True)  # a bad archive is never kept for the next run
+        if attempt == 2:
+            raise ChecksumError(f"{source.name}: {missing} pinned files are missing or changed in "
+                                f"{source.archive_url} (fetched twice); the upstream differs from the pins")
+        print(f"{source.name}: the cached archive lacks {missing} pinned files; fetching it again")
+    raise AssertionError("unreachable")
+
+
+def _keep_pinned(source: Source, chosen: list[tuple[Path, str]]) -> tuple[list[tuple[Path, str]], pd.DataFrame]:
+    """The chosen files whose md5 is pinned, and provenance rows for those left out (with why)."""
+    pins = source.pins()
+    columns = ["path", "original_path", "sha256", "status", "reason"]
+    if pins is None:
+        return chosen, pd.DataFrame(columns=columns)
+    pinned, kept, left_out, seen = set(pins["md5"]), [], [], set()
+    for path, original in chosen:
+        md5 = file_digest(path, "md5")
+        if md5 in pinned and md5 not in seen:
+            seen.add(md5)
+            kept.append((path, original))
+        else:
+            why = "a copy of a file already kept" if md5 in seen else "not in the source's pinned file list"
+            left_out.append(dict(path="", original_path=original, sha256="", status="skipped", reason=why))
+    missing = len(pinned - seen)
+    if missing:
+        raise ChecksumError(f"{source.name}: {missing} of {len(pinned)} pinned files are missing or changed")
+    return kept, pd.DataFrame(left_out, columns=columns)
+
+
 def fetch_source(source: Source, root: str | os.PathLike, mirror: str | os.PathLike | None = None,
                  cache_dir: str | os.PathLike | None = None, progress: bool = True) -> pd.DataFrame:
     """Bring one source into ``root/<label>/<folder>/``; return its provenance rows.
@@ -133,28 +218,29 @@ def fetch_source(source: Source, root: str | os.PathLike, mirror: str | os.PathL
         origin = f"kaggle:{source.dataset}"
     else:
         cache = Path(cache_dir or REPO_ROOT / "data" / "downloads")
-        archive = download(source.archive_url, cache / source.archive_name, sha256=source.sha256,
-                           mirror=mirror, progress=progress)
-        base = Path(tempfile.mkdtemp(prefix=f"{source.name}-", dir=cache))
-        files = safe_extract(archive, base)
+        base, files = _fetch_archive(source, cache, mirror, progress)
         origin = source.archive_url
     try:
         chosen = _selected(files, base, source.include)
         if not chosen:
             raise SourceUnavailable(f"{source.name}: no images match {source.include} in {origin}")
+        chosen, skipped = _keep_pinned(source, chosen)
         provenance = import_images(chosen, root, source.label, source.folder, origin, source.licence,
                                    progress)
     finally:
         if source.kind in ("github", "http"):
             shutil.rmtree(base, ignore_errors=True)
-    imported = int((provenance["status"] != "rejected").sum())
+    if len(skipped):
+        provenance = pd.concat([provenance, skipped.assign(label=source.label, source=source.folder, origin=origin,
+                                                           licence=source.licence)], ignore_index=True)
+    imported = int(provenance["status"].isin(["ok", "converted"]).sum())
     if source.expected_count and imported != source.expected_count:
         print(f"WARNING {source.name}: imported {imported} images, the registry expects "
               f"{source.expected_count} (the upstream may have changed)")
     header = not provenance_path.exists()
     provenance.to_csv(provenance_path, mode="a", header=header, index=False)
     marker.write_text(json.dumps(dict(source=source.name, imported=imported, origin=origin,
-                                      rejected=int(len(provenance) - imported))))
+                                      rejected=int((provenance["status"] == "rejected").sum()))))
     return provenance
 
 
@@ -178,20 +264,39 @@ def fetch_many(names: list[str], root: str | os.PathLike, mirror: str | os.PathL
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m helpers.sources --list`` or ``--fetch NAME... [--root DIR] [--mirror DIR]``."""
+    """``python -m helpers.sources --list``, ``--fetch NAME...``, ``--check NAME...`` or ``--pin NAME --pin-from DIR``.
+
+    ``--check`` exits 1 when a folder differs from its pins (a file missing, changed or unexpected).
+    """
     import argparse
 
-    parser = argparse.ArgumentParser(description="List or fetch the public face sources of data/sources.yml")
+    parser = argparse.ArgumentParser(description="List, fetch, pin or check the public face sources of "
+                                                 "data/sources.yml")
     parser.add_argument("--list", action="store_true", help="print the registry")
     parser.add_argument("--fetch", nargs="*", default=[], help="source names to fetch")
-    parser.add_argument("--root", default=str(REPO_ROOT / "data" / "faces"), help="face data root to fill")
+    parser.add_argument("--check", nargs="*", default=[], help="check these sources' folders under --root "
+                                                               "against their pins (md5 of every file)")
+    parser.add_argument("--pin", metavar="NAME", help="write NAME's pin file from the images under --pin-from")
+    parser.add_argument("--pin-from", metavar="DIR", help="folder of the files to pin")
+    parser.add_argument("--root", default=str(REPO_ROOT / "data" / "faces"), help="face data root")
     parser.add_argument("--mirror", default=None, help=f"offline folder of archives (or ${MIRROR_ENV})")
     args = parser.parse_args(argv)
     registry = load_registry()
-    if args.list or not args.fetch:
+    if args.list or not (args.fetch or args.check or args.pin):
         print(registry_table(registry).to_string(index=False))
+    if args.pin:
+        source = registry[args.pin]
+        if not (args.pin_from and source.files):
+            parser.error(f"--pin needs --pin-from DIR and a `files:` entry for {args.pin} in the registry")
+        pins = write_pins(args.pin_from, PINS_DIR / source.files)
+        print(f"pinned {len(pins)} files of {args.pin} in {PINS_DIR / source.files}")
     if args.fetch:
         print(fetch_many(args.fetch, args.root, args.mirror, registry).to_string(index=False))
+    if args.check:
+        checks = pd.DataFrame([check_pins(registry[name], Path(args.root) / registry[name].label / registry[name].folder)
+                               for name in args.check])
+        print(checks.to_string(index=False))
+        return int(bool((checks["missing"] + checks["unexpected"]).any()))
     return 0
 
 

@@ -42,11 +42,17 @@ class _Server:
 
 
 class FileServer(_Server):
-    """Serves ``files`` (path -> bytes) with Range support; ``cut_first`` cuts the first response short."""
+    """Serves ``files`` (path -> bytes) with Range support; ``cut_first`` cuts the first response short.
 
-    def __init__(self, files: dict[str, bytes], cut_first: int | None = None) -> None:
+    ``fault`` makes it misbehave as real servers and proxies do: ``"short"`` announces the whole
+    Content-Length but sends half and closes, on every request; ``"ignore_offset"`` answers a
+    Range request with 206 and the body from byte 0 (its Content-Range says so).
+    A Range that starts at or past the end gets 416, as RFC 9110 says.
+    """
+
+    def __init__(self, files: dict[str, bytes], cut_first: int | None = None, fault: str | None = None) -> None:
         super().__init__(_FileHandler)
-        self.files, self.cut_first = files, cut_first
+        self.files, self.cut_first, self.fault = files, cut_first, fault
 
 
 class _FileHandler(BaseHTTPRequestHandler):
@@ -63,6 +69,14 @@ class _FileHandler(BaseHTTPRequestHandler):
         start = 0
         if self.headers.get("Range"):
             start = int(self.headers["Range"].split("=")[1].split("-")[0])
+            if start >= len(body):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if owner.fault == "ignore_offset":
+                start = 0
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         else:
@@ -70,6 +84,11 @@ class _FileHandler(BaseHTTPRequestHandler):
         chunk = body[start:]
         self.send_header("Content-Length", str(len(chunk)))
         self.end_headers()
+        if owner.fault == "short":
+            self.wfile.write(chunk[: len(chunk) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(2)
+            return
         if owner.cut_first is not None and len(owner.requests) == 1:
             self.wfile.write(chunk[: owner.cut_first])
             self.wfile.flush()

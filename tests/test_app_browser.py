@@ -1,6 +1,7 @@
 """The Streamlit app as a real server on 127.0.0.1, driven in headless Chromium with Playwright."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,14 +34,14 @@ def _chromium() -> str:
 
 
 class AppServer:
+    """The app as `make app` starts it (from app/, so app/.streamlit/config.toml applies), on a free port."""
+
     def __init__(self, runs: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, FAKEFACE_RUNS=str(runs), OPENAI_API_KEY="")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "streamlit_app.py"),
-             "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.headless", "true",
-             "--browser.gatherUsageStats", "false"],
+            [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(self.port)],
             cwd=REPO / "app", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
     def __enter__(self):
@@ -88,8 +89,14 @@ def test_upload_real_fake_non_image_no_face_and_two_faces(browser, trained_run, 
         for path in (real, fake):
             page.get_by_text(f"{path.name}: ", exact=False).first.wait_for(timeout=60_000)
         body = page.inner_text("body")
-        assert body.count("P(fake) =") == 2 and ("REAL" in body or "FAKE" in body)
-        assert "Grad-CAM" in body
+        assert body.count("P(fake) =") == 2 and "Grad-CAM" in body
+        verdicts = re.findall(r": (REAL|FAKE)\s+P\(fake\) = ([0-9.]+) \(threshold ([0-9.]+)\)", body)
+        assert len(verdicts) == 2, body
+        for verdict, score, threshold in verdicts:  # the label is the score against the threshold
+            assert float(threshold) != 0.5  # the validation-chosen one from the metrics, not the default
+            if float(score) != float(threshold):
+                assert verdict == ("FAKE" if float(score) > float(threshold) else "REAL"), (verdict, score, threshold)
+        assert "validated on only 20 images" in body  # the smoke-sized model is flagged
         page.screenshot(path=str(ARTIFACTS / "01_real_and_fake.png"), full_page=True)
 
         page.locator("input[type=file]").first.set_input_files([str(not_image), str(wall), str(two_faces)])
@@ -110,3 +117,38 @@ def test_no_model_yet_says_how_to_train_one(browser, tmp_path):
         page.get_by_text("No trained model yet").wait_for(timeout=60_000)
         assert "make smoke" in page.inner_text("body")
         page.screenshot(path=str(ARTIFACTS / "03_no_model.png"), full_page=True)
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses of sockets listening on ``port`` (from /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, port_hex = local.split(":")
+            if state == "0A" and int(port_hex, 16) == port:
+                found.add(address)
+    return found
+
+
+def test_the_app_is_private_and_never_shows_a_traceback(browser, trained_run):
+    with AppServer(trained_run) as app:
+        assert _listening_addresses(app.port) == {"0100007F"}  # 127.0.0.1 only, not every interface
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(app.url)
+        page.get_by_text("MobileNetV2 demo").first.wait_for(timeout=60_000)
+        box = page.get_by_label("...or a path to a .keras model inside the runs folder")
+        answers = []
+        for typed in ("/etc/passwd", "/", "../../../../etc/shadow", "demo/models/typo.keras"):
+            box.fill(typed)
+            box.press("Enter")
+            page.get_by_text("Model not loaded:").first.wait_for(timeout=60_000)
+            body = page.inner_text("body")
+            assert "Traceback" not in body and 'File "' not in body and "No trained model yet" not in body
+            answers.append(body[body.index("Model not loaded:"):].splitlines()[0])
+            page.screenshot(path=str(ARTIFACTS / "04_refused_path.png"), full_page=True)
+            box.fill("")  # back to the picked model: the error goes, so the next answer is a fresh one
+            box.press("Enter")
+            page.get_by_text("Model not loaded:").first.wait_for(state="detached", timeout=60_000)
+        assert len(set(answers[:3])) == 1 and "inside the runs folder" in answers[0]  # nothing learnt of /etc
+        assert "no model file demo/models/typo.keras" in answers[3]

@@ -1,7 +1,9 @@
 """The fakeface command line and the checked TFLite / SavedModel export."""
 
+import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -120,3 +122,131 @@ def test_models_validated_on_few_images_are_not_preferred(tmp_path):
     assert predict.default_model(tmp_path) == tmp_path / "sample" / "models" / "m.keras"
     sh.rmtree(tmp_path / "sample")
     assert predict.default_model(tmp_path) == tmp_path / "smoke" / "models" / "m.keras"
+
+
+def _odd_named_folder(tmp_path, shared_faces):
+    """A folder with a Latin-1 file name (not valid UTF-8 on Linux), a good face, and a 1x1 image."""
+    import os
+
+    from PIL import Image
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    face = sorted((shared_faces / "real" / "ffhq").iterdir())[0]
+    shutil.copy(face, folder / "plain.jpg")
+    with open(os.path.join(os.fsencode(folder), b"\xe9t\xe9.jpg"), "wb") as handle:
+        handle.write(face.read_bytes())
+    Image.new("RGB", (1, 1), (200, 30, 30)).save(folder / "dot.png")
+    return folder
+
+
+@pytest.mark.parametrize("output", ["csv", "json", "stdout"])
+def test_a_name_that_is_not_utf8_never_sinks_the_batch(trained_run, shared_faces, tmp_path, monkeypatch, capsys,
+                                                        output):
+    monkeypatch.setenv(predict.RUNS_ENV, str(trained_run))
+    folder = _odd_named_folder(tmp_path, shared_faces)
+    args = ["predict", str(folder), "--quiet"] + ([] if output == "stdout" else ["--out", str(tmp_path / f"r.{output}")])
+    code = cli.main(args)
+    captured = capsys.readouterr()
+    if output == "json":
+        rows = pd.DataFrame(json.loads((tmp_path / "r.json").read_text()))
+    else:
+        text = captured.out if output == "stdout" else (tmp_path / "r.csv").read_text()
+        rows = pd.read_csv(io.StringIO(text), keep_default_na=False)
+    assert code == cli.EXIT_SOME_FAILED  # the 1x1 image is not scored
+    by_name = {Path(p).name: r for p, r in zip(rows["path"], rows.to_dict("records"))}
+    assert set(by_name) == {"plain.jpg", "\\xe9t\\xe9.jpg", "dot.png"}
+    assert by_name["\\xe9t\\xe9.jpg"]["error"] == "" and by_name["\\xe9t\\xe9.jpg"]["score"] == by_name["plain.jpg"]["score"]
+    assert "too small to judge: 1x1" in by_name["dot.png"]["error"] and by_name["dot.png"]["label"] == ""
+    assert "1 file name(s) are not valid UTF-8" in captured.err
+
+
+def test_labels_are_the_score_against_the_threshold_row_by_row(trained_run, mixed_folder, monkeypatch, tmp_path):
+    monkeypatch.setenv(predict.RUNS_ENV, str(trained_run))
+    out = tmp_path / "r.csv"
+    cli.main(["predict", str(mixed_folder), "--out", str(out), "--quiet"])
+    scored = pd.read_csv(out, keep_default_na=False).query("error == ''")
+    threshold = float(scored["threshold"].iloc[0])
+    assert 0.0 < threshold < 1.0  # notebook 05's threshold from the metrics file, not the 0.5 default
+    expected = np.where(scored["score"].astype(float) >= threshold, "fake", "real")
+    assert scored["label"].tolist() == expected.tolist()
+
+
+def _run_fakeface(*args, env=None):
+    """The installed ``fakeface`` console script as a separate process."""
+    import os
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).with_name("fakeface")
+    return subprocess.run([str(script), *map(str, args)], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, **(env or {})))
+
+
+def test_the_fakeface_process_exit_codes(trained_run, mixed_folder, tmp_path):
+    env = {"FAKEFACE_RUNS": str(trained_run), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    good = _run_fakeface("predict", mixed_folder / "real_ffhq", "--quiet", env=env)
+    assert good.returncode == 0 and good.stdout.startswith("path,score,label,threshold,error")
+    assert len(good.stdout.strip().splitlines()) == 3
+    assert _run_fakeface("predict", mixed_folder, "--quiet", env=env).returncode == 1
+    for bad in (["--batch-size", "-1"], ["--batch-size", "0"], ["--batch-size", "x"], ["--out", str(tmp_path)]):
+        done = _run_fakeface("predict", mixed_folder, "--quiet", *bad, env=env)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (bad, done.stderr)
+        assert done.stderr.strip().splitlines()[-1].startswith("fakeface") and done.stdout == ""
+    not_a_model = tmp_path / "notes.keras"
+    not_a_model.write_text("not a model")
+    for model in (not_a_model, mixed_folder / "notes.txt", tmp_path / "missing.keras"):
+        done = _run_fakeface("predict", mixed_folder, "--model", model, env=env)
+        assert done.returncode == 3 and "Traceback" not in done.stderr, done.stderr
+        own = [line for line in done.stderr.splitlines() if line.startswith("fakeface")]  # TF logs lines of its own
+        assert len(own) == 1 and str(model.name) in own[0], done.stderr
+    empty = _run_fakeface("predict", mixed_folder, env={"FAKEFACE_RUNS": str(tmp_path / "none")})
+    assert empty.returncode == 3 and "make smoke" in empty.stderr
+
+
+def test_a_tampered_export_fails_its_parity_check_with_exit_4(trained_run, monkeypatch, tmp_path, capsys):
+    import keras
+
+    original_load = predict.Predictor.load
+
+    def load_then_tamper(path):  # what gets exported is no longer the model whose scores it is checked against
+        loaded = original_load(path)
+        reference = keras.models.clone_model(loaded.model)
+        reference.set_weights(loaded.model.get_weights())
+        last = [layer for layer in loaded.model.layers if layer.get_weights()][-1]
+        last.set_weights([w + 0.5 for w in last.get_weights()])
+        loaded.score_arrays = lambda images: np.asarray(reference.predict(images.astype("float32"), verbose=0)).reshape(-1)
+        return loaded
+
+    monkeypatch.setattr(predict.Predictor, "load", staticmethod(load_then_tamper))
+    monkeypatch.setenv(predict.RUNS_ENV, str(trained_run))
+    code = cli.main(["export", "--format", "tflite", "--out", str(tmp_path / "e"), "--n-samples", "2"])
+    assert code == 4 and "differs from the Keras model" in capsys.readouterr().err
+    assert not (tmp_path / "e" / "mobilenetv2_finetune.tflite").exists()  # a failed export is removed
+
+
+def test_models_validated_on_few_images_are_flagged_where_used(trained_run, monkeypatch, mixed_folder, capsys):
+    monkeypatch.setenv(predict.RUNS_ENV, str(trained_run))
+    loaded = predict.Predictor.load(trained_run / "demo" / "models" / "mobilenetv2_finetune.keras")
+    assert any("validated on only 20 images" in w for w in loaded.warnings)
+    cli.main(["predict", str(mixed_folder / "real_ffhq"), "--quiet"])
+    assert "warning: this model was validated on only 20 images" in capsys.readouterr().err
+    cli.main(["models"])
+    assert "validated on 20 < 50 images" in capsys.readouterr().out
+
+
+def test_app_model_paths_stay_inside_the_runs_folder(trained_run, tmp_path):
+    model = trained_run / "demo" / "models" / "mobilenetv2_finetune.keras"
+    assert predict.allowed_model_path(str(model), trained_run) == model.resolve()
+    assert predict.allowed_model_path("demo/models/mobilenetv2_finetune.keras", trained_run) == model.resolve()
+    outside = tmp_path / "elsewhere.keras"
+    outside.write_bytes(b"")
+    (trained_run / "link.keras").symlink_to(outside)
+    answers = set()
+    for typed in ("/etc/passwd", "/", "../../etc/passwd", str(outside), "link.keras", "/nonexistent/x.keras"):
+        with pytest.raises(predict.ModelUnusable) as refused:
+            predict.allowed_model_path(typed, trained_run)
+        answers.add(str(refused.value))
+    assert len(answers) == 1 and "inside the runs folder" in answers.pop()  # existence is never revealed
+    with pytest.raises(predict.ModelUnusable, match="no model file demo/x.keras"):
+        predict.allowed_model_path("demo/x.keras", trained_run)

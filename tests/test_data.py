@@ -125,3 +125,117 @@ def test_limit_per_source_is_deterministic(face_tree):
     assert first.equals(again) and len(first) == 12
     assert first.groupby("source").size().eq(3).all()
     assert not first["path"].equals(other["path"])
+
+
+def test_16_bit_mid_ramp_values_are_scaled_not_clipped(tmp_path):
+    values = np.array([[0, 257, 1000, 32768, 40000, 65535]], np.uint16).repeat(4, axis=0)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    loaded = data.load_image(tmp_path / "deep.png")
+    expected = np.rint(values[0] / 65535 * 255).astype(np.uint8)  # 0, 1, 4, 128, 156, 255
+    assert loaded.image[0, :, 0].tolist() == expected.tolist()
+
+
+def _peak_rss_mib(tmp_path, code: str) -> float:
+    """Peak RSS added by ``code`` in a fresh interpreter that has already imported the loader.
+
+    Read from VmHWM, which a new process starts afresh (``ru_maxrss`` carries the parent's
+    peak across fork and exec, which would hide the cost inside a large test process).
+    """
+    import subprocess
+    import sys
+
+    script = ("from helpers import data, decoding\n"
+              "before = decoding.peak_rss_mib()\n"
+              f"{code}\n"
+              "print(decoding.peak_rss_mib() - before)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def test_memory_is_bounded_before_and_while_decoding(tmp_path):
+    Image.new("1", (13000, 13000)).save(tmp_path / "bomb.png")  # a few hundred KB on disk
+    Image.fromarray(np.full((8000, 8000), 40000, np.uint16)).save(tmp_path / "deep.png")
+    assert (tmp_path / "bomb.png").stat().st_size < 1_000_000
+    rejected = _peak_rss_mib(tmp_path, "r = data.load_image('bomb.png'); assert 'image too large' in r.error, r.error")
+    assert rejected < 20, f"a rejected image cost {rejected:.0f} MiB"  # was ~790 MB: EXIF read decoded it
+    accepted = _peak_rss_mib(tmp_path, "r = data.load_image('deep.png', size=64); assert r.ok, r.error\n"
+                                       "assert r.image.shape == (64, 64, 3) and r.image[0, 0, 0] == 156")
+    assert accepted < 300, f"loading a 16-bit 8000x8000 PNG cost {accepted:.0f} MiB"  # was 1.7 GB
+    full = _peak_rss_mib(tmp_path, "r = data.load_image('deep.png'); assert r.ok and r.image.shape == (4000, 4000, 3)")
+    assert full < 300, f"a full-resolution load cost {full:.0f} MiB"
+
+
+def test_decode_cost_guard_and_longest_side(tmp_path):
+    Image.fromarray(smooth_image(7, 600)).save(tmp_path / "big.png")
+    refused = data.load_image(tmp_path / "big.png", max_decode_bytes=1_000_000)
+    assert not refused.ok and "too large to decode: 600x600 RGB needs 1 MiB" in refused.error  # 600*600*4 B
+    capped = data.load_image(tmp_path / "big.png", max_side=200)
+    assert capped.image.shape == (200, 200, 3) and (capped.width, capped.height) == (600, 600)
+    assert "downscaled from 600x600 to 200x200 (longest side limit 200)" in capped.conversions
+    tiny = write_jpeg(tmp_path / "tiny.jpg", smooth_image(8, 20))
+    assert "too small to judge: 20x20" in data.load_image(tiny, min_side=32).error
+    assert data.load_image(tiny).ok  # no minimum unless asked (training data may hold small crops)
+
+
+def test_decode_budget_holds_concurrent_decodes_under_its_total():
+    import threading
+    import time
+
+    from helpers.decoding import DecodeBudget
+
+    budget, holders, snapshots = DecodeBudget(100), [], []
+    lock = threading.Lock()
+
+    def work(n):
+        with budget.reserve(n):
+            with lock:
+                holders.append(n)
+                snapshots.append(list(holders))
+            time.sleep(0.02)
+            with lock:
+                holders.remove(n)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in (60, 60, 30, 30, 150, 10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(snapshots) == 6 and budget.in_use == 0
+    for held in snapshots:  # under the total, or one oversized decode alone
+        assert sum(held) <= 100 or held == [150], held
+    assert max(len(held) for held in snapshots) >= 2  # it does let decodes overlap
+
+
+def test_each_unreadable_thing_gets_its_own_reason(tmp_path, monkeypatch):
+    import os
+
+    good = write_jpeg(tmp_path / "good.jpg", smooth_image(9))
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    (tmp_path / "folder.jpg").mkdir()
+    os.mkfifo(tmp_path / "pipe.jpg")
+    assert "broken symbolic link" in data.load_image(tmp_path / "dangling.jpg").error
+    assert data.load_image(tmp_path / "folder.jpg").error == "a folder, not an image file"
+    assert "not a regular file" in data.load_image(tmp_path / "pipe.jpg").error  # and does not hang
+    assert data.load_image(tmp_path / "missing.jpg").error == "cannot read file: no such file"
+
+    def refuse(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(data, "_open_for_reading", refuse)  # root reads any file, so the refusal is simulated
+    assert data.load_image(good).error == "cannot read file: Permission denied"
+
+
+def test_scan_keeps_broken_links_and_undecodable_names_as_rows(face_tree):
+    import os
+
+    folder = face_tree / "real" / "cam_a"
+    (folder / "dangling.jpg").symlink_to(folder / "nowhere.jpg")
+    odd = os.path.join(os.fsencode(folder), b"\xe9t\xe9.jpg")  # Latin-1 bytes, not valid UTF-8
+    with open(odd, "wb") as handle:
+        handle.write((folder / "cam_a_00.jpg").read_bytes())
+    manifest = data.scan_folder(face_tree, progress=False)
+    by_path = manifest.set_index("path")
+    assert len(manifest) == 42
+    assert "broken symbolic link" in by_path.at["real/cam_a/dangling.jpg", "reason"]
+    assert "not valid UTF-8" in by_path.at["real/cam_a/\\xe9t\\xe9.jpg", "reason"]
+    manifest.to_csv(face_tree / "manifest.csv", index=False)  # writes: every path is valid text

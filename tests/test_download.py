@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import re
 import tarfile
 import zipfile
 
@@ -23,6 +24,35 @@ def test_resumes_after_a_cut_connection(tmp_path):
         resumed_from = int(server.requests[1]["range"].removeprefix("bytes=").rstrip("-"))
         assert 200_000 < resumed_from <= 300_000  # resumed from what arrived, not restarted
     assert not (tmp_path / "big.bin.part").exists()
+
+
+def test_a_server_that_always_sends_a_short_body_never_gives_a_complete_file(tmp_path):
+    with FileServer({"/f.bin": PAYLOAD}, fault="short") as server, pytest.raises(download.DownloadError):
+        download.download(f"{server.url}/f.bin", tmp_path / "f.bin", retries=2, progress=False)
+    assert not (tmp_path / "f.bin").exists()
+
+
+def test_a_stale_larger_part_file_is_started_over_after_416(tmp_path):
+    (tmp_path / "f.bin.part").write_bytes(PAYLOAD + b"left over from an older, larger file")
+    with FileServer({"/f.bin": PAYLOAD}) as server:
+        path = download.download(f"{server.url}/f.bin", tmp_path / "f.bin", progress=False)
+    assert path.read_bytes() == PAYLOAD
+    assert server.requests[0]["range"] is not None and server.requests[-1]["range"] is None
+
+
+def test_a_complete_part_file_with_a_known_size_is_accepted_on_416(tmp_path):
+    (tmp_path / "f.bin.part").write_bytes(PAYLOAD)
+    with FileServer({"/f.bin": PAYLOAD}) as server:
+        path = download.download(f"{server.url}/f.bin", tmp_path / "f.bin", size=len(PAYLOAD), progress=False)
+    assert path.read_bytes() == PAYLOAD and len(server.requests) == 1
+
+
+def test_a_206_that_ignores_the_offset_is_not_appended(tmp_path):
+    (tmp_path / "f.bin.part").write_bytes(PAYLOAD[:1000])
+    with FileServer({"/f.bin": PAYLOAD}, fault="ignore_offset") as server:
+        path = download.download(f"{server.url}/f.bin", tmp_path / "f.bin", progress=False)
+    assert path.read_bytes() == PAYLOAD
+    assert server.requests[0]["range"] == "bytes=1000-"
 
 
 def test_checksum_mismatch_is_rejected_and_leaves_nothing(tmp_path):
@@ -133,22 +163,85 @@ def test_fetch_from_mirror_without_network(tmp_path):
     (mirror / source.archive_name).write_bytes(archive)
     source.include = ["*/dataset/real/*"]  # the test archive's layout
     source.expected_count = 3
+    source.files = str(tmp_path / "pins.csv")  # an absolute pin file, made from the archive's images
+    sources.write_pins(tmp_path / "src", source.files)
     provenance = sources.fetch_source(source, tmp_path / "faces", mirror=mirror,
                                       cache_dir=tmp_path / "cache", progress=False)
     assert (provenance["status"] == "ok").sum() == 3
     assert len(list((tmp_path / "faces" / "fake" / "stylegan1").glob("*.jpg"))) == 3
 
 
-def test_registry_entries_are_complete():
+def test_registry_entries_are_complete_and_pinned():
     registry = sources.load_registry()
-    assert {"ffhq", "stylegan1", "unsplash", "stylegan2", "sd21"} <= {s.folder for s in registry.values()}
+    folders = {"ffhq", "stylegan1", "unsplash", "stylegan2", "sd21", "utkface", "mebeauty", "wildfaces"}
+    assert folders <= {s.folder for s in registry.values()}
     for source in registry.values():
         assert source.label in ("real", "fake") and source.licence and source.citation and source.include
         assert (source.generator is not None) == (source.label == "fake")
         if source.kind == "github":
-            assert source.archive_url.startswith(f"https://github.com/{source.repo}/archive/")
+            assert re.fullmatch(r"[0-9a-f]{40}", source.ref), f"{source.name}: ref must be a commit"
+            assert source.archive_url == f"https://github.com/{source.repo}/archive/{source.ref}.zip"
+        if source.kind != "kaggle":  # Kaggle versions cannot be checked offline (said in the registry)
+            pins = source.pins()
+            assert pins is not None, f"{source.name} has no pin file"
+            assert len(pins) == source.expected_count and pins["md5"].str.fullmatch(r"[0-9a-f]{32}").all()
     table = sources.registry_table(registry)
     assert len(table) == len(registry)
+
+
+def _pinned_source(tmp_path, url: str) -> sources.Source:
+    source = sources.Source(name="pinned", label="real", folder="pinned", kind="http", licence="CC0",
+                            citation="test", include=["*/dataset/real/*"], url=url,
+                            files=str(tmp_path / "pins.csv"), expected_count=2)
+    pinned = tmp_path / "to-pin"
+    for k in range(2):  # r0 and r1 are pinned; r2 is in the archive but not pinned
+        write_jpeg(pinned / f"r{k}.jpg", smooth_image(k))
+    sources.write_pins(pinned, source.files)
+    return source
+
+
+def test_pinned_fetch_imports_exactly_the_pinned_files(tmp_path):
+    archive = _repo_archive(tmp_path)
+    with FileServer({"/p.zip": archive}) as server:
+        source = _pinned_source(tmp_path, f"{server.url}/p.zip")
+        provenance = sources.fetch_source(source, tmp_path / "faces", cache_dir=tmp_path / "cache", progress=False)
+    assert sorted(provenance["status"]) == ["ok", "ok", "skipped", "skipped"]  # r2 and broken.jpg: not pinned
+    skipped = provenance[provenance["status"] == "skipped"]
+    assert sorted(p.rsplit("/", 1)[1] for p in skipped["original_path"]) == ["broken.jpg", "r2.jpg"]
+    assert skipped["reason"].str.contains("pinned file list").all()
+    check = sources.check_pins(source, tmp_path / "faces" / "real" / "pinned")
+    assert (check["matched"], check["missing"], check["unexpected"]) == (2, 0, 0)
+
+
+def test_a_cached_archive_that_fails_its_pins_is_fetched_again_then_refused(tmp_path):
+    good = _repo_archive(tmp_path)
+    source = _pinned_source(tmp_path, "")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    corrupt = _zip(tmp_path / "other.zip", {"repo-main/dataset/real/r0.jpg": b"changed bytes"})
+    (cache / source.archive_name).write_bytes(corrupt.read_bytes())  # a bad archive left by an earlier run
+    with FileServer({"/p.zip": good}) as server:
+        source.url = f"{server.url}/p.zip"
+        provenance = sources.fetch_source(source, tmp_path / "faces", cache_dir=cache, progress=False)
+        assert len(server.requests) == 1  # the bad cached copy was replaced by a fresh download
+    assert (provenance["status"] == "ok").sum() == 2
+    with FileServer({"/p.zip": corrupt.read_bytes()}) as server:
+        source.url = f"{server.url}/p.zip"
+        with pytest.raises(download.ChecksumError, match="pinned files"):
+            sources.fetch_source(source, tmp_path / "other-faces", cache_dir=tmp_path / "cache2", progress=False)
+    assert not (tmp_path / "cache2" / source.archive_name).exists()  # never kept for the next run
+
+
+def test_broken_archives_raise_the_modules_error_with_the_archive_name(tmp_path):
+    data = bytearray(_zip(tmp_path / "x.zip", {"a.txt": b"a" * 1000}).read_bytes())
+    data[100:110] = b"b" * 10  # member bytes changed: its CRC no longer matches (BadZipFile)
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(bytes(data))
+    with pytest.raises(download.ArchiveError, match="broken.zip"):
+        download.safe_extract(broken, tmp_path / "out")
+    clash = _zip(tmp_path / "clash.zip", {"a": b"file", "a/b.txt": b"under a file"})
+    with pytest.raises(download.ArchiveError, match="clash.zip"):
+        download.safe_extract(clash, tmp_path / "out")
 
 
 def test_two_sources_sharing_a_folder_are_both_imported(tmp_path):
