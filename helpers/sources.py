@@ -145,37 +145,19 @@ def _kaggle_folder(source: Source) -> Path:
     return Path(kagglehub.dataset_download(source.dataset))
 
 
-def _missing_pins(source: Source, chosen: list[tuple[Path, str]]) -> int:
-    """How many pinned files the chosen files lack (0 without a pin file)."""
-    pins = source.pins()
-    return 0 if pins is None else len(set(pins["md5"]) - {file_digest(p, "md5") for p, _ in chosen})
+Chosen = list[tuple[Path, str]]  # (file, its path inside the archive or folder)
 
 
-def _fetch_archive(source: Source, cache: Path, mirror, progress: bool) -> tuple[Path, list[Path]]:
-    """Download (or reuse) and extract the archive; one that lacks pinned files is removed and fetched once more."""
-    for attempt in (1, 2):
-        archive = download(source.archive_url, cache / source.archive_name, sha256=source.sha256,
-                           mirror=mirror, progress=progress)
-        base = Path(tempfile.mkdtemp(prefix=f"{source.name}-", dir=cache))
-        files = safe_extract(archive, base)
-        missing = _missing_pins(source, _selected(files, base, source.include))
-        if not missing:
-            return base, files
-        shutil.rmtree(base, ignore_errors=True)
-        archive.unlink(missing_ok=True)  # a bad archive is never kept for the next run
-        if attempt == 2:
-            raise ChecksumError(f"{source.name}: {missing} pinned files are missing or changed in "
-                                f"{source.archive_url} (fetched twice); the upstream differs from the pins")
-        print(f"{source.name}: the cached archive lacks {missing} pinned files; fetching it again")
-    raise AssertionError("unreachable")
-
-
-def _keep_pinned(source: Source, chosen: list[tuple[Path, str]]) -> tuple[list[tuple[Path, str]], pd.DataFrame]:
-    """The chosen files whose md5 is pinned, and provenance rows for those left out (with why)."""
+def _choose(source: Source, files: list[Path], base: Path, origin: str) -> tuple[Chosen, pd.DataFrame, int]:
+    """The files to import (matched by ``include`` and, with pins, pinned), provenance rows for
+    matched files left out (with why), and how many pinned files are missing."""
+    chosen = _selected(files, base, source.include)
+    if not chosen:
+        raise SourceUnavailable(f"{source.name}: no images match {source.include} in {origin}")
     pins = source.pins()
     columns = ["path", "original_path", "sha256", "status", "reason"]
     if pins is None:
-        return chosen, pd.DataFrame(columns=columns)
+        return chosen, pd.DataFrame(columns=columns), 0
     pinned, kept, left_out, seen = set(pins["md5"]), [], [], set()
     for path, original in chosen:
         md5 = file_digest(path, "md5")
@@ -185,10 +167,30 @@ def _keep_pinned(source: Source, chosen: list[tuple[Path, str]]) -> tuple[list[t
         else:
             why = "a copy of a file already kept" if md5 in seen else "not in the source's pinned file list"
             left_out.append(dict(path="", original_path=original, sha256="", status="skipped", reason=why))
-    missing = len(pinned - seen)
-    if missing:
-        raise ChecksumError(f"{source.name}: {missing} of {len(pinned)} pinned files are missing or changed")
-    return kept, pd.DataFrame(left_out, columns=columns)
+    return kept, pd.DataFrame(left_out, columns=columns), len(pinned - seen)
+
+
+def _fetch_archive(source: Source, cache: Path, mirror, progress: bool) -> tuple[Path, Chosen, pd.DataFrame]:
+    """Download (or reuse) and extract the archive and choose its files; an archive that lacks pinned
+    files is deleted and fetched once more, then :class:`ChecksumError`."""
+    for attempt in (1, 2):
+        archive = download(source.archive_url, cache / source.archive_name, sha256=source.sha256,
+                           mirror=mirror, progress=progress)
+        base = Path(tempfile.mkdtemp(prefix=f"{source.name}-", dir=cache))
+        try:
+            chosen, skipped, missing = _choose(source, safe_extract(archive, base), base, source.archive_url)
+        except BaseException:
+            shutil.rmtree(base, ignore_errors=True)
+            raise
+        if not missing:
+            return base, chosen, skipped
+        shutil.rmtree(base, ignore_errors=True)
+        archive.unlink(missing_ok=True)  # a bad archive is never kept for the next run
+        if attempt == 2:
+            raise ChecksumError(f"{source.name}: {missing} pinned files are missing or changed in "
+                                f"{source.archive_url} (fetched twice); the upstream differs from the pins")
+        print(f"{source.name}: the cached archive lacks {missing} pinned files; fetching it again")
+    raise AssertionError("unreachable")
 
 
 def fetch_source(source: Source, root: str | os.PathLike, mirror: str | os.PathLike | None = None,
@@ -207,24 +209,21 @@ def fetch_source(source: Source, root: str | os.PathLike, mirror: str | os.PathL
         existing = pd.read_csv(provenance_path, keep_default_na=False) if provenance_path.exists() else None
         return existing[existing["origin"] == done["origin"]] if existing is not None else pd.DataFrame()
     mirror = mirror or os.environ.get(MIRROR_ENV)
-    if source.kind == "local":
-        base = Path(source.path).expanduser()
-        base = base if base.is_absolute() else (REPO_ROOT / base).resolve()
-        files = sorted(p for p in base.rglob("*") if p.is_file())
-        origin = str(base)
-    elif source.kind == "kaggle":
-        base = _kaggle_folder(source)
-        files = sorted(p for p in base.rglob("*") if p.is_file())
-        origin = f"kaggle:{source.dataset}"
+    if source.kind in ("local", "kaggle"):
+        if source.kind == "local":
+            base = Path(source.path).expanduser()
+            base = base if base.is_absolute() else (REPO_ROOT / base).resolve()
+            origin = str(base)
+        else:
+            base, origin = _kaggle_folder(source), f"kaggle:{source.dataset}"
+        chosen, skipped, missing = _choose(source, sorted(p for p in base.rglob("*") if p.is_file()), base, origin)
+        if missing:
+            raise ChecksumError(f"{source.name}: {missing} pinned files are missing or changed in {origin}")
     else:
         cache = Path(cache_dir or REPO_ROOT / "data" / "downloads")
-        base, files = _fetch_archive(source, cache, mirror, progress)
+        base, chosen, skipped = _fetch_archive(source, cache, mirror, progress)
         origin = source.archive_url
     try:
-        chosen = _selected(files, base, source.include)
-        if not chosen:
-            raise SourceUnavailable(f"{source.name}: no images match {source.include} in {origin}")
-        chosen, skipped = _keep_pinned(source, chosen)
         provenance = import_images(chosen, root, source.label, source.folder, origin, source.licence,
                                    progress)
     finally:
