@@ -4,7 +4,7 @@ VENV ?= .venv
 PY ?= $(VENV)/bin/python
 PROFILE ?= sample
 
-.PHONY: install test reproduce smoke app lab lint strip-notebooks clean-runs
+.PHONY: install test reproduce smoke app lab lint strip-notebooks clean-runs mutation
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,16 @@ reproduce: install
 ## Unit tests, integration tests on ../shared/data/faces, and the smoke profile through papermill
 test: install
 	$(PY) -m pytest -q -rs --timeout=1200
+
+## Mutation testing (a benchmark, not a CI step; an hour or more on 2 cores): mutmut on the modules the
+## tests must guard, then the score per module (results: benchmarks/README.md)
+MUTANTS ?= "helpers.evaluate*" "helpers.splits*" "helpers.models.x_prepare_finetune*" "helpers.data.x_load_image*" \
+	"helpers.data.x__decode*" "helpers.data.x__file_problem*" "helpers.decoding*" "helpers.predict*" "helpers.protocols*"
+mutation: install
+	$(VENV)/bin/python -m pip install -q "mutmut>=3.8,<4"
+	FAKEFACE_TEST_FACES=$(abspath ../shared/data/faces) FAKEFACE_WEIGHTS=$(abspath ../shared/weights) \
+	  TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/mutmut run $(MUTANTS) || true
+	$(PY) benchmarks/mutation_scores.py --survivors
 
 smoke: install
 	$(PY) -m helpers.reproduce --profile smoke

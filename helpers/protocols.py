@@ -179,8 +179,12 @@ def score(trained, bank: Bank, split: str, variant: str = "clean") -> np.ndarray
 
 def train_recipe(recipe: Recipe, bank: FeatureBank, out_dir: str | Path, batch_size: int = 32,
                  seed: int = 42) -> TrainedHead:
-    """Train a fresh head with ``recipe``; the threshold comes from validation rows of its sources."""
+    """Train a fresh head with ``recipe``; the threshold comes from validation rows of its sources.
+
+    Seeded as a whole (Keras, NumPy, TensorFlow), so the same recipe gives the same head whatever ran before.
+    """
     keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
     detector, _ = models.build_mobilenetv2(image_size=bank.image_size, dropout=recipe.dropout, augment="flip",
                                            weights=None, seed=seed)  # only its head layers are used
     head = features.head_model(detector)

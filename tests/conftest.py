@@ -11,7 +11,9 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SHARED_FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
+# The face sample beside the checkout; FAKEFACE_TEST_FACES points elsewhere (e.g. from mutmut's copy of the repo).
+SHARED_FACES = Path(os.environ.get("FAKEFACE_TEST_FACES")
+                    or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces")
 
 
 def smooth_image(seed: int, size: int = 64) -> np.ndarray:

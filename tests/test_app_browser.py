@@ -57,7 +57,7 @@ class AppServer:
 
     def __exit__(self, *exc) -> None:
         self.process.terminate()
-        self.process.wait(timeout=20)
+        self.log = self.process.communicate(timeout=20)[0].decode(errors="replace")
 
 
 @pytest.fixture
@@ -108,6 +108,7 @@ def test_upload_real_fake_non_image_no_face_and_two_faces(browser, trained_run, 
         assert "notes.jpg: cannot be checked: not an image" in body
         assert "wall.png: No face detected" in body
         page.screenshot(path=str(ARTIFACTS / "02_errors_no_face_two_faces.png"), full_page=True)
+    assert "deprecat" not in app.log.lower(), app.log[-2000:]  # e.g. use_container_width filled the log
 
 
 def test_no_model_yet_says_how_to_train_one(browser, tmp_path):

@@ -134,3 +134,56 @@ def test_vectorised_bootstrap_auc_equals_scikit_learn_per_replicate():
     np.testing.assert_allclose(fast, slow)
     lo, hi = evaluate.bootstrap_ci(y, s, "auc", n_boot=2000, seed=1)
     assert lo < skm.roc_auc_score(y, s) < hi
+
+
+def _brute_force_threshold(y, s, rule):
+    """Independent oracle: try every score as the threshold, keep the first best under ``rule``."""
+    best, best_value = None, -np.inf
+    for t in np.unique(s):
+        pred = s >= t
+        tpr, fpr = pred[y == 1].mean(), pred[y == 0].mean()
+        value = (pred == y).mean() if rule == "accuracy" else tpr - fpr
+        if value > best_value + 1e-12:
+            best, best_value = t, value
+    return best
+
+
+def test_accuracy_and_youden_rules_differ_where_they_should():
+    # 90 reals and 10 fakes: calling the overlap "real" wins accuracy, catching every fake wins Youden's J.
+    y = np.array([0] * 90 + [1] * 10)
+    s = np.concatenate([np.linspace(0.0, 0.6, 90), np.linspace(0.5, 0.9, 10)])
+    youden, accuracy = evaluate.choose_threshold(y, s, "youden"), evaluate.choose_threshold(y, s, "accuracy")
+    assert youden == pytest.approx(_brute_force_threshold(y, s, "youden"))
+    assert accuracy == pytest.approx(_brute_force_threshold(y, s, "accuracy"))
+    assert accuracy > youden + 0.05  # the data makes the two rules disagree
+
+
+def test_evaluate_run_models_takes_the_threshold_from_validation_only(tmp_path, face_tree):
+    """Notebook 05's path, on a detector whose scores are a fixed function of brightness."""
+    import keras
+
+    from helpers import config, data, splits
+
+    manifest = data.usable(data.scan_folder(face_tree, progress=False))
+    split = splits.split_manifest(manifest, fractions=(0.4, 0.3, 0.3), seed=0)
+    inputs = keras.Input((32, 32, 3))
+    mean = keras.layers.GlobalAveragePooling2D()(inputs)
+    score = keras.layers.Dense(1, activation="sigmoid", name="prediction")(mean)
+    model = keras.Model(inputs, score)
+    model.get_layer("prediction").set_weights([np.full((3, 1), 0.02, np.float32), np.array([-6.0], np.float32)])
+    cfg = config.RunConfig(run_name="r", data_root=face_tree, runs_root=tmp_path, image_size=32)
+    model.save(cfg.path("models", "mobilenetv2_finetune.keras"))
+    results, predictions = evaluate.evaluate_run_models(cfg, split, ["mobilenetv2_finetune"], n_boot=20)
+    result = results[0]
+
+    def scores_of(name):  # the oracle scores the same function directly
+        rows = split[split.split == name]
+        images = np.stack([data.load_image(face_tree / p, size=32).image for p in rows.path]).astype(np.float32)
+        return (rows.label == "fake").astype(int).to_numpy(), model.predict(images, verbose=0).reshape(-1)
+
+    (y_val, s_val), (y_test, s_test) = scores_of("val"), scores_of("test")
+    assert result["threshold"] == pytest.approx(evaluate.choose_threshold(y_val, s_val), abs=1e-5)
+    assert evaluate.choose_threshold(y_val, s_val) != pytest.approx(evaluate.choose_threshold(y_test, s_test))
+    assert result["val"]["n"] == len(y_val) and result["test"]["n"] == len(y_test)
+    assert result["test"]["auc"] == pytest.approx(skm.roc_auc_score(y_test, s_test), abs=1e-4)
+    assert set(predictions["path"]) == set(split.loc[split.split == "test", "path"])

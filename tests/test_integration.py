@@ -73,3 +73,21 @@ def test_smoke_profile_runs_every_notebook(shared_faces, tmp_path):
     assert {"glasses", "gender", "expression", "crop_path"} <= set(annotations.columns)
     assert (run_dir / "split.csv").is_file() and (run_dir / "summary.json").is_file()
     assert summary["headline"]["MobileNetV2 fine-tuned"]["weights"] == "local"
+
+
+def test_the_face_sample_matches_the_registry_pins(shared_faces):
+    """`python -m helpers.sources --check` as a separate process: every pinned source, file by file (md5)."""
+    import subprocess
+    import sys
+
+    from helpers import sources
+
+    pinned = [s.name for s in sources.load_registry().values() if s.files and s.kind == "github"]
+    assert len(pinned) == len(sample_sources(shared_faces))  # one pinned GitHub source per sample folder
+    done = subprocess.run([sys.executable, "-m", "helpers.sources", "--check", *pinned, "--root", str(shared_faces)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    header, *rows = [line.split() for line in done.stdout.splitlines()]
+    assert header == ["source", "pinned", "matched", "missing", "unexpected"] and len(rows) == len(pinned)
+    for name, n_pinned, matched, missing, unexpected in rows:
+        assert n_pinned == matched and (missing, unexpected) == ("0", "0"), name

@@ -154,3 +154,22 @@ def test_save_and_load_round_trip(tmp_path):
 def test_unknown_architecture_is_rejected():
     with pytest.raises(ValueError, match="unknown architecture"):
         models.build_detector("vgg16")
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.5])
+def test_finetune_unfreezes_exactly_the_top_fraction(fraction):
+    """Layer counts from Keras's own MobileNetV2, not from the report of the function under test."""
+    reference = keras.applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False, weights=None)
+    n_layers = len(reference.layers)
+    n_top = round(fraction * n_layers)
+    model, _ = models.build_mobilenetv2(image_size=96, weights=None)
+    models.prepare_finetune(model, trainable_fraction=fraction)
+    base = models.backbone_of(model)
+    assert len(base.layers) == n_layers
+    trainable = [i for i, layer in enumerate(base.layers) if layer.trainable]
+    expected = [i for i in range(n_layers - n_top, n_layers)
+                if not isinstance(base.layers[i], keras.layers.BatchNormalization)]
+    assert trainable == expected
+    top_names = {layer.name for layer in reference.layers[n_layers - n_top:]
+                 if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)}
+    assert {layer.name for layer in base.layers if layer.trainable and layer.weights} == top_names

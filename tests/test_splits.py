@@ -1,5 +1,7 @@
 """Splits: deterministic, stratified, and no near-duplicate or pair across splits."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from conftest import smooth_image, write_jpeg
@@ -96,3 +98,77 @@ def test_save_and_load_round_trip_and_subsample(tmp_path):
     small = splits.subsample(loaded, "train", 5, seed=1)
     assert small.groupby("source").size().le(5).all() and (small["split"] == "train").all()
     assert small.equals(splits.subsample(loaded, "train", 5, seed=1))
+
+
+def test_every_source_gets_its_share_of_each_split():
+    """Stratified by label *and* source: a small source next to a large one of the same label keeps 70/15/15."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for label, source, n in (("real", "big", 400), ("real", "small", 60), ("fake", "gan", 300), ("fake", "sd", 40)):
+        for k in range(n):
+            rows.append(dict(path=f"{label}/{source}/{k:04d}.jpg", label=label, source=source, sha256=f"{source}{k}",
+                             phash=f"{int(rng.integers(0, 2**63)):016x}", pair_id=""))
+    split = splits.split_manifest(pd.DataFrame(rows), seed=0)
+    shares = pd.crosstab(split.source, split.split, normalize="index")
+    for name, target in (("train", 0.70), ("val", 0.15), ("test", 0.15)):
+        assert (shares[name] - target).abs().max() <= 0.05, shares
+
+
+def _frame(rows):
+    return pd.DataFrame(rows, columns=["path", "label", "source", "sha256", "phash", "split"])
+
+
+def test_leakage_report_lists_exactly_the_crossing_pairs():
+    rng = np.random.default_rng(3)
+    base = int(rng.integers(0, 2**63))
+    hashes = [base, base ^ 0b111111, base ^ (0b1111111 << 20)] + [int(v) for v in rng.integers(0, 2**63, 17)]
+    hashes += [h ^ (1 << int(rng.integers(0, 64))) for h in hashes[3:8]]  # near-duplicates of five of them
+    names = rng.choice(["train", "val", "test"], len(hashes))
+    split = _frame([(f"real/a/{k:02d}.jpg", "real", "a", f"s{k}", f"{h:016x}", names[k]) for k, h in enumerate(hashes)]
+                   + [("fake/b/x.jpg", "fake", "b", "s3", "", "test" if names[3] != "test" else "train")])
+    report = splits.leakage_report(split)
+    assert list(report.columns) == ["path_a", "split_a", "path_b", "split_b"]
+    oracle = {(f"real/a/{i:02d}.jpg", names[i], f"real/a/{j:02d}.jpg", names[j])  # brute force, Python ints
+              for i in range(len(hashes)) for j in range(i + 1, len(hashes))
+              if bin(hashes[i] ^ hashes[j]).count("1") <= 6 and names[i] != names[j]}
+    oracle.add(("real/a/03.jpg", names[3], "fake/b/x.jpg", split.split.iloc[-1]))  # same bytes, other split
+    assert {tuple(r) for r in report.itertuples(index=False)} == oracle and len(oracle) >= 3
+    boundary = _frame([("a", "real", "a", "1", f"{base:016x}", "train"),
+                       ("b", "real", "a", "2", f"{base ^ 0b111111:016x}", "val"),      # 6 bits from a
+                       ("c", "real", "a", "3", f"{base ^ 0b1111111:016x}", "test")])   # 7 from a, 1 from b
+    assert {(r.path_a, r.path_b) for r in splits.leakage_report(boundary).itertuples()} == {("a", "b"), ("b", "c")}
+    assert splits.leakage_report(split.assign(split="train")).empty  # nothing crosses inside one split
+
+
+def test_saved_split_reads_back_identically_with_hash_strings_kept():
+    split = _frame([("real/a/0.jpg", "real", "a", "00e1", "0000000000000123", "train"),
+                    ("fake/b/1.jpg", "fake", "b", "", "", "val")]).assign(pair_id=["", "p1"], group=["g0", "g1"])
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = splits.save_split(split, Path(folder) / "deep" / "split.csv")
+        assert path == Path(folder) / "deep" / "split.csv"
+        loaded = splits.load_split(path)
+    pd.testing.assert_frame_equal(loaded, split)  # leading zeros of hashes and empty strings survive
+
+
+def test_subsample_takes_the_same_seeded_rows_per_label_and_source():
+    rows = [(f"{label}/{source}/{k:02d}.jpg", label, source, f"{source}{k}", "", split)
+            for label, source in (("real", "a"), ("fake", "b")) for k in range(12)
+            for split in (["train"] if k < 10 else ["val"])]
+    frame = _frame(rows)
+    picked = splits.subsample(frame, "train", 4, seed=1)
+    assert picked.groupby("source").size().to_dict() == {"a": 4, "b": 4} and (picked.split == "train").all()
+    assert picked.path.tolist() == sorted(picked.path)  # in path order
+    order = frame[frame.split == "train"].assign(key=lambda f: f.path.map(lambda p: splits._seeded_key(p, 1)))
+    expected = order.sort_values("key").groupby("source").head(4).path
+    assert set(picked.path) == set(expected)
+    assert len(splits.subsample(frame, "train", None)) == 20 and len(splits.subsample(frame, "val", 0)) == 4
+
+
+def test_split_summary_counts_every_cell():
+    frame = _frame([("r/a/0", "real", "a", "", "", "train"), ("r/a/1", "real", "a", "", "", "train"),
+                    ("r/a/2", "real", "a", "", "", "test"), ("f/b/3", "fake", "b", "", "", "val")])
+    table = splits.split_summary(frame).set_index(["label", "source"])
+    assert list(table.columns) == ["train", "val", "test"]
+    assert table.loc[("real", "a")].tolist() == [2, 0, 1] and table.loc[("fake", "b")].tolist() == [0, 1, 0]

@@ -1,0 +1,76 @@
+"""Mutation scores per module (and per function) from mutmut's results under ``mutants/``.
+
+Run after ``make mutation`` (which calls ``mutmut run`` on the modules the tests must guard):
+``.venv/bin/python benchmarks/mutation_scores.py [--survivors]``. Prints a Markdown table:
+mutants killed (tests failed or timed out) out of those checked, per module; with
+``--survivors``, the name of every surviving mutant (``mutmut show NAME`` prints its diff).
+Not a test: a benchmark of how much the tests notice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from mutmut.stats import status_by_exit_code
+
+MUTANTS = Path(__file__).resolve().parents[1] / "mutants"
+KILLED = {"killed", "timeout", "caught by type check", "segfault"}
+# What the tests must guard (issue 13): whole modules, or the named functions of a module.
+SCOPE = {"helpers.evaluate": None, "helpers.splits": None, "helpers.predict": None, "helpers.protocols": None,
+         "helpers.decoding": None, "helpers.models": ("prepare_finetune",),
+         "helpers.data": ("load_image", "_decode", "_file_problem", "_superseded")}
+
+
+def in_scope(name: str) -> str | None:
+    """The row a mutant counts in (``module`` or ``module.function``), or None when out of scope."""
+    module, _, rest = name.partition(".x")
+    if module not in SCOPE:
+        return None
+    if SCOPE[module] is None:
+        return module
+    function = rest.lstrip("_").split("__mutmut_")[0]
+    return f"{module}.{function}" if function in SCOPE[module] else None
+
+
+def statuses() -> dict[str, str]:
+    """Mutant name -> status, for every mutant mutmut checked."""
+    found = {}
+    for meta in MUTANTS.rglob("*.py.meta"):
+        module = meta.relative_to(MUTANTS).as_posix().removesuffix(".py.meta").replace("/", ".")
+        for key, code in json.loads(meta.read_text()).get("exit_code_by_key", {}).items():
+            if code is not None:
+                found[key if key.startswith(module) else f"{module}.{key}"] = status_by_exit_code[code]
+    return found
+
+
+def table(found: dict[str, str]) -> str:
+    per_module: dict[str, Counter] = defaultdict(Counter)
+    for name, status in found.items():
+        row = in_scope(name)
+        if row:
+            per_module[row]["killed" if status in KILLED else status] += 1
+    lines = ["| module | mutants checked | killed | survived | no tests | score |", "|---|---:|---:|---:|---:|---:|"]
+    for module, counts in sorted(per_module.items()):
+        checked = counts["killed"] + counts["survived"]
+        score = counts["killed"] / checked if checked else float("nan")
+        lines.append(f"| `{module}` | {checked} | {counts['killed']} | {counts['survived']} | "
+                     f"{counts['no tests']} | {score:.0%} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--survivors", action="store_true", help="list the surviving mutants too")
+    args = parser.parse_args()
+    found = statuses()
+    print(table(found))
+    if args.survivors:
+        for name in sorted(n for n, s in found.items() if s == "survived" and in_scope(n)):
+            print(name)
+
+
+if __name__ == "__main__":
+    main()
