@@ -41,6 +41,7 @@ def test_shrink_to_uses_the_smallest_factor_that_fits():
 
 @pytest.mark.parametrize("mode, values, expected", [
     ("I;16", [0, 257, 32768, 65535], [0, 1, 128, 255]),
+    ("I;16", [0, 257, 33025, 40000], [0, 1, 129, 156]),    # 16-bit full scale, not the image's own peak
     ("I", [0, 100, 255, 255], [0, 100, 255, 255]),          # 32-bit values within 0..255 stay as they are
     ("I", [0, 500, 1000, 1000], [0, 128, 255, 255]),        # larger ones scale to their peak
     ("F", [0.0, 0.5, 1.0, 2.0], [0, 0, 1, 2]),              # float grey within 0..255: rounded

@@ -171,10 +171,24 @@ def test_evaluate_run_models_takes_the_threshold_from_validation_only(tmp_path, 
     score = keras.layers.Dense(1, activation="sigmoid", name="prediction")(mean)
     model = keras.Model(inputs, score)
     model.get_layer("prediction").set_weights([np.full((3, 1), 0.02, np.float32), np.array([-6.0], np.float32)])
-    cfg = config.RunConfig(run_name="r", data_root=face_tree, runs_root=tmp_path, image_size=32)
+    import json
+
+    cfg = config.RunConfig(run_name="r", data_root=face_tree, runs_root=tmp_path, image_size=48)  # not the model's
     model.save(cfg.path("models", "mobilenetv2_finetune.keras"))
-    results, predictions = evaluate.evaluate_run_models(cfg, split, ["mobilenetv2_finetune"], n_boot=20)
+    weights = {"source": "local", "warning": ""}
+    cfg.path("training", "mobilenetv2.json").write_text(json.dumps(
+        {"image_size": 32, "weights": weights, "parameters": {"input_kind": "image", "preprocessing": "none"}}))
+    results, predictions = evaluate.evaluate_run_models(cfg, split, ["resnet50_finetune", "mobilenetv2_finetune"],
+                                                        n_boot=20)  # the first was never trained: skipped
+    assert len(results) == 1
     result = results[0]
+    assert (result["key"], result["image_size"], result["input_kind"], result["weights"]) == \
+        ("mobilenetv2_finetune", 32, "image", weights)
+    assert result["model"] == "MobileNetV2 fine-tuned"
+    written = json.loads(cfg.path("metrics", "mobilenetv2_finetune_metrics.json").read_text())
+    assert written["threshold"] == pytest.approx(result["threshold"], abs=1e-6) and written["image_size"] == 32
+    saved = pd.read_csv(cfg.path("predictions", "mobilenetv2_finetune.csv"))
+    assert saved.columns.tolist() == ["path", "label", "source", "model", "score"] and len(saved) == len(predictions)
 
     def scores_of(name):  # the oracle scores the same function directly
         rows = split[split.split == name]
@@ -187,3 +201,33 @@ def test_evaluate_run_models_takes_the_threshold_from_validation_only(tmp_path, 
     assert result["val"]["n"] == len(y_val) and result["test"]["n"] == len(y_test)
     assert result["test"]["auc"] == pytest.approx(skm.roc_auc_score(y_test, s_test), abs=1e-4)
     assert set(predictions["path"]) == set(split.loc[split.split == "test", "path"])
+
+
+def test_report_tables_carry_the_numbers_they_are_given(tmp_path):
+    frame = pd.DataFrame({"label": ["real"] * 6 + ["fake"] * 6, "source": ["cam"] * 6 + ["gan"] * 3 + ["sd"] * 3})
+    val_scores = np.array([0.1, 0.2, 0.3, 0.35, 0.5, 0.6, 0.4, 0.7, 0.8, 0.9, 0.55, 0.65])
+    test_scores = np.array([0.05, 0.25, 0.45, 0.6, 0.15, 0.3, 0.5, 0.9, 0.7, 0.2, 0.8, 0.95])
+    result = evaluate.evaluate_scores("M", frame, val_scores, frame, test_scores, n_boot=50)
+    t, y = result["test"], (frame.label == "fake").to_numpy().astype(int)
+    pred = (test_scores >= result["threshold"]).astype(int)
+    row = evaluate.table5_model_comparison([result]).iloc[0]
+    assert row["Model"] == "M" and row["Test images"] == 12
+    assert row["Threshold (val)"] == round(result["threshold"], 3)
+    assert row["Precision"] == round(skm.precision_score(y, pred), 3)
+    assert row["Recall"] == round(skm.recall_score(y, pred), 3)
+    assert row["F1"] == round(skm.f1_score(y, pred), 3)
+    assert row["ROC AUC"] == f"{t['auc']:.3f} [{t['auc_ci'][0]:.3f}, {t['auc_ci'][1]:.3f}]"
+    assert row["Accuracy"].startswith(f"{skm.accuracy_score(y, pred):.3f} [")
+    report = evaluate.table7_class_report(result, frame, test_scores).set_index("Class")
+    assert report.at["fake", "recall"] == round(skm.recall_score(y, pred), 3)
+    assert report.at["real", "recall"] == round(skm.recall_score(1 - y, 1 - pred), 3)
+    assert report.at["fake", "support"] == 6 and set(report["Model"]) == {"M"}
+    per_source = evaluate.table8_per_source([result, dict(result, model="N")]).set_index("Source")
+    assert per_source.at["gan", "n"] == 3 and per_source.at["cam", "Label"] == "real"
+    assert {"M AUC", "M accuracy", "N AUC", "N accuracy"} <= set(per_source.columns)
+    gan = next(s for s in result["per_source"] if s["source"] == "gan")
+    expected = f"{gan['accuracy']:.3f} [{gan['accuracy_lo']:.3f}, {gan['accuracy_hi']:.3f}]"
+    assert per_source.at["gan", "M accuracy"] == expected
+    evaluate.save_table(per_source.reset_index(), tmp_path / "deep" / "t8")
+    assert pd.read_csv(tmp_path / "deep" / "t8.csv").columns[0] == "Source"  # no index column
+    assert (tmp_path / "deep" / "t8.md").read_text().startswith("| Source")

@@ -59,6 +59,11 @@ def test_smoke_profile_runs_every_notebook(shared_faces, tmp_path):
         assert "RANDOMLY INITIALISED" in resnet_weights["warning"]
     for m in metrics.values():
         assert 0.0 <= m["test"]["auc"] <= 1.0 and len(m["per_source"]) == len(sample_sources(shared_faces))
+    # Learning, not just running: with its fixed seeds the smoke run's ImageNet MobileNetV2 head scored
+    # val AUC 0.70 (24 images) and test AUC 0.73 (16 images) on 2026-11-23; 0.6 leaves room for float
+    # noise but not for a detector that learnt nothing (the toy problem in test_protocols checks >= 0.95).
+    head = metrics["mobilenetv2_head_metrics"]
+    assert head["val"]["auc"] >= 0.6 and head["test"]["auc"] >= 0.6, (head["val"]["auc"], head["test"]["auc"])
     for table in TABLES:
         assert (run_dir / "tables" / table).is_file(), table
     ablation = pd.read_csv(run_dir / "tables" / "table_ablation.csv").set_index("recipe")  # frozen, then fine-tuned

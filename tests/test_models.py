@@ -163,9 +163,9 @@ def test_finetune_unfreezes_exactly_the_top_fraction(fraction):
     n_layers = len(reference.layers)
     n_top = round(fraction * n_layers)
     model, _ = models.build_mobilenetv2(image_size=96, weights=None)
-    models.prepare_finetune(model, trainable_fraction=fraction)
+    report = models.prepare_finetune(model, trainable_fraction=fraction)
     base = models.backbone_of(model)
-    assert len(base.layers) == n_layers
+    assert len(base.layers) == n_layers == report["backbone_layers"]
     trainable = [i for i, layer in enumerate(base.layers) if layer.trainable]
     expected = [i for i in range(n_layers - n_top, n_layers)
                 if not isinstance(base.layers[i], keras.layers.BatchNormalization)]
@@ -173,3 +173,14 @@ def test_finetune_unfreezes_exactly_the_top_fraction(fraction):
     top_names = {layer.name for layer in reference.layers[n_layers - n_top:]
                  if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)}
     assert {layer.name for layer in base.layers if layer.trainable and layer.weights} == top_names
+    assert report["unfrozen_layers_with_weights"] == len(top_names) and report["unfrozen_from"] == n_layers - n_top
+
+
+def test_finetune_fraction_bounds():
+    model, _ = models.build_mobilenetv2(image_size=64, weights=None)
+    report = models.prepare_finetune(model, trainable_fraction=0.0)  # allowed: nothing of the base unfrozen
+    assert report["unfrozen_layers_with_weights"] == 0 and not any(layer.trainable for layer in
+                                                                     models.backbone_of(model).layers)
+    for bad in (-0.1, 1.01, 1.5):
+        with pytest.raises(ValueError, match=r"trainable_fraction must be in \[0, 1\]"):
+            models.prepare_finetune(model, trainable_fraction=bad)

@@ -139,6 +139,7 @@ class RecordingBank:
         return protocols.TrainedHead(recipe, None, 0.5, 0.9, 0.0)
 
     def score(self, trained, split, variant="clean"):
+        assert trained is not None, "a protocol must score with the model it trained"
         self.scored.append(split)
         p = self.p[split]
         if split == "val":  # over-confident: logit * 3
@@ -191,3 +192,93 @@ def test_a_recipe_learns_a_learnable_problem_deterministically(tmp_path):
             for _ in range(2)]
     assert aucs[0] >= 0.95 and len(y) >= 40, aucs
     assert aucs[0] == pytest.approx(aucs[1], abs=1e-6)
+
+
+def _ece_oracle(y, p, bins=10):
+    """Expected calibration error written out plainly: bins [0, .1), ..., [.9, 1]."""
+    total = 0.0
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        members = (p >= lo) & ((p < hi) if b < bins - 1 else (p <= hi))
+        if members.any():
+            total += members.mean() * abs(y[members].mean() - p[members].mean())
+    return total
+
+
+def test_ece_and_the_reliability_bins_match_a_plain_oracle():
+    rng = np.random.default_rng(5)
+    p = np.r_[0.0, 1.0, 0.1, 0.9, rng.uniform(size=500)]  # the edges of the first and last bin included
+    y = (rng.uniform(size=p.size) < p ** 2).astype(int)   # over-confident on the fake side
+    assert protocols.expected_calibration_error(y, p) == pytest.approx(_ece_oracle(y, p))
+    assert protocols.expected_calibration_error(y, p, bins=4) == pytest.approx(_ece_oracle(y, p, 4))
+    calibrated = rng.uniform(0.01, 0.99, 20000)
+    y_cal = (rng.uniform(size=calibrated.size) < calibrated).astype(int)
+    under = 1 / (1 + np.exp(-0.5 * np.log(calibrated / (1 - calibrated))))  # under-confident: logits halved
+    assert protocols.fit_temperature(y_cal, under) == pytest.approx(0.5, rel=0.1)
+
+
+def test_calibration_summary_and_bins_are_computed_on_test_with_the_validation_temperature():
+    bank = RecordingBank()
+    trained = protocols.TrainedHead(protocols.Recipe("r"), None, 0.5, 0.9, 0.0)
+    summary, bins = protocols.calibration(trained, bank, bins=5)
+    y = (bank.frames["test"].label == "fake").to_numpy().astype(int)
+    p = bank.p["test"]
+    scaled = 1 / (1 + np.exp(-np.log(p / (1 - p)) / summary["temperature"]))
+    assert summary["ece_raw"] == pytest.approx(_ece_oracle(y, p, 5))
+    assert summary["ece_scaled"] == pytest.approx(_ece_oracle(y, scaled, 5))
+    assert summary["ece_scaled"] > summary["ece_raw"]  # a temperature from over-confident val scores hurts here
+    raw = bins[bins.scores == "raw"].reset_index(drop=True)
+    assert raw.bin_centre.tolist() == pytest.approx([0.1, 0.3, 0.5, 0.7, 0.9]) and raw.n.sum() == len(p)
+    first = p < 0.2
+    assert raw.n[0] == first.sum() and raw.confidence[0] == pytest.approx(p[first].mean())
+    assert raw.fraction_fake[0] == pytest.approx(y[first].mean())
+    assert set(bins.recipe) == {"r"} and bins[bins.scores == "temperature-scaled"].n.sum() == len(p)
+    assert summary["recipe"] == "r"
+    _, default_bins = protocols.calibration(trained, bank)
+    assert default_bins[default_bins.scores == "raw"].bin_centre.tolist() == pytest.approx(np.arange(0.05, 1, 0.1))
+
+
+def test_pair_auc_and_leave_one_out_numbers_match_scikit_learn(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    bank = RecordingBank()
+    trained = protocols.TrainedHead(protocols.Recipe("r"), None, 0.5, 0.9, 0.0)
+    test, p = bank.frames["test"], bank.p["test"]
+    keep = test.source.isin(["cam_a", "gan_b"]).to_numpy()
+    result = protocols.pair_auc(trained, bank, ["cam_a"], "gan_b", n_boot=50)
+    assert result["auc"] == pytest.approx(roc_auc_score(test.label[keep] == "fake", p[keep]))
+    assert result["n"] == keep.sum() and result["auc_lo"] < result["auc"] < result["auc_hi"]
+    logo = protocols.leave_one_generator_out(protocols.Recipe("r"), bank, tmp_path, n_boot=20).set_index("held_out")
+    reals = test.label.eq("real").to_numpy()
+
+    def auc_against_reals(fake):
+        rows = reals | test.source.eq(fake).to_numpy()
+        return roc_auc_score(test.label[rows] == "fake", p[rows])
+
+    assert logo.at["sd", "auc"] == pytest.approx(auc_against_reals("sd"))
+    seen = np.mean([auc_against_reals(g) for g in ("gan_a", "gan_b")])
+    assert logo.at["sd", "seen_generators_mean_auc"] == pytest.approx(seen)
+    assert logo.at["sd", "n"] == (reals | test.source.eq("sd").to_numpy()).sum()
+
+
+def test_targets_table_reports_goals_and_measurements_exactly():
+    matrix = pd.DataFrame({"recipe": ["imp", "imp", "other"], "trained_on": ["narrow"] * 3,
+                           "test_pair": ["a vs b", "c vs d", "c vs d"], "auc": [0.99, 0.97, 0.5]})
+    logo = pd.DataFrame({"recipe": ["imp", "other"], "held_out": ["g1", "g1"], "auc": [0.90, 0.1]})
+    improved = {"all check": 0.99, "jpeg50_drop": 0.03, "scale0.5_drop": 0.05, "worst_real_fpr": 0.05,
+                "format_change": -0.02}  # every value exactly on its bound: met
+    table = protocols.targets_table(improved, matrix, logo, "imp", "narrow", "a vs b", "c vs d", ["g1"],
+                                    ["all check"])
+    assert table.columns.tolist() == ["target", "goal", "measured", "met"]
+    assert table.target.tolist() == [
+        "trained on narrow: c vs d AUC", "trained on narrow: in distribution (a vs b) AUC",
+        "leave-one-generator-out: g1 AUC", "trained on all sources: all check AUC", "JPEG quality 50: AUC drop",
+        "downscale 0.5: AUC drop", "worst real-source false-positive rate", "format-shortcut check: |AUC change|"]
+    assert table.goal.tolist() == [">= 0.97", ">= 0.99", ">= 0.90", ">= 0.99", "<= 0.03", "<= 0.05", "<= 0.05", "<= 0.02"]
+    assert table.measured.tolist() == pytest.approx([0.97, 0.99, 0.90, 0.99, 0.03, 0.05, 0.05, 0.02])
+    assert table.met.tolist() == [True] * 8
+    worse = {k: v + (0.001 if k != "all check" else -0.001) for k, v in improved.items()}
+    worse["format_change"] = 0.021
+    missed = protocols.targets_table(worse, matrix.assign(auc=matrix.auc - 0.001), logo.assign(auc=logo.auc - 0.001),
+                                     "imp", "narrow", "a vs b", "c vs d", ["g1"], ["all check"])
+    assert missed.met.tolist() == [False] * 8  # just past every bound: missed

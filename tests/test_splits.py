@@ -141,15 +141,16 @@ def test_leakage_report_lists_exactly_the_crossing_pairs():
 
 
 def test_saved_split_reads_back_identically_with_hash_strings_kept():
-    split = _frame([("real/a/0.jpg", "real", "a", "00e1", "0000000000000123", "train"),
-                    ("fake/b/1.jpg", "fake", "b", "", "", "val")]).assign(pair_id=["", "p1"], group=["g0", "g1"])
     import tempfile
 
+    split = _frame([("real/a/0.jpg", "real", "a", "00e1", "0000000000000123", "train"),  # hashes that look like numbers
+                    ("fake/b/1.jpg", "fake", "b", "1234", "0000000000000456", "val")]).assign(pair_id=["", "p1"])
     with tempfile.TemporaryDirectory() as folder:
-        path = splits.save_split(split, Path(folder) / "deep" / "split.csv")
-        assert path == Path(folder) / "deep" / "split.csv"
-        loaded = splits.load_split(path)
-    pd.testing.assert_frame_equal(loaded, split)  # leading zeros of hashes and empty strings survive
+        target = Path(folder) / "run" / "deep" / "split.csv"
+        assert splits.save_split(split, target) == target
+        assert target.read_text().splitlines()[0] == ",".join(split.columns)  # no index column
+        loaded = splits.load_split(target)
+    pd.testing.assert_frame_equal(loaded, split)  # read back as text: leading zeros kept, "00e1" is not 0.0
 
 
 def test_subsample_takes_the_same_seeded_rows_per_label_and_source():
