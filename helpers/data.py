@@ -204,7 +204,7 @@ def _decode(img: Image.Image, result: LoadedImage, size: int | None, max_pixels:
             img = img.resize((size, size), Image.Resampling.BILINEAR)
         else:
             img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-        if not size and img.size != (result.width, result.height):
+        if not size and max(result.width, result.height) > max_side:  # not for an asked-for draft
             result.conversions.append(f"downscaled from {result.width}x{result.height} to "
                                       f"{img.size[0]}x{img.size[1]} (longest side limit {max_side})")
         result.image = np.asarray(img, dtype=np.uint8).copy()

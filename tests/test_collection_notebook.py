@@ -7,10 +7,11 @@ import zipfile
 
 import pandas as pd
 import pytest
+import yaml
 from conftest import smooth_image, write_jpeg
 from servers import ImagesAPIServer, free_port
 
-from helpers import reproduce, storage
+from helpers import reproduce, sources, storage
 
 KEY = "sk-notebook-" + "z" * 40
 
@@ -30,6 +31,12 @@ def test_notebook_01_fetches_generates_and_uploads(tmp_path, monkeypatch):
             image = write_jpeg(tmp_path / "src" / f"sd{k}.jpg", smooth_image(200 + k, 96))
             zf.write(image, f"SDFD-main/allImages/sd{k}.jpg")
     (mirror / "sdfd-github.zip").write_bytes(buffer.getvalue())
+    # The real entry is pinned to the sample's files; a registry of our own pins the test images instead.
+    entry = {k: v for k, v in vars(sources.load_registry()["sdfd-github"]).items() if v is not None and k != "extra"}
+    entry.update(files=str(tmp_path / "pins.csv"), expected_count=12)
+    sources.write_pins(tmp_path / "src", entry["files"])
+    registry_path = tmp_path / "sources.yml"
+    registry_path.write_text(yaml.safe_dump({"sources": [entry]}))
 
     port = free_port()
     s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -46,6 +53,7 @@ def test_notebook_01_fetches_generates_and_uploads(tmp_path, monkeypatch):
             reproduce.run_notebook(reproduce.NOTEBOOKS_DIR / "01_data_collection.ipynb", output, dict(
                 run_name="collect", runs_root=str(tmp_path / "runs"), figures_dir=str(tmp_path / "figs"),
                 data_root=str(faces), collect_root=str(faces), fetch_sources=["sdfd-github"],
+                registry_path=str(registry_path),
                 mirror=str(mirror), generate_count=4, generator_base_url=f"{api.url}/v1",
                 s3_bucket="lab", s3_prefix="course", s3_endpoint=endpoint))
         objects = storage.list_objects(storage.s3_client(endpoint), "lab", "course")

@@ -239,3 +239,11 @@ def test_scan_keeps_broken_links_and_undecodable_names_as_rows(face_tree):
     assert "broken symbolic link" in by_path.at["real/cam_a/dangling.jpg", "reason"]
     assert "not valid UTF-8" in by_path.at["real/cam_a/\\xe9t\\xe9.jpg", "reason"]
     manifest.to_csv(face_tree / "manifest.csv", index=False)  # writes: every path is valid text
+
+
+def test_a_draft_decode_is_not_a_conversion(tmp_path):
+    """``draft`` (the manifest scan decodes small to hash fast) changes no status: the file is fine as it is."""
+    path = write_jpeg(tmp_path / "plain.jpg", smooth_image(12, 512))
+    loaded = data.load_image(path, draft=128)
+    assert loaded.ok and loaded.conversions == [] and loaded.image.shape == (128, 128, 3)
+    assert (loaded.width, loaded.height) == (512, 512)

@@ -173,3 +173,22 @@ def test_split_summary_counts_every_cell():
     table = splits.split_summary(frame).set_index(["label", "source"])
     assert list(table.columns) == ["train", "val", "test"]
     assert table.loc[("real", "a")].tolist() == [2, 0, 1] and table.loc[("fake", "b")].tolist() == [0, 1, 0]
+
+
+def test_near_duplicates_at_the_distance_limit_are_all_found():
+    """Pairs exactly 5 or 6 bits apart with the bits spread over the bands: only one band agrees."""
+    rng = np.random.default_rng(11)
+    edges = np.linspace(0, 64, 8).astype(int)  # the 7 bands used for a distance of 6
+    base = [int(v) for v in rng.integers(0, 2**63, 150)]
+    near = []
+    for value in base:
+        flipped = value
+        for band in rng.choice(7, int(rng.integers(5, 7)), replace=False):
+            flipped ^= 1 << int(rng.integers(edges[band], edges[band + 1]))
+        near.append(flipped)
+    hashes = [f"{v:016x}" for v in base + near]
+    values = base + near
+    brute = {(i, j) for i in range(len(values)) for j in range(i + 1, len(values))
+             if bin(values[i] ^ values[j]).count("1") <= 6}
+    assert len(brute) >= 150 and set(splits.near_duplicate_pairs(hashes, 6)) == brute
+    assert set(splits.near_duplicate_pairs(hashes[:2] + hashes[150:152], 6)) == {(0, 2), (1, 3)}
