@@ -231,9 +231,9 @@ def perceptual_hash(image: np.ndarray) -> str:
     return str(imagehash.phash(Image.fromarray(image)))
 
 
-def _text(path: str) -> str:
-    """A path as valid UTF-8 text: undecodable bytes of a file name become ``\\xNN`` escapes."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+def path_text(path: str | os.PathLike) -> str:
+    """A path as valid UTF-8 text: bytes of a file name that are not UTF-8 become ``\\xNN`` escapes."""
+    return os.fspath(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def list_image_files(root: str | os.PathLike, limit_per_source: int | None = None,
@@ -253,8 +253,8 @@ def list_image_files(root: str | os.PathLike, limit_per_source: int | None = Non
                 continue  # folders hold files; broken links are kept and reported by the loader
             rel = entry.relative_to(root).as_posix()
             parts = entry.relative_to(label_dir).parts
-            if rel != _text(rel):
-                rows.append(dict(path=_text(rel), label=label, source=parts[0] if len(parts) > 1 else "",
+            if rel != path_text(rel):
+                rows.append(dict(path=path_text(rel), label=label, source=parts[0] if len(parts) > 1 else "",
                                  status="rejected", reason="file name is not valid UTF-8 (written here with "
                                  "\\x escapes): rename the file, e.g. with convmv"))
             elif label not in LABELS:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.config import REPO_ROOT
-from helpers.data import DEFAULT_DECODE_BUDGET, DecodeBudget, load_image, resize_square
+from helpers.data import DEFAULT_DECODE_BUDGET, DecodeBudget, load_image, path_text, resize_square
 
 RUNS_ENV = "FAKEFACE_RUNS"
 MIN_VAL_IMAGES = 50  # a validation AUC on fewer images (e.g. the smoke profile) is too noisy to rank by
@@ -34,12 +34,6 @@ class NoModelError(FileNotFoundError):
 
 class ModelUnusable(NoModelError):
     """A model path was given but is not a usable detector (not a Keras file, corrupt, outside the runs folder)."""
-
-
-def path_text(path: str | os.PathLike) -> str:
-    """``path`` as printable text: bytes that are not valid UTF-8 in a file name become ``\\xNN`` escapes."""
-    text = os.fspath(path)
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def has_odd_name(path: str | os.PathLike) -> bool:

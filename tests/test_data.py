@@ -247,3 +247,21 @@ def test_a_draft_decode_is_not_a_conversion(tmp_path):
     loaded = data.load_image(path, draft=128)
     assert loaded.ok and loaded.conversions == [] and loaded.image.shape == (128, 128, 3)
     assert (loaded.width, loaded.height) == (512, 512)
+
+
+def test_every_limit_accepts_its_own_value_and_refuses_one_more(tmp_path):
+    path = write_jpeg(tmp_path / "a.jpg", smooth_image(13, 40))
+    size = path.stat().st_size
+    assert data.load_image(path, max_bytes=size).ok
+    assert data.load_image(path, max_bytes=size - 1).error == \
+        f"file too large: {size / 1e6:.1f} MB > limit {(size - 1) / 1e6:.1f} MB"
+    assert data.load_image(path, max_pixels=1600).ok
+    assert data.load_image(path, max_pixels=1599).error == "image too large: 40x40 = 1,600 pixels > limit 1,599"
+    assert data.load_image(path, min_side=40).ok
+    assert data.load_image(path, min_side=41).error == "image too small to judge: 40x40 (at least 41 px a side)"
+    Image.fromarray(smooth_image(14, 40)).save(tmp_path / "b.png")
+    assert data.load_image(tmp_path / "b.png", max_decode_bytes=40 * 40 * 4).ok  # RGB: 4 bytes a pixel in Pillow
+    assert data.load_image(tmp_path / "b.png", max_decode_bytes=40 * 40 * 4 - 1).error == \
+        "image too large to decode: 40x40 RGB needs 0 MiB > limit 0 MiB"
+    loaded = data.load_image(path)
+    assert (loaded.format, loaded.mode, loaded.path) == ("JPEG", "RGB", path)
