@@ -11,6 +11,14 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Hypothesis draws new examples on every run; CI uses a fixed sequence and keeps no example database,
+# so a CI result can be reproduced (locally the random search goes on finding new cases).
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
+
 # The face sample beside the checkout; FAKEFACE_TEST_FACES points elsewhere (e.g. from mutmut's copy of the repo).
 SHARED_FACES = Path(os.environ.get("FAKEFACE_TEST_FACES")
                     or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces")
