@@ -25,13 +25,12 @@ import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from helpers.decoding import (
-    HIGH_BIT_DEPTH_MODES,
     DecodeBudget,
     MiB,
     decoded_bytes,
-    high_bit_depth_to_l,
     jpeg_scale,
     shrink_to,
+    to_8_bit,
     to_rgb,
 )
 
@@ -190,9 +189,7 @@ def _decode(img: Image.Image, result: LoadedImage, size: int | None, max_pixels:
             result.width, result.height = height, width
         if n_frames > 1:
             result.conversions.append(f"first frame of {n_frames}")
-        if img.mode in HIGH_BIT_DEPTH_MODES:  # Pillow cannot reduce these: to 8-bit first, in bands of rows
-            result.conversions.append(f"{img.mode} (high bit depth) -> 8-bit")
-            img = _superseded(img, high_bit_depth_to_l(img))
+        img = _superseded(img, to_8_bit(img, result.conversions))  # Pillow cannot reduce 16-bit: 8-bit first
         img = _superseded(img, shrink_to(img, 2 * size if size else max_side))
         if not size and img.mode not in ("P", "1"):  # to the longest side before widening to RGB
             img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)

@@ -82,7 +82,7 @@ def high_bit_depth_to_l(img: Image.Image) -> Image.Image:
     width, height = img.size
     full_scale = 65535.0 if img.mode.startswith("I;16") else None
     if full_scale is None:  # 32-bit I or F: 0..255 stays as is, larger values scale to their peak
-        low, high = img.getextrema()
+        _, high = img.getextrema()
         full_scale = 255.0 if high <= 255 else float(high)
     out = np.empty((height, width), np.uint8)
     for top in range(0, height, _BAND_ROWS):
@@ -91,15 +91,20 @@ def high_bit_depth_to_l(img: Image.Image) -> Image.Image:
     return Image.fromarray(out, mode="L")
 
 
+def to_8_bit(img: Image.Image, conversions: list[str]) -> Image.Image:
+    """A 16/32-bit or float grey image as 8-bit ``L`` (recorded in ``conversions``); any other image as it is."""
+    if img.mode not in HIGH_BIT_DEPTH_MODES:
+        return img
+    conversions.append(f"{img.mode} (high bit depth) -> 8-bit")
+    return high_bit_depth_to_l(img)
+
+
 def to_rgb(img: Image.Image, conversions: list[str]) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB, recording what was done in ``conversions``."""
-    mode = img.mode
-    if mode == "RGB":
+    if img.mode == "RGB":
         return img
-    if mode in HIGH_BIT_DEPTH_MODES:
-        conversions.append(f"{mode} (high bit depth) -> 8-bit")
-        img = high_bit_depth_to_l(img)
-        mode = "L"
+    img = to_8_bit(img, conversions)
+    mode = img.mode
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
