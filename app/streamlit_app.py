@@ -45,7 +45,7 @@ with st.sidebar:
     else:
         labels = [f"{r.model} · run {r.run}" + (f" · val AUC {r.val_auc:.3f}" if r.val_auc == r.val_auc else "")
                   for r in models.itertuples()]
-        picked = st.selectbox("Trained models (best validation AUC first)", range(len(labels)),
+        picked = st.selectbox("Trained models (the served detector first)", range(len(labels)),
                               format_func=labels.__getitem__)
         typed = st.text_input("...or a path to a .keras model inside the runs folder", "")
 
@@ -62,6 +62,10 @@ except NoModelError as exc:
 with st.sidebar:
     st.write(f"**{predictor.name}** — threshold {predictor.threshold:.3f}"
              + (" (validation-chosen)" if predictor.metrics else " (default; model not evaluated)"))
+    if predictor.point is not None:
+        st.caption(f"Served detector: fake at P(fake) ≥ {predictor.point.fake_threshold:.3f}, real below "
+                   f"{predictor.point.real_threshold:.3f}, unsure in between or when a picture is unlike "
+                   "its training images.")
     for warning in predictor.warnings:
         st.warning(warning)
     st.caption("Faces are found with MTCNN and each face crop is scored (untick to score whole "
@@ -92,15 +96,16 @@ with detect_tab:
         else:
             crops = resize(loaded.image, predictor.image_size)[None]
             names, displays = [upload.name], [resize(loaded.image, DISPLAY_SIZE)]
-        heatmaps, scores = explain.gradcam(predictor.model, crops.astype("float32"))
-        for name, shown, heatmap, score in zip(names, displays, heatmaps, scores):
-            verdict = predictor.verdict(score)
+        heatmaps, _ = explain.gradcam(predictor.model, crops.astype("float32"))
+        scores, answers = predictor.assess(crops)  # the served answer: fake, real or unsure (with why)
+        for name, shown, heatmap, score, verdict, reason in zip(names, displays, heatmaps, scores, answers.labels,
+                                                               answers.reasons):
             left, right, text = st.columns([1, 1, 2])
             left.image(shown, caption=name, width="stretch")
             right.image(explain.overlay(shown, np.clip(resize(heatmap, DISPLAY_SIZE), 0, 1)),
                         caption="Grad-CAM (evidence for the verdict)", width="stretch")
             text.markdown(f"### {name}: **{verdict.upper()}**\n\nP(fake) = {score:.3f} "
-                          f"(threshold {predictor.threshold:.3f})")
+                          f"(threshold {predictor.threshold:.3f})" + (f"\n\nUnsure: {reason}." if reason else ""))
         if loaded.conversions:
             st.caption(f"{upload.name} converted: " + "; ".join(loaded.conversions))
 

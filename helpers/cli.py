@@ -86,7 +86,9 @@ def _predict(args: argparse.Namespace) -> int:
     counts = results["label"].value_counts()
     print(f"{predictor.name} (threshold {predictor.threshold:.3f}): {len(files)} files, "
           + (f"{len(results) - failed} faces, " if args.faces else "")
-          + f"{counts.get('fake', 0)} fake, {counts.get('real', 0)} real, {failed - no_face} not scored (see error)"
+          + f"{counts.get('fake', 0)} fake, {counts.get('real', 0)} real, "
+          + (f"{counts.get('unsure', 0)} unsure (see unsure_reason), " if predictor.point else "")
+          + f"{failed - no_face} not scored (see error)"
           + (f", {no_face} without a face" if args.faces else "")
           + (f" ({len(missing)} not found)" if missing else ""), file=sys.stderr)
     if odd_names:
@@ -148,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser("predict", help="score image files and folders")
     predict.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
-    predict.add_argument("--model", help="a .keras model (default: best validation AUC under runs/)")
+    predict.add_argument("--model", help="a .keras model (default: the served detector, else the best "
+                                         "validation AUC under runs/)")
     predict.add_argument("--out", help="write results to this .csv or .json (default: CSV on stdout)")
     predict.add_argument("--faces", action="store_true",
                          help="find faces with MTCNN and score each face crop (one row per face)")
@@ -157,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(run=_predict)
     export = commands.add_parser("export", help="export a model as TFLite or SavedModel, checked, with a card")
     export.add_argument("--format", choices=["tflite", "saved_model"], required=True)
-    export.add_argument("--model", help="a .keras model (default: best validation AUC under runs/)")
+    export.add_argument("--model", help="a .keras model (default: as for predict)")
     export.add_argument("--out", default="exports", help="output folder (default: exports/)")
     export.add_argument("--samples", nargs="*", help="images for the parity check (default: random arrays)")
     export.add_argument("--n-samples", type=_positive_int, default=8)

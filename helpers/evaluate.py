@@ -57,6 +57,19 @@ def fpr_controlled_threshold(frame: pd.DataFrame, scores: np.ndarray, max_fpr: f
     return min(threshold, 1.0)
 
 
+def miss_controlled_threshold(frame: pd.DataFrame, scores: np.ndarray, max_miss: float = 0.05) -> float:
+    """The highest threshold below which no fake source of ``frame`` (validation data) has more than
+    ``max_miss`` of its images: a score under it is called real with each generator's miss rate bounded."""
+    scores = np.asarray(scores, dtype=float)
+    fakes = frame["label"].to_numpy() == "fake"
+    threshold = 1.0
+    for source in np.unique(frame["source"].to_numpy()[fakes]):
+        own = np.sort(scores[fakes & (frame["source"].to_numpy() == source)])
+        allowed = int(np.floor(max_miss * len(own)))      # at most this many of its images below the threshold
+        threshold = min(threshold, float(own[allowed]))
+    return max(threshold, 0.0)
+
+
 def binary_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict:
     """Accuracy, ROC AUC, average precision, precision, recall, F1 and confusion counts (fake = 1)."""
     y_true = np.asarray(y_true).astype(int)
@@ -116,7 +129,8 @@ def wilson_ci(hits: int, total: int, level: float = 0.95) -> tuple[float, float]
     p = hits / total
     centre = (p + z * z / (2 * total)) / (1 + z * z / total)
     half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+    # the interval always holds p itself (at 0 or n hits rounding could put a bound a hair past it)
+    return (float(min(p, max(0.0, centre - half))), float(max(p, min(1.0, centre + half))))
 
 
 def per_attribute_metrics(predictions: pd.DataFrame, annotations: pd.DataFrame, attributes: list[str],

@@ -72,7 +72,16 @@ def model_card(predictor: Predictor, fmt: str, max_difference: float, n_checked:
              f"**Decision threshold: {predictor.threshold:.4f}** "
              + ("(chosen on the validation split)." if m else "(default 0.5: this model was never evaluated)."),
              "", f"Export check: max |score difference| vs Keras {max_difference:.2e} on {n_checked} sample images.", ""]
-    if m:
+    if m.get("served"):
+        point = predictor.operating_point
+        lines += ["## Served answer", "",
+                  f"fakeface-lab's CLI and app answer fake at P(fake) >= {point.fake_threshold:.4f}, real below "
+                  f"{point.real_threshold:.4f}, unsure in between or for images unlike the training images"
+                  + (", averaging each image with its mirror" if predictor.tta_flip else "")
+                  + "; this export gives the single-pass score. The served detector's own card follows.", ""]
+        card = predictor.path.with_name(f"{predictor.path.stem}_card.md")
+        lines += [card.read_text() if card.is_file() else "(no served card found)", ""]
+    elif m:
         test = m["test"]
         lines += ["## Test metrics", "", f"ROC AUC {test['auc']:.3f} (95% CI {test['auc_ci'][0]:.3f}–"
                   f"{test['auc_ci'][1]:.3f}), accuracy {test['accuracy']:.3f}, precision {test['precision']:.3f}, "
@@ -118,7 +127,7 @@ def export_detector(predictor: Predictor, out_dir: str | Path, fmt: str, samples
         _saved_model(predictor.model, target)
     else:
         _tflite(predictor.model, target)
-    expected = predictor.score_arrays(samples)
+    expected = predictor.single_pass_scores(samples)  # one pass, as the exported model scores
     difference = float(np.max(np.abs(exported_scores(target, fmt, samples) - expected)))
     if difference > tolerance:
         _remove(target)

@@ -36,6 +36,19 @@ def pooled_extractor(model: keras.Model) -> keras.Model:
     return keras.Model(inputs, head[0](x), name=f"{model.name}_features")
 
 
+def scores_and_features(model: keras.Model) -> keras.Model:
+    """Image → (P(fake), pooled backbone features) in one pass, inference mode (the served detector's
+    "unlike the training images" check needs both)."""
+    inputs, x, head = inference_trunk(model)
+    if not head or head[0].name != "gap":
+        raise ValueError(f"{model.name} has no global-average-pooling layer after its backbone")
+    pooled = head[0](x)
+    y = pooled
+    for layer in head[1:]:
+        y = layer(y, training=False)
+    return keras.Model(inputs, [y, pooled], name=f"{model.name}_scores_features")
+
+
 def head_model(model: keras.Model) -> keras.Model:
     """Pooled features → P(fake), reusing the detector's own head layers (weights are shared)."""
     _, _, head = model_parts(model)

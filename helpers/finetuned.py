@@ -143,7 +143,8 @@ def train_finetuned(recipe: FinetuneRecipe, bank: ImageBank, out_dir: str | Path
     results = train.train_two_stage(detector, training_dataset(bank, recipe, rows, bank.batch_size, seed), val_ds,
                                     out_dir, name, recipe.epochs, recipe.learning_rate, finetune_epochs,
                                     recipe.finetune_learning_rate, recipe.trainable_fraction,
-                                    patience=max(recipe.epochs, finetune_epochs), verbose=verbose)
+                                    patience=max(recipe.epochs, finetune_epochs), verbose=verbose,
+                                    label_smoothing=recipe.label_smoothing)
     last = results.get("finetune", results["head"])
     notes = dict(weights=weights.source, weights_warning=weights.warning,
                  **{f"{stage}_best_val_auc": round(r.best_val_auc, 4) for stage, r in results.items()},

@@ -2,8 +2,11 @@
 
 A trained model lives at ``runs/<run>/models/<key>.keras``; notebook 05 writes its
 validation-chosen threshold and test metrics to ``runs/<run>/metrics/<key>_metrics.json``.
-:class:`Predictor` carries both, and scores files through the validated loader, reporting
-unreadable files with their reason instead of failing.
+The served detector (``runs/<run>/models/served.keras``, notebook 08) carries its own record
+(:mod:`helpers.served`): an operating point with an "unsure" band and a check for images unlike
+its training images; it is the default wherever one exists. :class:`Predictor` carries either,
+and scores files through the validated loader, reporting unreadable files with their reason
+instead of failing.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ RUNS_ENV = "FAKEFACE_RUNS"
 MIN_VAL_IMAGES = 50  # a validation AUC on fewer images (e.g. the smoke profile) is too noisy to rank by
 MIN_SIDE_FOR_VERDICT = 32  # smaller images get a reason, not a verdict
 MAX_DECODE_THREADS = 4
-RESULT_COLUMNS = ["path", "score", "label", "threshold", "error"]
-FACE_COLUMNS = ["path", "face", "box", "face_confidence", "score", "label", "threshold", "error"]
+RESULT_COLUMNS = ["path", "score", "label", "threshold", "unsure_reason", "error"]
+FACE_COLUMNS = ["path", "face", "box", "face_confidence", "score", "label", "threshold", "unsure_reason", "error"]
 
 
 class NoModelError(FileNotFoundError):
@@ -47,16 +50,26 @@ def runs_root() -> Path:
 
 
 def metrics_for(model_path: str | Path) -> dict:
-    """The metrics JSON written by notebook 05 for a model file, or ``{}``."""
+    """The metrics JSON written by notebook 05 for a model file (for the served detector, the same
+    fields from its record), or ``{}``."""
+    from helpers import served
+
     model_path = Path(model_path)
+    record = served.read_record(model_path)
+    if record:
+        return dict(model=f"served: {record.recipe.get('name', '')}", served=True,
+                    val=dict(auc=record.validation["auc"], n=record.validation["n"]),
+                    test=dict(auc=record.validation.get("test_auc")),
+                    threshold=record.operating_point.fake_threshold, image_size=record.image_size,
+                    weights=record.weights)
     candidate = model_path.parent.parent / "metrics" / f"{model_path.stem}_metrics.json"
     return json.loads(candidate.read_text()) if candidate.exists() else {}
 
 
 def find_models(root: str | Path | None = None) -> pd.DataFrame:
-    """Evaluated models under the runs folder, best validation AUC first.
+    """Evaluated models under the runs folder: served detectors first, then best validation AUC first.
 
-    Columns: ``path``, ``run``, ``key``, ``model``, ``val_auc``, ``val_n``, ``test_auc``,
+    Columns: ``path``, ``run``, ``key``, ``model``, ``served``, ``val_auc``, ``val_n``, ``test_auc``,
     ``threshold``, ``image_size``, ``weights``. Models validated on fewer than
     ``MIN_VAL_IMAGES`` images come after the others; models without metrics come last.
     """
@@ -64,21 +77,22 @@ def find_models(root: str | Path | None = None) -> pd.DataFrame:
     for path in sorted(Path(root or runs_root()).glob("*/models/*.keras")):
         metrics = metrics_for(path)
         rows.append(dict(path=str(path), run=path.parent.parent.name, key=path.stem,
-                         model=metrics.get("model", path.stem),
+                         model=metrics.get("model", path.stem), served=bool(metrics.get("served")),
                          val_auc=(metrics.get("val") or {}).get("auc"),
                          val_n=(metrics.get("val") or {}).get("n", 0),
                          test_auc=(metrics.get("test") or {}).get("auc"),
                          threshold=metrics.get("threshold"), image_size=metrics.get("image_size"),
                          weights=(metrics.get("weights") or {}).get("source", "")))
-    table = pd.DataFrame(rows, columns=["path", "run", "key", "model", "val_auc", "val_n", "test_auc",
+    table = pd.DataFrame(rows, columns=["path", "run", "key", "model", "served", "val_auc", "val_n", "test_auc",
                                         "threshold", "image_size", "weights"])
     table["_enough"] = table["val_n"].fillna(0) >= MIN_VAL_IMAGES
-    table = table.sort_values(["_enough", "val_auc"], ascending=False, na_position="last")
+    table = table.sort_values(["_enough", "served", "val_auc"], ascending=False, na_position="last")
     return table.drop(columns="_enough").reset_index(drop=True)
 
 
 def default_model(root: str | Path | None = None) -> Path:
-    """The first model of :func:`find_models` that was evaluated; :class:`NoModelError` if none was."""
+    """The first model of :func:`find_models` that was evaluated (a served detector validated on enough
+    images before any other); :class:`NoModelError` if none was."""
     models = find_models(root).dropna(subset=["val_auc"])
     if models.empty:
         raise NoModelError(f"no evaluated model under {root or runs_root()}: train one with `make smoke` "
@@ -120,7 +134,12 @@ def image_files(inputs: list[str | Path]) -> list[Path]:
 
 @dataclass
 class Predictor:
-    """A loaded detector with its threshold (validation-chosen when notebook 05 ran)."""
+    """A loaded detector with its threshold (validation-chosen when notebook 05 ran).
+
+    A served detector also has an operating point with an "unsure" band (``point``), a feature
+    distance for images unlike its training images (``distance``) and test-time mirroring
+    (``tta_flip``); any other model answers fake/real at its single threshold.
+    """
 
     model: object
     threshold: float
@@ -128,10 +147,15 @@ class Predictor:
     name: str
     path: Path
     metrics: dict = field(default_factory=dict)
+    point: object = None       # helpers.served.OperatingPoint
+    distance: object = None    # helpers.served.FeatureDistance
+    tta_flip: bool = False
+    _scorer: object = field(default=None, repr=False)
 
     @classmethod
     def load(cls, model_path: str | Path) -> Predictor:
         """Load a ``.keras`` detector and its metrics; :class:`NoModelError` / :class:`ModelUnusable` say why not."""
+        from helpers import served
         from helpers.models import load_detector
 
         model_path = Path(model_path)
@@ -142,12 +166,15 @@ class Predictor:
         try:
             model = load_detector(model_path)
             metrics = metrics_for(model_path)
+            record = served.read_record(model_path)
+            extra = dict(point=record.operating_point, distance=served.load_distance(model_path, record),
+                         tta_flip=record.tta_flip) if record else {}
         except Exception as exc:  # noqa: BLE001 - any failure to load means one thing to the user
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise ModelUnusable(f"{path_text(model_path)} cannot be loaded as a detector: {reason}") from exc
         return cls(model=model, threshold=float(metrics.get("threshold", 0.5)),
                    image_size=int(metrics.get("image_size") or model.input_shape[1]),
-                   name=metrics.get("model", model_path.stem), path=model_path, metrics=metrics)
+                   name=metrics.get("model", model_path.stem), path=model_path, metrics=metrics, **extra)
 
     @property
     def warnings(self) -> list[str]:
@@ -164,13 +191,50 @@ class Predictor:
             notes.append(weights_warning)
         return notes
 
+    @property
+    def operating_point(self):
+        """The served operating point, or a single threshold (no unsure band) for other models."""
+        from helpers.served import OperatingPoint
+
+        return self.point or OperatingPoint(self.threshold, self.threshold)
+
     def verdict(self, score: float) -> str:
-        """``fake`` when the score reaches the threshold, else ``real``."""
-        return "fake" if score >= self.threshold else "real"
+        """``fake`` at or above the threshold, ``real`` below the unsure band, else ``unsure`` (from the score
+        alone; :meth:`assess` also checks how unlike the training images an image is)."""
+        return str(self.operating_point.verdicts(np.array([score]))[0])
+
+    def single_pass_scores(self, images: np.ndarray) -> np.ndarray:
+        """P(fake) from one pass of the model, without the mirror: what an exported model computes."""
+        return np.asarray(self.model.predict(images.astype(np.float32), verbose=0)).reshape(-1)
+
+    def _scores_and_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        images = images.astype(np.float32)
+        if self.distance is None:
+            scores = self.single_pass_scores(images)
+            pooled = None
+        else:
+            if self._scorer is None:
+                from helpers.features import scores_and_features
+
+                self._scorer = scores_and_features(self.model)
+            scores, pooled = self._scorer.predict(images, verbose=0)
+            scores = np.asarray(scores).reshape(-1)
+        if self.tta_flip:
+            scores = (scores + self.single_pass_scores(images[:, :, ::-1])) / 2
+        return scores, pooled
 
     def score_arrays(self, images: np.ndarray) -> np.ndarray:
-        """P(fake) for ``(n, size, size, 3)`` 0..255 images."""
-        return np.asarray(self.model.predict(images.astype(np.float32), verbose=0)).reshape(-1)
+        """P(fake) for ``(n, size, size, 3)`` 0..255 images (averaged with the mirror when the model says so)."""
+        return self._scores_and_features(images)[0]
+
+    def assess(self, images: np.ndarray):
+        """Scores and :class:`helpers.served.ServedAnswers` (verdict and, for unsure, the reason) for images."""
+        from helpers.served import answer
+
+        scores, pooled = self._scores_and_features(images)
+        if pooled is None:
+            return scores, answer(self.operating_point, scores)
+        return scores, answer(self.operating_point, scores, self.distance.distances(pooled), self.distance.max_distance)
 
     def face_crops(self, image: np.ndarray, detector, margin: float = 0.4,
                    max_faces: int = 5) -> tuple[list, np.ndarray]:
@@ -190,7 +254,7 @@ class Predictor:
         for path in tqdm(paths, desc="faces", unit="img", disable=not progress):
             loaded = load_image(path, min_side=MIN_SIDE_FOR_VERDICT)
             base = dict(path=path_text(path), face=-1, box="", face_confidence=np.nan, score=np.nan, label="",
-                        threshold=self.threshold)
+                        threshold=self.threshold, unsure_reason="")
             if not loaded.ok:
                 rows.append(dict(base, error=loaded.error))
                 continue
@@ -198,15 +262,17 @@ class Predictor:
             if not faces:
                 rows.append(dict(base, error="no face detected"))
                 continue
-            for index, (face, score) in enumerate(zip(faces, self.score_arrays(crops))):
+            scores, answers = self.assess(crops)
+            for index, (face, score) in enumerate(zip(faces, scores)):
                 rows.append(dict(base, face=index, box=" ".join(map(str, face.box)),
                                  face_confidence=round(face.confidence, 4), score=round(float(score), 6),
-                                 label=self.verdict(score), error=""))
+                                 label=answers.labels[index], unsure_reason=answers.reasons[index], error=""))
         return pd.DataFrame(rows, columns=FACE_COLUMNS)
 
     def predict_files(self, paths: list[Path], batch_size: int = 32, progress: bool = True,
                       decode_budget: int = DEFAULT_DECODE_BUDGET) -> pd.DataFrame:
-        """One row per file: score, label at the threshold, or the loader's reason it failed.
+        """One row per file: score, verdict (``unsure`` with its reason for a served detector), or the
+        loader's reason it failed.
 
         Files are decoded on a few threads whose decodes share one memory budget, so a folder
         of very large images is read a few at a time; file names that are not valid UTF-8 are
@@ -225,14 +291,16 @@ class Predictor:
                 chunk = paths[start:start + batch_size]
                 loaded = list(pool.map(load, chunk))
                 good = [item for item in loaded if item.ok]
-                scores = iter(self.score_arrays(np.stack([item.image for item in good])) if good else [])
+                scores, answers = self.assess(np.stack([item.image for item in good])) if good else ([], None)
+                position = 0
                 for item in loaded:
                     if item.ok:
-                        score = float(next(scores))
-                        rows.append(dict(path=path_text(item.path), score=round(score, 6),
-                                         label=self.verdict(score), threshold=self.threshold, error=""))
+                        rows.append(dict(path=path_text(item.path), score=round(float(scores[position]), 6),
+                                         label=answers.labels[position], threshold=self.threshold,
+                                         unsure_reason=answers.reasons[position], error=""))
+                        position += 1
                     else:
                         rows.append(dict(path=path_text(item.path), score=np.nan, label="", threshold=self.threshold,
-                                         error=item.error))
+                                         unsure_reason="", error=item.error))
                 bar.update(len(chunk))
         return pd.DataFrame(rows, columns=RESULT_COLUMNS)

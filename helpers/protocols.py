@@ -9,6 +9,7 @@ table (AUC with 95% bootstrap CIs; thresholds always from validation):
 
 - :func:`cross_source_matrix` — train on one set of sources, test on every real/fake pair;
 - :func:`leave_one_generator_out` — train on all fakes but one generator, test on that one;
+- :func:`leave_one_real_source_out` — train on all reals but one source, its false-positive rate;
 - :func:`robustness_grid` — JPEG, rescaling and blur at the fixed validation threshold;
 - :func:`format_shortcut` — every image re-encoded to one size and JPEG quality;
 - :func:`calibration` — reliability, expected calibration error, temperature fitted on validation;
@@ -33,7 +34,7 @@ import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
 from helpers import features, models, train
-from helpers.evaluate import bootstrap_ci, choose_threshold
+from helpers.evaluate import bootstrap_ci, choose_threshold, fpr_controlled_threshold, wilson_ci
 from helpers.perturb import ROBUSTNESS_GRID
 from helpers.pipeline import labels_of
 
@@ -50,6 +51,7 @@ class Recipe:
     epochs: int = 15
     learning_rate: float = 1e-3
     dropout: float = 0.2
+    label_smoothing: float = 0.0             # targets 0/1 pulled towards 0.5 by this much
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -195,7 +197,8 @@ def train_recipe(recipe: Recipe, bank: FeatureBank, out_dir: str | Path, batch_s
     ).batch(256)
     file_name = checkpoint_name("head", recipe)
     result = train.fit_detector(head, _training_dataset(bank, recipe, rows, batch_size, seed), val_ds, recipe.epochs,
-                                recipe.learning_rate, out_dir, file_name, patience=recipe.epochs, verbose=0)
+                                recipe.learning_rate, out_dir, file_name, patience=recipe.epochs, verbose=0,
+                                label_smoothing=recipe.label_smoothing)
     trained = TrainedHead(recipe, head, 0.5, result.best_val_auc, result.seconds)
     val_scores = score(trained, bank, "val")[val_rows]
     trained.threshold = choose_threshold(labels_of(bank.frames["val"].iloc[val_rows]), val_scores)
@@ -254,6 +257,47 @@ def leave_one_generator_out(recipe: Recipe, bank: Bank, out_dir: str | Path, n_b
         rows.append(dict(recipe=recipe.name, held_out=held_out,
                          **pair_auc(trained, bank, reals, held_out, n_boot=n_boot, seed=seed),
                          seen_generators_mean_auc=float(np.mean(seen))))
+    return pd.DataFrame(rows)
+
+
+def leave_one_real_source_out(recipe: Recipe, bank: Bank, out_dir: str | Path, n_boot: int = 1000,
+                              seed: int = 42, held_outs: list[str] | None = None,
+                              max_real_fpr: float = 0.05) -> pd.DataFrame:
+    """The failure users meet first: real photos unlike any the detector was trained on.
+
+    For each real source X (or each of ``held_outs``): train on every source but X; fix the
+    operating point on validation rows of the training sources only (the lowest threshold keeping
+    each of their real sources' false-positive rate at or below ``max_real_fpr``,
+    :func:`helpers.evaluate.fpr_controlled_threshold`); then report, on test, X's false-positive
+    rate and the fakes' detection rate at that threshold (Wilson 95% CIs), X's AUC against all
+    fake test images (bootstrap CI), and X's false-positive rate at the Youden threshold for
+    comparison.
+    """
+    frame = bank.frames["train"]
+    reals = sorted(frame.loc[frame.label == "real", "source"].unique())
+    fakes = sorted(frame.loc[frame.label == "fake", "source"].unique())
+    val, test = bank.frames["val"], bank.frames["test"]
+    is_fake = test["label"].to_numpy() == "fake"
+    rows = []
+    for held_out in held_outs or reals:
+        sources = [r for r in reals if r != held_out] + fakes
+        trained = bank.train(type(recipe)(**{**recipe.to_dict(), "name": f"{recipe.name}_without_{held_out}",
+                                             "train_sources": sources}), out_dir, seed=seed)
+        val_rows = rows_of_sources(val, sources)
+        threshold = fpr_controlled_threshold(val.iloc[val_rows], score(trained, bank, "val")[val_rows], max_real_fpr)
+        s = score(trained, bank, "test")
+        own = test["source"].to_numpy() == held_out
+        false_positives, detected = int((s[own] >= threshold).sum()), int((s[is_fake] >= threshold).sum())
+        keep = own | is_fake
+        auc, low, high = _auc_ci(is_fake[keep].astype(int), s[keep], n_boot, seed)
+        rows.append(dict(recipe=recipe.name, held_out=held_out, threshold=threshold,
+                         fpr=false_positives / max(own.sum(), 1), fpr_lo=wilson_ci(false_positives, int(own.sum()))[0],
+                         fpr_hi=wilson_ci(false_positives, int(own.sum()))[1], n_real=int(own.sum()),
+                         detection=detected / max(is_fake.sum(), 1),
+                         detection_lo=wilson_ci(detected, int(is_fake.sum()))[0],
+                         detection_hi=wilson_ci(detected, int(is_fake.sum()))[1], n_fake=int(is_fake.sum()),
+                         auc=auc, auc_lo=low, auc_hi=high, youden_threshold=trained.threshold,
+                         fpr_at_youden=float((s[own] >= trained.threshold).mean())))
     return pd.DataFrame(rows)
 
 

@@ -37,16 +37,16 @@ class TrainResult:
                     best_epoch=self.best_epoch, seconds=round(self.seconds, 1), **self.notes)
 
 
-def compile_detector(model: keras.Model, learning_rate: float) -> None:
-    """Compile with Adam, binary cross-entropy, ROC AUC and accuracy."""
+def compile_detector(model: keras.Model, learning_rate: float, label_smoothing: float = 0.0) -> None:
+    """Compile with Adam, binary cross-entropy (optionally label-smoothed), ROC AUC and accuracy."""
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss=keras.losses.BinaryCrossentropy(),
+                  loss=keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
                   metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")])
 
 
 def fit_detector(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset, epochs: int,
                  learning_rate: float, out_dir: str | Path, name: str, patience: int = 3,
-                 verbose: int = 2) -> TrainResult:
+                 verbose: int = 2, label_smoothing: float = 0.0) -> TrainResult:
     """Train one stage; keep the weights of the best validation-AUC epoch.
 
     Writes ``<name>.keras`` (best checkpoint) and ``<name>_log.csv`` (per-epoch metrics) into
@@ -55,7 +55,7 @@ def fit_detector(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = out_dir / f"{name}.keras"
-    compile_detector(model, learning_rate)
+    compile_detector(model, learning_rate, label_smoothing)
     callbacks = [
         keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_auc", mode="max", save_best_only=True),
         keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience),
@@ -77,7 +77,7 @@ def train_two_stage(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.da
                     out_dir: str | Path, name: str, head_epochs: int, head_lr: float,
                     finetune_epochs: int, finetune_lr: float, trainable_fraction: float = 0.3,
                     patience: int = 3, verbose: int = 2,
-                    freeze_batchnorm: bool = True) -> dict[str, TrainResult]:
+                    freeze_batchnorm: bool = True, label_smoothing: float = 0.0) -> dict[str, TrainResult]:
     """Frozen-backbone head training, then fine-tuning of the backbone's top with BN frozen.
 
     Returns ``{"head": ..., "finetune": ...}``; checkpoints are ``<name>_head.keras`` and
@@ -86,11 +86,11 @@ def train_two_stage(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.da
     :func:`helpers.models.prepare_finetune`).
     """
     results = {"head": fit_detector(model, train_ds, val_ds, head_epochs, head_lr, out_dir,
-                                    f"{name}_head", patience, verbose)}
+                                    f"{name}_head", patience, verbose, label_smoothing)}
     if finetune_epochs > 0:
         unfrozen = prepare_finetune(model, trainable_fraction, freeze_batchnorm)
         result = fit_detector(model, train_ds, val_ds, finetune_epochs, finetune_lr, out_dir,
-                              f"{name}_finetune", patience, verbose)
+                              f"{name}_finetune", patience, verbose, label_smoothing)
         result.notes.update(unfrozen)
         results["finetune"] = result
     return results

@@ -186,7 +186,7 @@ def _run_fakeface(*args, env=None):
 def test_the_fakeface_process_exit_codes(trained_run, mixed_folder, tmp_path):
     env = {"FAKEFACE_RUNS": str(trained_run), "TF_CPP_MIN_LOG_LEVEL": "2"}
     good = _run_fakeface("predict", mixed_folder / "real_ffhq", "--quiet", env=env)
-    assert good.returncode == 0 and good.stdout.startswith("path,score,label,threshold,error")
+    assert good.returncode == 0 and good.stdout.startswith("path,score,label,threshold,unsure_reason,error")
     assert len(good.stdout.strip().splitlines()) == 3
     assert _run_fakeface("predict", mixed_folder, "--quiet", env=env).returncode == 1
     for bad in (["--batch-size", "-1"], ["--batch-size", "0"], ["--batch-size", "x"], ["--out", str(tmp_path)]):
@@ -215,7 +215,8 @@ def test_a_tampered_export_fails_its_parity_check_with_exit_4(trained_run, monke
         reference.set_weights(loaded.model.get_weights())
         last = [layer for layer in loaded.model.layers if layer.get_weights()][-1]
         last.set_weights([w + 0.5 for w in last.get_weights()])
-        loaded.score_arrays = lambda images: np.asarray(reference.predict(images.astype("float32"), verbose=0)).reshape(-1)
+        loaded.single_pass_scores = lambda images: np.asarray(
+            reference.predict(images.astype("float32"), verbose=0)).reshape(-1)
         return loaded
 
     monkeypatch.setattr(predict.Predictor, "load", staticmethod(load_then_tamper))

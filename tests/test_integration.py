@@ -1,7 +1,9 @@
 """Integration on the real face sample: a scan of a slice, and the smoke profile end to end."""
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,6 +16,7 @@ FIGURES = ["01_data_card.png", "01_examples.png", "02_face_detections.png", "02_
            "04_resnet50_history.png", "04_table4_grid.png", "05_roc_pr.png", "05_confusion_matrices.png",
            "05_per_source.png", "05_per_attribute.png", "06_feature_maps.png", "06_gradcam.png",
            "06_prediction_grid.png", "07_umap_hdbscan.png", "08_cross_source.png", "08_leave_one_generator_out.png",
+           "08_leave_one_real_source_out.png",
            "08_robustness.png", "08_calibration.png", "09_baselines_roc.png", "09_baselines_gradcam.png"]
 TABLES = ["face_detection_rate.csv", "table2_balanced_sample.csv", "glasses_check.csv", "annotators.csv",
           "table5_model_comparison.md", "table7_class_report.md", "table8_per_source.md",
@@ -73,6 +76,11 @@ def test_smoke_profile_runs_every_notebook(shared_faces, tmp_path):
     assert logo[logo.recipe == "improved, fine-tuned"].held_out.tolist() == ["sd21"]
     targets = pd.read_csv(run_dir / "tables" / "generalization_targets.csv")
     assert set(targets.recipe) == {"improved", "improved, fine-tuned"}
+    lorso = pd.read_csv(run_dir / "tables" / "leave_one_real_source_out.csv")
+    reals = sorted(p.name for p in (shared_faces / "real").iterdir() if p.is_dir())
+    assert lorso[lorso.recipe == "improved"].held_out.tolist() == reals  # frozen: every real source in turn
+    assert lorso[lorso.recipe == "improved, fine-tuned"].held_out.tolist() == ["utkface"]
+    _check_served_detector(run_dir, tmp_path)
     annotations = pd.read_csv(run_dir / "annotations.csv", keep_default_na=False)
     assert len(annotations) == 16 * len(sample_sources(shared_faces))  # the smoke profile's 16 per source
     assert {"glasses", "gender", "expression", "crop_path"} <= set(annotations.columns)
@@ -96,3 +104,30 @@ def test_the_face_sample_matches_the_registry_pins(shared_faces):
     assert header == ["source", "pinned", "matched", "missing", "unexpected"] and len(rows) == len(pinned)
     for name, n_pinned, matched, missing, unexpected in rows:
         assert n_pinned == matched and (missing, unexpected) == ("0", "0"), name
+
+
+def _check_served_detector(run_dir, tmp_path):
+    """Notebook 08 saved the served detector; scored again through the Predictor, its validation images
+    keep every real source's false-positive rate within the record's bound, and it is the default."""
+    from helpers import config, predict, served, splits
+    from helpers.data import load_image
+
+    path = run_dir / "models" / "served.keras"
+    record = served.read_record(path)
+    assert record is not None and record.recipe["name"] == "improved, fine-tuned"
+    assert predict.default_model(run_dir.parent) == path
+    predictor = predict.Predictor.load(path)
+    split = splits.load_split(run_dir / "split.csv")
+    val = split[split.split == "val"].reset_index(drop=True)
+    root = config.load_run_config(run_dir.name, str(run_dir.parent)).data_root
+    images = np.stack([load_image(Path(root) / p, size=predictor.image_size).image for p in val.path])
+    scores = predictor.score_arrays(images)
+    point = record.operating_point
+    for source, part in val.groupby("source"):
+        rows = part.index.to_numpy()
+        if part.label.iloc[0] == "real":
+            assert (scores[rows] >= point.fake_threshold + 1e-5).mean() <= point.max_real_fpr, source
+        else:
+            assert (scores[rows] < point.real_threshold - 1e-5).mean() <= point.max_fake_miss, source
+    assert len(record.test_rates) == split.source.nunique()
+    assert (run_dir / "tables" / "served_targets.csv").is_file() and (run_dir / "models" / "served_card.md").is_file()

@@ -282,3 +282,64 @@ def test_targets_table_reports_goals_and_measurements_exactly():
     missed = protocols.targets_table(worse, matrix.assign(auc=matrix.auc - 0.001), logo.assign(auc=logo.auc - 0.001),
                                      "imp", "narrow", "a vs b", "c vs d", ["g1"], ["all check"])
     assert missed.met.tolist() == [False] * 8  # just past every bound: missed
+
+
+def test_leave_one_real_source_out_never_trains_on_or_thresholds_with_the_held_out_source(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    bank = RecordingBank()
+    lorso = protocols.leave_one_real_source_out(protocols.Recipe("r"), bank, tmp_path, n_boot=20).set_index("held_out")
+    assert lorso.index.tolist() == ["cam_a", "cam_b"]
+    for held_out, trained_on in zip(lorso.index, bank.trained_on):
+        assert set(trained_on) == {"cam_a", "cam_b", "gan_a", "gan_b", "sd"} - {held_out}
+    val, test = bank.frames["val"], bank.frames["test"]
+    val_scores = bank.score(object(), "val")
+    p = bank.p["test"]
+    fakes = test.label.eq("fake").to_numpy()
+    for held_out, seen in (("cam_a", "cam_b"), ("cam_b", "cam_a")):
+        row = lorso.loc[held_out]
+        t = row.threshold
+        # the operating point comes from the seen real source's validation rows only: at most 5% of
+        # them at or above it, and the next lower score would let more than 5% through
+        seen_val = np.sort(val_scores[val.source.eq(seen).to_numpy()])
+        assert (seen_val >= t).mean() <= 0.05 < (seen_val >= seen_val[seen_val < t].max()).mean()
+        own = test.source.eq(held_out).to_numpy()
+        assert row.fpr == pytest.approx((p[own] >= t).mean())
+        assert row.detection == pytest.approx((p[fakes] >= t).mean())
+        assert row.n_real == own.sum() and row.n_fake == fakes.sum()
+        from helpers.evaluate import wilson_ci
+
+        assert (row.fpr_lo, row.fpr_hi) == pytest.approx(wilson_ci(int((p[own] >= t).sum()), int(own.sum())))
+        assert (row.detection_lo, row.detection_hi) == pytest.approx(wilson_ci(int((p[fakes] >= t).sum()),
+                                                                               int(fakes.sum())))
+        assert row.fpr_lo <= row.fpr < row.fpr_hi and row.detection_lo < row.detection < row.detection_hi
+        assert row.auc == pytest.approx(roc_auc_score(fakes[own | fakes], p[own | fakes]))
+        assert row.fpr_at_youden == pytest.approx((p[own] >= 0.5).mean())  # the stand-in's trained threshold
+
+
+def test_operating_point_bounds_each_source_on_validation_and_leaves_a_band_between():
+    from helpers import served
+
+    rng = np.random.default_rng(3)
+    sources = np.repeat(["cam_a", "cam_b", "gan_a", "gan_b"], 200)
+    scores = np.concatenate([rng.beta(2, 6, 200), rng.beta(2, 3, 200), rng.beta(6, 2, 200), rng.beta(3, 2, 200)])
+    frame = pd.DataFrame({"source": sources, "label": np.where(np.char.startswith(sources, "cam"), "real", "fake")})
+    point = served.choose_operating_point(frame, scores, max_real_fpr=0.05, max_fake_miss=0.05)
+    for source in ("cam_a", "cam_b"):
+        assert (scores[sources == source] >= point.fake_threshold).mean() <= 0.05
+    for source in ("gan_a", "gan_b"):
+        assert (scores[sources == source] < point.real_threshold).mean() <= 0.05
+    # the binding source sits on its bound: the next score inward would break it
+    def let_through(source, threshold):
+        return (scores[sources == source] >= threshold).mean()
+
+    assert max(let_through(s, scores[(sources == s) & (scores < point.fake_threshold)].max())
+               for s in ("cam_a", "cam_b")) > 0.05
+    assert max((scores[sources == s] < scores[(sources == s) & (scores > point.real_threshold)].min()).mean()
+               for s in ("gan_a", "gan_b")) > 0.05
+    assert point.real_threshold < point.fake_threshold  # overlapping classes: an unsure band
+    verdicts = point.verdicts(np.array([point.fake_threshold, point.real_threshold, point.real_threshold - 1e-6]))
+    assert verdicts.tolist() == ["fake", "unsure", "real"]
+    # classes that do not overlap: no band, one threshold
+    separated = served.choose_operating_point(frame, np.where(frame.label == "fake", 0.9, 0.1))
+    assert separated.real_threshold == separated.fake_threshold

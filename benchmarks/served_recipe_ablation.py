@@ -1,0 +1,113 @@
+"""Which recipe should the served detector use? Both leave-one-out protocols for each candidate.
+
+Runs the protocol functions of notebook 08 (:mod:`helpers.protocols`) on a run's split:
+frozen-feature candidates first (seconds per head), then the fine-tuned candidates (minutes per
+training run on a CPU). For each candidate: leave one real source out (held-out source's
+false-positive rate at the served operating point, fakes' detection rate), leave one generator
+out, and the in-distribution numbers of the recipe trained on every source. Writes tables and
+raw scores to ``--out`` (default ``runs/experiments/served_recipe``); results and their date go
+to ``benchmarks/README.md``.
+
+    .venv/bin/python benchmarks/served_recipe_ablation.py --run sample
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers import config, evaluate, finetuned, protocols, served, splits
+
+FROZEN = [
+    {"name": "all sources", "train_sources": None},
+    {"name": "+ balanced", "train_sources": None, "balanced": True},
+    {"name": "+ blur/JPEG/crop", "train_sources": None, "balanced": True, "augment_copies": 3},
+    {"name": "improved", "train_sources": None, "balanced": True, "augment_copies": 3, "tta_flip": True},
+    {"name": "improved + label smoothing", "train_sources": None, "balanced": True, "augment_copies": 3,
+     "tta_flip": True, "label_smoothing": 0.1},
+]
+FINETUNED = [
+    {"name": "improved, fine-tuned 100%", "train_sources": None, "balanced": True, "augment_copies": 3,
+     "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2, "learning_rate": 1e-3, "finetune_epochs": 4,
+     "finetune_learning_rate": 1e-4},
+]
+CHECKS = {f"{fake} vs reals": fake for fake in ("stylegan1", "stylegan2", "sd21")}
+
+
+def in_distribution(trained, bank, n_boot: int, seed: int) -> tuple[dict, pd.DataFrame]:
+    """Trained on every source: each fake source vs all real test images, and per-source rates at the
+    served operating point (chosen on validation)."""
+    reals = sorted(bank.frames["test"].query("label == 'real'").source.unique())
+    row = protocols.recipe_summary(trained, bank, {k: (reals, v) for k, v in CHECKS.items()}, n_boot=n_boot, seed=seed)
+    point = served.choose_operating_point(bank.frames["val"], protocols.score(trained, bank, "val"))
+    per_source = evaluate.per_source_metrics(bank.frames["test"], protocols.score(trained, bank, "test"),
+                                             point.fake_threshold, n_boot, seed)
+    row.update(served_threshold=point.fake_threshold, real_threshold=point.real_threshold,
+               worst_real_fpr_served=float(per_source.query("label == 'real'").rate.max()),
+               min_detection_served=float(per_source.query("label == 'fake'").rate.min()))
+    return row, per_source.assign(recipe=trained.recipe.name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default="sample")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--skip-frozen", action="store_true")
+    parser.add_argument("--skip-finetuned", action="store_true")
+    args = parser.parse_args()
+    cfg = config.load_run_config(args.run)
+    out = Path(args.out or config.REPO_ROOT / "runs" / "experiments" / "served_recipe")
+    out.mkdir(parents=True, exist_ok=True)
+    split = splits.load_split(cfg.path("split.csv"))
+    tables: dict[str, list] = {"lorso": [], "logo": [], "summary": [], "per_source": []}
+    timings = {}
+
+    def save() -> None:
+        for name, parts in tables.items():
+            if parts:
+                pd.concat(parts).to_csv(out / f"{name}.csv", index=False)
+        (out / "timings.json").write_text(json.dumps(timings, indent=2))
+
+    def run(recipe, bank, kind: str) -> None:
+        start = time.perf_counter()
+        trained = bank.train(recipe, out / "checkpoints", seed=cfg.seed)
+        row, per_source = in_distribution(trained, bank, args.n_boot, cfg.seed)
+        tables["summary"].append(pd.DataFrame([{**row, "kind": kind}]))
+        tables["per_source"].append(per_source)
+        np.savez(out / f"scores_{protocols.checkpoint_name(kind, recipe)}.npz",
+                 val=protocols.score(trained, bank, "val"), test=protocols.score(trained, bank, "test"))
+        if kind == "finetuned":
+            trained.model.save(out / f"{protocols.checkpoint_name('served_candidate', recipe)}.keras")
+        tables["lorso"].append(protocols.leave_one_real_source_out(recipe, bank, out / "checkpoints",
+                                                                  n_boot=args.n_boot, seed=cfg.seed).assign(kind=kind))
+        save()
+        tables["logo"].append(protocols.leave_one_generator_out(recipe, bank, out / "checkpoints", n_boot=args.n_boot,
+                                                                seed=cfg.seed).assign(kind=kind))
+        timings[recipe.name] = round(time.perf_counter() - start, 1)
+        save()
+        print(f"{recipe.name}: {timings[recipe.name]:.0f}s", flush=True)
+
+    if not args.skip_frozen:
+        start = time.perf_counter()
+        bank = protocols.build_bank(split, cfg.data_root, args.size, 3, ("jpeg:50", "scale:0.5", "recode:256"),
+                                    cache_dir=config.REPO_ROOT / "runs" / "cache" / "features", seed=cfg.seed)
+        timings["feature bank"] = round(time.perf_counter() - start, 1)
+        for spec in FROZEN:
+            run(protocols.Recipe(**spec), bank, "frozen")
+        del bank
+    if not args.skip_finetuned:
+        image_bank = finetuned.ImageBank(split, cfg.data_root, args.size)
+        for spec in FINETUNED:
+            run(finetuned.FinetuneRecipe(**spec), image_bank, "finetuned")
+    save()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""The served detector: its operating point, its "unsure" answer, and its record on disk.
+
+A score alone does not tell a user whether to believe it. The served detector answers in three
+ways, with every threshold chosen on validation data, never on test:
+
+- **fake** when the score reaches ``fake_threshold``, the lowest threshold that keeps every real
+  source's validation false-positive rate at or below ``max_real_fpr`` (:class:`OperatingPoint`);
+- **real** when the score is below ``real_threshold``, the highest threshold that lets through at
+  most ``max_fake_miss`` of each fake source's validation images;
+- **unsure** in between (too close to call), and for images unlike the training images: their
+  pooled backbone features lie farther from the training images' (mean cosine distance to the
+  ``k`` nearest, :class:`FeatureDistance`) than the ``quantile`` of validation images' distances.
+
+:func:`train_served` trains the chosen recipe on every source (:mod:`helpers.finetuned`) and
+saves ``runs/<run>/models/served.keras`` with ``served.json`` (recipe, operating point,
+validation and test numbers, protocol results), ``served_reference.npy`` (the training
+features the distance is measured to) and ``served_card.md`` (the model card).
+:class:`helpers.predict.Predictor` reads them back; ``fakeface`` and the app serve it by default.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers.evaluate import fpr_controlled_threshold, miss_controlled_threshold, wilson_ci
+
+VERDICTS = ("fake", "real", "unsure")
+SERVED_KEY = "served"   # runs/<run>/models/served.keras
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Thresholds on P(fake) chosen on validation: fake at or above ``fake_threshold``, real below
+    ``real_threshold`` (never above ``fake_threshold``), unsure in between."""
+
+    fake_threshold: float
+    real_threshold: float
+    max_real_fpr: float = 0.05
+    max_fake_miss: float = 0.05
+
+    def verdicts(self, scores: np.ndarray) -> np.ndarray:
+        """``fake`` / ``real`` / ``unsure`` for each score."""
+        scores = np.asarray(scores, dtype=float)
+        return np.where(scores >= self.fake_threshold, "fake",
+                        np.where(scores < self.real_threshold, "real", "unsure"))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def choose_operating_point(val_frame: pd.DataFrame, val_scores: np.ndarray, max_real_fpr: float = 0.05,
+                           max_fake_miss: float = 0.05) -> OperatingPoint:
+    """The served operating point from validation rows (``label``, ``source``) and their scores."""
+    fake_threshold = fpr_controlled_threshold(val_frame, val_scores, max_real_fpr)
+    real_threshold = min(miss_controlled_threshold(val_frame, val_scores, max_fake_miss), fake_threshold)
+    return OperatingPoint(fake_threshold, real_threshold, max_real_fpr, max_fake_miss)
+
+
+def _unit(features: np.ndarray) -> np.ndarray:
+    features = np.asarray(features, dtype=np.float32)
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
+@dataclass
+class FeatureDistance:
+    """How unlike the training images an image is: the mean cosine distance of its pooled features to
+    the ``k`` nearest of ``reference`` (unit vectors of training images), unfamiliar above ``max_distance``."""
+
+    reference: np.ndarray
+    k: int = 5
+    max_distance: float = float("inf")
+    quantile: float = 0.99
+
+    @classmethod
+    def fit(cls, train_features: np.ndarray, val_features: np.ndarray, k: int = 5, quantile: float = 0.99,
+            max_reference: int = 2000, seed: int = 0) -> FeatureDistance:
+        """Reference: up to ``max_reference`` training images; limit: ``quantile`` of validation distances."""
+        rng = np.random.default_rng(seed)
+        keep = np.sort(rng.permutation(len(train_features))[:max_reference])
+        fitted = cls(_unit(train_features[keep]), k=k, quantile=quantile)
+        fitted.max_distance = float(np.quantile(fitted.distances(val_features), quantile))
+        return fitted
+
+    def distances(self, features: np.ndarray, chunk: int = 512) -> np.ndarray:
+        """Mean cosine distance of each row of ``features`` to its ``k`` nearest reference rows."""
+        features = _unit(features)
+        k = min(self.k, len(self.reference))
+        out = []
+        for start in range(0, len(features), chunk):
+            similarity = features[start:start + chunk] @ self.reference.T
+            nearest = -np.partition(-similarity, k - 1, axis=1)[:, :k]
+            out.append(1.0 - nearest.mean(axis=1))
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def unfamiliar(self, features: np.ndarray) -> np.ndarray:
+        return self.distances(features) > self.max_distance
+
+
+@dataclass
+class ServedAnswers:
+    """What the served detector says about a batch: verdicts and, for ``unsure``, why."""
+
+    labels: np.ndarray
+    reasons: list[str]
+    distances: np.ndarray
+
+
+def answer(point: OperatingPoint, scores: np.ndarray, distances: np.ndarray | None = None,
+           max_distance: float = float("inf")) -> ServedAnswers:
+    """Verdicts at the operating point; an image farther than ``max_distance`` is unsure whatever its score."""
+    scores = np.asarray(scores, dtype=float)
+    distances = np.full(len(scores), np.nan) if distances is None else np.asarray(distances, dtype=float)
+    labels = point.verdicts(scores).astype(object)
+    reasons = []
+    for i, (score, distance) in enumerate(zip(scores, distances)):
+        if distance > max_distance:
+            labels[i] = "unsure"
+            reasons.append(f"unlike the training images (feature distance {distance:.3f} > {max_distance:.3f})")
+        elif labels[i] == "unsure":
+            reasons.append(f"score {score:.3f} between {point.real_threshold:.3f} and {point.fake_threshold:.3f}: "
+                           "too close to call")
+        else:
+            reasons.append("")
+    return ServedAnswers(labels.astype(str), reasons, distances)
+
+
+def answer_rates(frame: pd.DataFrame, answers: ServedAnswers, scores: np.ndarray, point: OperatingPoint) -> pd.DataFrame:
+    """Per source: how often each verdict is given, the binary rate at ``fake_threshold`` (false-positive
+    rate of a real source, detection rate of a fake one) with its Wilson CI, and the rate among
+    the images that got a definite verdict."""
+    rows = []
+    scores = np.asarray(scores, dtype=float)
+    for (label, source), members in frame.reset_index(drop=True).groupby(["label", "source"]):
+        own = members.index.to_numpy()
+        verdicts = answers.labels[own]
+        hits = int((scores[own] >= point.fake_threshold).sum())
+        low, high = wilson_ci(hits, len(own))
+        definite = verdicts != "unsure"
+        far = np.array([r.startswith("unlike") for r in np.asarray(answers.reasons, dtype=object)[own]])
+        rows.append(dict(label=label, source=source, n=len(own),
+                         rate_name="detection rate" if label == "fake" else "false-positive rate",
+                         rate=hits / len(own), rate_lo=low, rate_hi=high,
+                         called_fake=float((verdicts == "fake").mean()), called_real=float((verdicts == "real").mean()),
+                         unsure=float((~definite).mean()), unsure_unfamiliar=float(far.mean()),
+                         rate_among_definite=float((verdicts[definite] == "fake").mean()) if definite.any() else np.nan))
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class ServedRecord:
+    """Everything ``served.json`` holds next to the model."""
+
+    recipe: dict
+    image_size: int
+    operating_point: OperatingPoint
+    distance_k: int
+    distance_quantile: float
+    max_distance: float
+    tta_flip: bool
+    weights: dict
+    validation: dict
+    test_rates: list[dict]
+    protocols: dict = field(default_factory=dict)
+    train_seconds: float = 0.0
+    created: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "kind": SERVED_KEY}, indent=2, default=float)
+
+
+def record_path(model_path: str | Path) -> Path:
+    return Path(model_path).with_suffix(".json")
+
+
+def reference_path(model_path: str | Path) -> Path:
+    model_path = Path(model_path)
+    return model_path.with_name(f"{model_path.stem}_reference.npy")
+
+
+def read_record(model_path: str | Path) -> ServedRecord | None:
+    """The served record next to a model file, or ``None`` if it is not a served detector."""
+    path = record_path(model_path)
+    if not path.is_file():
+        return None
+    raw = json.loads(path.read_text())
+    if raw.pop("kind", None) != SERVED_KEY:
+        return None
+    raw["operating_point"] = OperatingPoint(**raw["operating_point"])
+    return ServedRecord(**raw)
+
+
+def load_distance(model_path: str | Path, record: ServedRecord) -> FeatureDistance:
+    """The feature distance a served detector measures unfamiliar images with (its reference features)."""
+    reference = np.load(reference_path(model_path))
+    return FeatureDistance(reference, record.distance_k, record.max_distance, record.distance_quantile)
+
+
+def train_served(split_frame: pd.DataFrame, data_root: str | Path, recipe, image_size: int, models_dir: str | Path,
+                 seed: int = 42, **kwargs) -> tuple[ServedRecord, pd.DataFrame]:
+    """Train ``recipe`` (a :class:`helpers.finetuned.FinetuneRecipe`) on every source of the split and save
+    it as the run's served detector (:func:`serve_trained`)."""
+    from helpers import finetuned
+
+    bank = finetuned.ImageBank(split_frame, data_root, image_size)
+    trained = bank.train(recipe, Path(models_dir) / "checkpoints", seed=seed)
+    return serve_trained(trained, bank, models_dir, seed=seed, **kwargs)
+
+
+def serve_trained(trained, bank, models_dir: str | Path, seed: int = 42,
+                  protocol_tables: dict[str, pd.DataFrame] | None = None, k: int = 5, quantile: float = 0.99,
+                  max_real_fpr: float = 0.05, max_fake_miss: float = 0.05) -> tuple[ServedRecord, pd.DataFrame]:
+    """Save a detector trained on every source (a :class:`helpers.finetuned.TrainedDetector` and its
+    :class:`helpers.finetuned.ImageBank`) as ``models_dir/served.keras`` with its operating point, its
+    feature distance, its record and card; returns the record and the per-source answers on test."""
+    from sklearn.metrics import roc_auc_score
+
+    from helpers import features
+    from helpers.pipeline import labels_of
+
+    val, test = bank.frames["val"], bank.frames["test"]
+    val_scores, test_scores = bank.score(trained, "val"), bank.score(trained, "test")
+    point = choose_operating_point(val, val_scores, max_real_fpr, max_fake_miss)
+    extractor = features.pooled_extractor(trained.model)
+    pooled = {s: extractor.predict(bank.images_of(s).astype(np.float32), batch_size=64, verbose=0) for s in bank.frames}
+    distance = FeatureDistance.fit(pooled["train"], pooled["val"], k=k, quantile=quantile, seed=seed)
+    answers = {s: answer(point, scores, distance.distances(pooled[s]), distance.max_distance)
+               for s, scores in (("val", val_scores), ("test", test_scores))}
+    rates = answer_rates(test, answers["test"], test_scores, point)
+    record = ServedRecord(
+        recipe=trained.recipe.to_dict(), image_size=bank.image_size, operating_point=point, distance_k=k,
+        distance_quantile=quantile, max_distance=distance.max_distance, tta_flip=bool(trained.recipe.tta_flip),
+        weights=dict(source=trained.notes.get("weights"), warning=trained.notes.get("weights_warning")),
+        validation=dict(n=len(val), auc=float(roc_auc_score(labels_of(val), val_scores)),
+                        test_auc=float(roc_auc_score(labels_of(test), test_scores)),
+                        rates=answer_rates(val, answers["val"], val_scores, point).to_dict("records")),
+        test_rates=rates.to_dict("records"),
+        protocols={name: table.to_dict("records") for name, table in (protocol_tables or {}).items()},
+        train_seconds=round(trained.seconds, 1), created=time.strftime("%Y-%m-%d %H:%M"))
+    save_served(trained.model, Path(models_dir) / f"{SERVED_KEY}.keras", record, distance)
+    return record, rates
+
+
+def save_served(model, path: str | Path, record: ServedRecord, distance: FeatureDistance) -> Path:
+    """Write the model, its record, its reference features and its model card side by side."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    np.save(reference_path(path), distance.reference)
+    record_path(path).write_text(record.to_json())
+    path.with_name(f"{path.stem}_card.md").write_text(model_card(record))
+    return path
+
+
+def model_card(record: ServedRecord) -> str:
+    """A short model card: recipe, operating point, per-source numbers on test, protocol results, limits."""
+    point = record.operating_point
+    lines = ["# Served detector — model card", "",
+             f"Trained {record.created}; MobileNetV2 ({record.weights.get('source')} ImageNet weights), "
+             f"{record.image_size} px, {record.train_seconds / 60:.1f} min of training.", "",
+             "## Recipe", "", "```json", json.dumps(record.recipe, indent=2), "```", "",
+             "## Operating point (chosen on validation)", "",
+             f"- fake at P(fake) >= {point.fake_threshold:.4f}: every real source's validation false-positive rate "
+             f"<= {point.max_real_fpr:.0%};",
+             f"- real below {point.real_threshold:.4f}: at most {point.max_fake_miss:.0%} of each fake source's "
+             "validation images fall below it;",
+             f"- unsure in between, and when the image's features are farther from the training images than "
+             f"{record.max_distance:.4f} (the {record.distance_quantile:.0%} quantile of validation images, "
+             f"mean cosine distance to the {record.distance_k} nearest).", "",
+             f"Validation AUC {record.validation['auc']:.4f} (n = {record.validation['n']}); "
+             f"test AUC {record.validation.get('test_auc', float('nan')):.4f}.", "",
+             "## Test split, per source", "",
+             "| source | n | rate at the fake threshold [95% CI] | called fake | called real | unsure (unfamiliar) |",
+             "|---|---:|---|---:|---:|---:|"]
+    for r in record.test_rates:
+        lines.append(f"| {r['label']}/{r['source']} | {r['n']} | {r['rate_name']} {r['rate']:.3f} "
+                     f"[{r['rate_lo']:.3f}, {r['rate_hi']:.3f}] | {r['called_fake']:.3f} | {r['called_real']:.3f} | "
+                     f"{r['unsure']:.3f} ({r['unsure_unfamiliar']:.3f}) |")
+    for name, rows in record.protocols.items():
+        if rows:
+            table = pd.DataFrame(rows)
+            lines += ["", f"## {name}", "", table.round(3).to_markdown(index=False)]
+    lines += ["", "## Limits", "",
+              "- Trained on the face sample's eight sources (five real collections, StyleGAN1/2, Stable "
+              "Diffusion 2.1): other generators and other kinds of real photos are outside what was measured; "
+              "the leave-one-out tables above are the best estimate of how it meets them.",
+              "- Whole images are resized to a square; crops framed unlike the training faces score differently.",
+              "- A score is not a probability of fakeness for a population with another fake share.",
+              "- Exported TFLite/SavedModel files score one pass; the served answer averages the image and its "
+              "mirror when the recipe says so." if record.tta_flip else
+              "- Exported TFLite/SavedModel files give the same scores as the Keras model."]
+    return "\n".join(lines) + "\n"
+
+
+def targets_table(trained, bank, lorso: pd.DataFrame, logo: pd.DataFrame, rates: pd.DataFrame,
+                  n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """The served detector's targets (issue 14) next to what was measured on test, and whether each is met.
+
+    ``lorso`` and ``logo`` are the leave-one-out tables of the served recipe; ``rates`` its per-source
+    answers (:func:`serve_trained`). Where a protocol did not run, the row says "not measured".
+    """
+    from helpers import protocols
+
+    test = bank.frames["test"]
+    reals = sorted(test.loc[test.label == "real", "source"].unique())
+    fakes = sorted(test.loc[test.label == "fake", "source"].unique())
+    rows = []
+    for r in lorso.itertuples():
+        rows.append((f"leave out real {r.held_out}: its false-positive rate", "<= 0.05", r.fpr, 0.05, -1))
+        rows.append((f"leave out real {r.held_out}: fakes detected", ">= 0.90", r.detection, 0.90, 1))
+    for fake in fakes:
+        rows.append((f"all sources: {fake} vs all reals AUC", ">= 0.99",
+                     protocols.pair_auc(trained, bank, reals, fake, n_boot=n_boot, seed=seed)["auc"], 0.99, 1))
+    for r in rates[rates.label == "real"].itertuples():
+        rows.append((f"all sources: real {r.source} false-positive rate", "<= 0.05", r.rate, 0.05, -1))
+    for r in logo.itertuples():
+        bound = 0.90 if "sd" in r.held_out.lower() else 0.97
+        rows.append((f"leave out generator {r.held_out}: AUC", f">= {bound:.2f}", r.auc, bound, 1))
+    grid = protocols.robustness_grid(trained, bank, ("jpeg:50", "scale:0.5", "recode:256"), n_boot=50,
+                                     seed=seed).set_index("perturbation")
+    for variant, name in (("jpeg:50", "JPEG quality 50"), ("scale:0.5", "half size"), ("recode:256", "format shortcut")):
+        rows.append((f"{name}: |AUC change|", "<= 0.02", abs(float(grid.loc[variant, "auc_drop"])), 0.02, -1))
+    table = pd.DataFrame(rows, columns=["target", "goal", "measured", "bound", "direction"])
+    met = np.where(table.direction > 0, table.measured >= table.bound, table.measured <= table.bound)
+    table["met"] = pd.Series(met, dtype=object).where(table.measured.notna(), "not measured")
+    return table.drop(columns=["bound", "direction"])
