@@ -153,3 +153,32 @@ def test_the_app_is_private_and_never_shows_a_traceback(browser, trained_run):
             page.get_by_text("Model not loaded:").first.wait_for(state="detached", timeout=60_000)
         assert len(set(answers[:3])) == 1 and "inside the runs folder" in answers[0]  # nothing learnt of /etc
         assert "no model file demo/models/typo.keras" in answers[3]
+
+
+def test_the_app_serves_the_served_detector_and_says_unsure_with_the_reason(browser, served_run):
+    """The served detector is the app's default; a picture unlike its training images gets UNSURE and
+    why, and every other verdict is the score against the operating point shown in the sidebar."""
+    point = served_run["point"]
+    uploads = sorted(p for p in served_run["inbox"].iterdir() if p.name == "noise.png" or "ffhq" in p.name)
+    with AppServer(served_run["runs"]) as app:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(app.url)
+        page.get_by_text("served: demo served").first.wait_for(timeout=60_000)
+        page.get_by_text("Find faces first").first.click()  # score whole pictures: the noise has no face
+        page.locator("input[type=file]").first.set_input_files([str(p) for p in uploads])
+        for path in uploads:
+            page.get_by_text(f"{path.name}: ", exact=False).first.wait_for(timeout=60_000)
+        body = page.inner_text("body")
+        assert f"fake at P(fake) ≥ {point.fake_threshold:.3f}, real below {point.real_threshold:.3f}" in body
+        verdicts = re.findall(r"([\w.]+): (REAL|FAKE|UNSURE)\s+P\(fake\) = ([0-9.]+)", body)
+        assert sorted(name for name, _, _ in verdicts) == [p.name for p in uploads], body
+        for name, verdict, score in verdicts:
+            if name == "noise.png":
+                assert verdict == "UNSURE", body
+                continue
+            score = float(score)  # shown to 3 decimals: only judge scores clear of a threshold
+            if abs(score - point.fake_threshold) > 1e-3 and abs(score - point.real_threshold) > 1e-3:
+                expected = "FAKE" if score > point.fake_threshold else "REAL" if score < point.real_threshold else "UNSURE"
+                assert verdict == expected, (name, verdict, score)
+        assert "Unsure: unlike the training images" in body
+        page.screenshot(path=str(ARTIFACTS / "04_served_unsure.png"), full_page=True)

@@ -1,12 +1,11 @@
 """Issue 14: the served detector — its three answers, its record, and that the CLI and the app serve it."""
 
-import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import cli, models, predict, served
+from helpers import cli, predict, served
 from helpers.data import load_image
 
 
@@ -46,53 +45,6 @@ def test_answers_give_reasons_only_for_unsure():
     assert result.reasons[0] == result.reasons[2] == ""
     assert "too close to call" in result.reasons[1] and "0.300" in result.reasons[1] and "0.700" in result.reasons[1]
     assert result.reasons[3].startswith("unlike the training images") and "0.800 > 0.500" in result.reasons[3]
-
-
-@pytest.fixture(scope="module")
-def served_run(tmp_path_factory, shared_faces):
-    """A runs folder holding a served detector (64 px ImageNet MobileNetV2, untrained head, mirrored scoring)
-    beside a notebook-05 model with a better validation AUC, and the images it is asked about.
-
-    The operating point and the unfamiliarity limit are set from the model's own scores and features
-    so that each answer occurs; the test's oracle recomputes every answer independently.
-    """
-    from helpers import evaluate, features
-
-    runs = tmp_path_factory.mktemp("runs")
-    inbox = tmp_path_factory.mktemp("inbox")
-    for source in ("real/ffhq", "real/utkface", "fake/sd21", "fake/stylegan2"):
-        for path in sorted((shared_faces / source).iterdir())[:3]:
-            shutil.copy(path, inbox / f"{source.replace('/', '_')}_{path.name}")
-    noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
-    from PIL import Image
-
-    Image.fromarray(noise).save(inbox / "noise.png")
-    model, weights = models.build_mobilenetv2(image_size=64, seed=7)
-    model = models.inference_model(model)
-    (runs / "lab" / "models").mkdir(parents=True)
-    other = runs / "lab" / "models" / "mobilenetv2_finetune.keras"
-    model.save(other)
-    frame = pd.DataFrame({"label": ["real", "fake"] * 40, "source": ["ffhq", "sd21"] * 40})
-    perfect = np.where(frame.label == "fake", 0.9, 0.1)
-    evaluate.save_json(evaluate.evaluate_scores("better val AUC", frame, perfect, frame, perfect, n_boot=20,
-                                                extra=dict(image_size=64, weights=weights.to_dict())),
-                       runs / "lab" / "metrics" / "mobilenetv2_finetune_metrics.json")
-    paths = sorted(inbox.iterdir())
-    images = np.stack([load_image(p, size=64).image for p in paths]).astype(np.float32)
-    scores = (model.predict(images, verbose=0).reshape(-1) + model.predict(images[:, :, ::-1], verbose=0).reshape(-1)) / 2
-    ordered = np.sort(scores)
-    point = served.OperatingPoint(fake_threshold=float(ordered[-4]), real_threshold=float(ordered[4]))
-    pooled = features.pooled_extractor(model).predict(images, verbose=0)
-    references = pooled[[p.name != "noise.png" for p in paths]]  # every image but the noise one
-    distance = served.FeatureDistance(served._unit(references), k=2)
-    own = distance.distances(references)
-    distance.max_distance = float(np.max(own)) + 1e-4  # every training-like image familiar
-    record = served.ServedRecord(recipe={"name": "demo served", "tta_flip": True}, image_size=64, operating_point=point,
-                                 distance_k=2, distance_quantile=1.0, max_distance=distance.max_distance, tta_flip=True,
-                                 weights=weights.to_dict(), validation=dict(n=400, auc=0.6, test_auc=0.6, rates=[]),
-                                 test_rates=[])
-    path = served.save_served(model, runs / "lab" / "models" / "served.keras", record, distance)
-    return dict(runs=runs, inbox=inbox, path=path, point=point, references=references, model=model)
 
 
 def test_the_served_detector_is_the_default_and_lists_first(served_run, monkeypatch, capsys):
