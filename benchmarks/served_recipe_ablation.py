@@ -53,6 +53,25 @@ def in_distribution(trained, bank, n_boot: int, seed: int) -> tuple[dict, pd.Dat
     return row, per_source.assign(recipe=trained.recipe.name)
 
 
+def serve_candidate(cfg, split: pd.DataFrame, out: Path, size: int) -> None:
+    """Save the kept all-sources fine-tuned candidate as ``runs/<run>/models/served.keras``."""
+    from helpers import models
+
+    recipe = finetuned.FinetuneRecipe(**FINETUNED[0])
+    model = models.load_detector(out / f"{protocols.checkpoint_name('served_candidate', recipe)}.keras")
+    summary = pd.read_csv(out / "summary.csv").set_index("recipe").loc[recipe.name]
+    bank = finetuned.ImageBank(split, cfg.data_root, size)
+    notes = dict(weights="local" if models.find_local_weights("mobilenetv2", size) else "download", weights_warning=None)
+    trained = finetuned.TrainedDetector(recipe, model, 0.5, float(summary.val_auc), float(summary.train_seconds), notes)
+    tables = {name: pd.read_csv(out / f"{key}.csv").query("recipe == @recipe.name and kind == 'finetuned'")
+              for name, key in (("Leave one real source out", "lorso"), ("Leave one generator out", "logo"))}
+    record, rates = served.serve_trained(trained, bank, cfg.folder("models"), seed=cfg.seed, protocol_tables=tables)
+    targets = served.targets_table(trained, bank, *tables.values(), rates, n_boot=1000, seed=cfg.seed)
+    rates.to_csv(out / "served_per_source.csv", index=False)
+    targets.to_csv(out / "served_targets.csv", index=False)
+    print(rates.round(3).to_string(), targets.round(3).to_string(), sep="\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="sample")
@@ -61,6 +80,9 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--skip-frozen", action="store_true")
     parser.add_argument("--skip-finetuned", action="store_true")
+    parser.add_argument("--serve", action="store_true",
+                        help="only save the fine-tuned candidate trained on every source (kept from an earlier run) "
+                             "as the run's served detector, with the protocol tables of that run")
     args = parser.parse_args()
     cfg = config.load_run_config(args.run)
     out = Path(args.out or config.REPO_ROOT / "runs" / "experiments" / "served_recipe")
@@ -94,6 +116,9 @@ def main() -> None:
         save()
         print(f"{recipe.name}: {timings[recipe.name]:.0f}s", flush=True)
 
+    if args.serve:
+        serve_candidate(cfg, split, out, args.size)
+        return
     if not args.skip_frozen:
         start = time.perf_counter()
         bank = protocols.build_bank(split, cfg.data_root, args.size, 3, ("jpeg:50", "scale:0.5", "recode:256"),

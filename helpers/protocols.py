@@ -12,7 +12,7 @@ table (AUC with 95% bootstrap CIs; thresholds always from validation):
 - :func:`leave_one_real_source_out` — train on all reals but one source, its false-positive rate;
 - :func:`robustness_grid` — JPEG, rescaling and blur at the fixed validation threshold;
 - :func:`format_shortcut` — every image re-encoded to one size and JPEG quality;
-- :func:`calibration` — reliability, expected calibration error, temperature fitted on validation;
+- :func:`helpers.calibration.calibration_table` — reliability, calibration error, temperature fitted on validation;
 - :func:`helpers.evaluate.per_attribute_metrics` and :func:`helpers.splits.leakage_report` complete it.
 
 The protocols only train through ``bank.train(recipe, ...)`` and score through ``bank.score(...)``
@@ -323,49 +323,6 @@ def format_shortcut(trained, bank: Bank, recode: str = "recode:256", n_boot: int
     grid = robustness_grid(trained, bank, (recode,), n_boot, seed)
     return dict(recipe=trained.recipe.name, clean_auc=float(grid.auc[0]), recoded_auc=float(grid.auc[1]),
                 change=float(grid.auc[1] - grid.auc[0]), recoded_ci=(float(grid.auc_lo[1]), float(grid.auc_hi[1])))
-
-
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    """Weighted mean |accuracy − confidence| over equal-width probability bins (on P(fake))."""
-    edges = np.linspace(0, 1, bins + 1)
-    index = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    return float(sum((index == b).mean() * abs(y[index == b].mean() - p[index == b].mean())
-                     for b in range(bins) if (index == b).any()))
-
-
-def fit_temperature(y: np.ndarray, p: np.ndarray) -> float:
-    """The temperature T minimising the log loss of sigmoid(logit(p) / T) (fit on validation)."""
-    from scipy.optimize import minimize_scalar
-
-    logits = np.log(np.clip(p, 1e-7, 1 - 1e-7) / np.clip(1 - p, 1e-7, 1))
-
-    def nll(t):
-        q = np.clip(1 / (1 + np.exp(-logits / t)), 1e-7, 1 - 1e-7)
-        return -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))
-
-    return float(minimize_scalar(nll, bounds=(0.05, 20), method="bounded").x)
-
-
-def calibration(trained, bank: Bank, bins: int = 10) -> tuple[dict, pd.DataFrame]:
-    """ECE on test before and after temperature scaling fitted on validation, and reliability bins."""
-    y_val, p_val = labels_of(bank.frames["val"]), score(trained, bank, "val")
-    y, p = labels_of(bank.frames["test"]), score(trained, bank, "test")
-    temperature = fit_temperature(y_val, p_val)
-    logits = np.log(np.clip(p, 1e-7, 1 - 1e-7) / np.clip(1 - p, 1e-7, 1))
-    scaled = 1 / (1 + np.exp(-logits / temperature))
-    edges = np.linspace(0, 1, bins + 1)
-    rows = []
-    for name, probs in (("raw", p), ("temperature-scaled", scaled)):
-        index = np.clip(np.digitize(probs, edges[1:-1]), 0, bins - 1)
-        for b in range(bins):
-            members = index == b
-            if members.any():
-                rows.append(dict(recipe=trained.recipe.name, scores=name, bin_centre=(edges[b] + edges[b + 1]) / 2,
-                                 confidence=float(probs[members].mean()), fraction_fake=float(y[members].mean()),
-                                 n=int(members.sum())))
-    summary = dict(recipe=trained.recipe.name, temperature=temperature, ece_raw=expected_calibration_error(y, p, bins),
-                   ece_scaled=expected_calibration_error(y, scaled, bins))
-    return summary, pd.DataFrame(rows)
 
 
 def recipe_summary(trained, bank: Bank, checks: dict[str, tuple], n_boot: int = 1000,

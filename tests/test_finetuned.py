@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import data, evaluate, finetuned, models, protocols, splits
+from helpers import calibration, data, evaluate, finetuned, models, protocols, splits
 from helpers.pipeline import labels_of
 
 
@@ -69,7 +69,7 @@ def test_finetuned_recipes_run_every_protocol(image_bank, tmp_path):
 
     grid = protocols.robustness_grid(trained, image_bank, ("jpeg:50",), n_boot=20)
     assert grid.perturbation.tolist() == ["clean", "jpeg:50"] and grid.auc.between(0, 1).all()
-    summary, _ = protocols.calibration(trained, image_bank)
+    summary, _ = calibration.calibration_table(trained, image_bank)
     assert summary["temperature"] > 0
     row = protocols.recipe_summary(trained, image_bank, {"gan_b vs cams": (["cam_a", "cam_b"], "gan_b")}, n_boot=20)
     assert 0 <= row["gan_b vs cams"] <= 1 and row["train_seconds"] > 0

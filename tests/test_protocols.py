@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import data, perturb, protocols, splits
+from helpers import calibration, data, perturb, protocols, splits
 
 
 def test_perturbations_do_what_they_say():
@@ -40,11 +40,11 @@ def test_calibration_helpers():
     rng = np.random.default_rng(0)
     p = rng.uniform(0, 1, 20000)
     y = (rng.uniform(0, 1, 20000) < p).astype(int)
-    assert protocols.expected_calibration_error(y, p) < 0.02
+    assert calibration.expected_calibration_error(y, p) < 0.02
     logits = np.log(p / (1 - p))
     overconfident = 1 / (1 + np.exp(-3 * logits))
-    assert protocols.expected_calibration_error(y, overconfident) > 0.05
-    assert protocols.fit_temperature(y, overconfident) == pytest.approx(3.0, rel=0.1)
+    assert calibration.expected_calibration_error(y, overconfident) > 0.05
+    assert calibration.fit_temperature(y, overconfident) == pytest.approx(3.0, rel=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_protocols_run_end_to_end_on_a_small_tree(bank, tmp_path):
     recoded = protocols.score(trained, bank, "test", "recode:48")
     assert shortcut["recoded_auc"] == pytest.approx(roc_auc_score(y_test, recoded))
     assert shortcut["clean_auc"] == pytest.approx(roc_auc_score(y_test, protocols.score(trained, bank, "test")))
-    summary, bins = protocols.calibration(trained, bank)
+    summary, bins = calibration.calibration_table(trained, bank)
     assert summary["temperature"] > 0 and set(bins.scores) == {"raw", "temperature-scaled"}
 
 
@@ -160,7 +160,7 @@ def test_leave_one_generator_out_never_trains_on_the_held_out_generator(tmp_path
 def test_calibration_is_fitted_on_validation_and_measured_on_test(tmp_path):
     bank = RecordingBank()
     trained = protocols.TrainedHead(protocols.Recipe("r"), None, 0.5, 0.9, 0.0)
-    summary, _ = protocols.calibration(trained, bank)
+    summary, _ = calibration.calibration_table(trained, bank)
     assert summary["temperature"] == pytest.approx(3.0, rel=0.1)  # the validation scores' distortion
     assert summary["ece_raw"] < 0.03  # test scores were calibrated to begin with
     assert set(bank.scored) == {"val", "test"}
@@ -209,18 +209,18 @@ def test_ece_and_the_reliability_bins_match_a_plain_oracle():
     rng = np.random.default_rng(5)
     p = np.r_[0.0, 1.0, 0.1, 0.9, rng.uniform(size=500)]  # the edges of the first and last bin included
     y = (rng.uniform(size=p.size) < p ** 2).astype(int)   # over-confident on the fake side
-    assert protocols.expected_calibration_error(y, p) == pytest.approx(_ece_oracle(y, p))
-    assert protocols.expected_calibration_error(y, p, bins=4) == pytest.approx(_ece_oracle(y, p, 4))
+    assert calibration.expected_calibration_error(y, p) == pytest.approx(_ece_oracle(y, p))
+    assert calibration.expected_calibration_error(y, p, bins=4) == pytest.approx(_ece_oracle(y, p, 4))
     calibrated = rng.uniform(0.01, 0.99, 20000)
     y_cal = (rng.uniform(size=calibrated.size) < calibrated).astype(int)
     under = 1 / (1 + np.exp(-0.5 * np.log(calibrated / (1 - calibrated))))  # under-confident: logits halved
-    assert protocols.fit_temperature(y_cal, under) == pytest.approx(0.5, rel=0.1)
+    assert calibration.fit_temperature(y_cal, under) == pytest.approx(0.5, rel=0.1)
 
 
 def test_calibration_summary_and_bins_are_computed_on_test_with_the_validation_temperature():
     bank = RecordingBank()
     trained = protocols.TrainedHead(protocols.Recipe("r"), None, 0.5, 0.9, 0.0)
-    summary, bins = protocols.calibration(trained, bank, bins=5)
+    summary, bins = calibration.calibration_table(trained, bank, bins=5)
     y = (bank.frames["test"].label == "fake").to_numpy().astype(int)
     p = bank.p["test"]
     scaled = 1 / (1 + np.exp(-np.log(p / (1 - p)) / summary["temperature"]))
@@ -234,7 +234,7 @@ def test_calibration_summary_and_bins_are_computed_on_test_with_the_validation_t
     assert raw.fraction_fake[0] == pytest.approx(y[first].mean())
     assert set(bins.recipe) == {"r"} and bins[bins.scores == "temperature-scaled"].n.sum() == len(p)
     assert summary["recipe"] == "r"
-    _, default_bins = protocols.calibration(trained, bank)
+    _, default_bins = calibration.calibration_table(trained, bank)
     assert default_bins[default_bins.scores == "raw"].bin_centre.tolist() == pytest.approx(np.arange(0.05, 1, 0.1))
 
 
