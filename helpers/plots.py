@@ -286,22 +286,29 @@ def cross_source_heatmaps(matrix: pd.DataFrame, path: str | Path | None = None) 
     return save_figure(fig, path)
 
 
-def leave_one_out_bars(table: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
-    """Held-out generator AUC (95% CI) per recipe, next to the mean AUC on the generators it saw."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+def _by_recipe(table: pd.DataFrame):
+    """For a leave-one-out table: held-out names, the bar width, and per recipe (index, name, its rows in
+    held-out order, bar positions)."""
     recipes = table["recipe"].unique().tolist()
     held = table["held_out"].unique().tolist()
     width = 0.8 / len(recipes)
-    for i, recipe in enumerate(recipes):
-        part = table[table.recipe == recipe].set_index("held_out").reindex(held)
-        x = np.arange(len(held)) + i * width
+    parts = [(i, recipe, table[table.recipe == recipe].set_index("held_out").reindex(held),
+              np.arange(len(held)) + i * width) for i, recipe in enumerate(recipes)]
+    return held, width, parts
+
+
+def leave_one_out_bars(table: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
+    """Held-out generator AUC (95% CI) per recipe, next to the mean AUC on the generators it saw."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    held, width, parts = _by_recipe(table)
+    for i, recipe, part, x in parts:
         ax.bar(x, part.auc, width, label=f"{recipe}: held-out generator")
         ax.errorbar(x, part.auc, yerr=[part.auc - part.auc_lo, part.auc_hi - part.auc], fmt="none", ecolor="k",
                     capsize=3, lw=0.8)
         ax.scatter(x, part.seen_generators_mean_auc, marker="_", s=300, color="k", zorder=3,
                    label="mean AUC on seen generators" if i == 0 else None)
     ax.axhline(0.5, ls=":", color="grey")
-    ax.set_xticks(np.arange(len(held)) + width * (len(recipes) - 1) / 2)
+    ax.set_xticks(np.arange(len(held)) + width * (len(parts) - 1) / 2)
     ax.set_xticklabels(held)
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("test AUC vs all real images")
@@ -315,25 +322,21 @@ def leave_one_real_source_out_plot(table: pd.DataFrame, max_fpr: float = 0.05,
     """Per held-out real source and recipe: its false-positive rate and the fakes' detection rate at the
     operating point chosen without it (Wilson 95% CIs), with the false-positive target as a line."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
-    recipes = table["recipe"].unique().tolist()
-    held = table["held_out"].unique().tolist()
-    height = 0.8 / len(recipes)
-    for i, recipe in enumerate(recipes):
-        part = table[table.recipe == recipe].set_index("held_out").reindex(held)
-        y = np.arange(len(held)) + i * height
+    held, height, parts = _by_recipe(table)
+    for _, recipe, part, y in parts:
         for ax, column in zip(axes, ("fpr", "detection")):
             spread = [np.clip(part[column] - part[f"{column}_lo"], 0, None),
                       np.clip(part[f"{column}_hi"] - part[column], 0, None)]
             ax.errorbar(part[column], y, xerr=spread, fmt="o", capsize=3, label=recipe)
     axes[0].axvline(max_fpr, ls="--", color="crimson", label=f"target {max_fpr:.0%}")
     axes[1].axvline(0.9, ls="--", color="crimson", label="target 90%")
-    axes[0].set_yticks(np.arange(len(held)) + height * (len(recipes) - 1) / 2)
+    axes[0].set_yticks(np.arange(len(held)) + height * (len(parts) - 1) / 2)
     axes[0].set_yticklabels(held)
     axes[0].set_xlabel("held-out real source: false-positive rate")
     axes[1].set_xlabel("all fake test images: detection rate")
     for ax in axes:
         ax.set_xlim(-0.02, 1.02)
-    axes[0].legend(fontsize=7, loc="lower right")
+    axes[0].legend(fontsize=7, loc="best")
     fig.suptitle("08 · Leave one real source out (operating point chosen on validation without it)")
     return save_figure(fig, path)
 
