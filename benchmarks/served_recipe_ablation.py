@@ -63,8 +63,10 @@ def serve_candidate(cfg, split: pd.DataFrame, out: Path, size: int) -> None:
     bank = finetuned.ImageBank(split, cfg.data_root, size)
     notes = dict(weights="local" if models.find_local_weights("mobilenetv2", size) else "download", weights_warning=None)
     trained = finetuned.TrainedDetector(recipe, model, 0.5, float(summary.val_auc), float(summary.train_seconds), notes)
-    tables = {name: pd.read_csv(out / f"{key}.csv").query("recipe == @recipe.name and kind == 'finetuned'")
-              for name, key in (("Leave one real source out", "lorso"), ("Leave one generator out", "logo"))}
+    tables = {}
+    for name, key in (("Leave one real source out", "lorso"), ("Leave one generator out", "logo")):
+        table = pd.read_csv(out / f"{key}.csv")
+        tables[name] = table[(table.recipe == recipe.name) & (table.kind == "finetuned")].reset_index(drop=True)
     record, rates = served.serve_trained(trained, bank, cfg.folder("models"), seed=cfg.seed, protocol_tables=tables)
     targets = served.targets_table(trained, bank, *tables.values(), rates, n_boot=1000, seed=cfg.seed)
     rates.to_csv(out / "served_per_source.csv", index=False)
