@@ -35,6 +35,9 @@ FINETUNED = [
     {"name": "improved, fine-tuned 100%", "train_sources": None, "balanced": True, "augment_copies": 3,
      "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2, "learning_rate": 1e-3, "finetune_epochs": 4,
      "finetune_learning_rate": 1e-4},
+    {"name": "improved, fine-tuned 100%, 8 epochs", "train_sources": None, "balanced": True, "augment_copies": 3,
+     "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2, "learning_rate": 1e-3, "finetune_epochs": 8,
+     "finetune_learning_rate": 1e-4},
 ]
 CHECKS = {f"{fake} vs reals": fake for fake in ("stylegan1", "stylegan2", "sd21")}
 
@@ -82,6 +85,11 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--skip-frozen", action="store_true")
     parser.add_argument("--skip-finetuned", action="store_true")
+    parser.add_argument("--candidates", nargs="*", type=int, default=[0],
+                        help="which fine-tuned candidates to run (positions in FINETUNED; default: the served one)")
+    parser.add_argument("--real-held-outs", nargs="*", default=None,
+                        help="leave only these real sources out (default: each in turn)")
+    parser.add_argument("--skip-logo", action="store_true", help="no leave-one-generator-out runs")
     parser.add_argument("--serve", action="store_true",
                         help="only save the fine-tuned candidate trained on every source (kept from an earlier run) "
                              "as the run's served detector, with the protocol tables of that run")
@@ -110,10 +118,12 @@ def main() -> None:
         if kind == "finetuned":
             trained.model.save(out / f"{protocols.checkpoint_name('served_candidate', recipe)}.keras")
         tables["lorso"].append(protocols.leave_one_real_source_out(recipe, bank, out / "checkpoints",
-                                                                  n_boot=args.n_boot, seed=cfg.seed).assign(kind=kind))
+                                                                  n_boot=args.n_boot, seed=cfg.seed,
+                                                                  held_outs=args.real_held_outs).assign(kind=kind))
         save()
-        tables["logo"].append(protocols.leave_one_generator_out(recipe, bank, out / "checkpoints", n_boot=args.n_boot,
-                                                                seed=cfg.seed).assign(kind=kind))
+        if not args.skip_logo:
+            tables["logo"].append(protocols.leave_one_generator_out(recipe, bank, out / "checkpoints",
+                                                                    n_boot=args.n_boot, seed=cfg.seed).assign(kind=kind))
         timings[recipe.name] = round(time.perf_counter() - start, 1)
         save()
         print(f"{recipe.name}: {timings[recipe.name]:.0f}s", flush=True)
@@ -131,8 +141,8 @@ def main() -> None:
         del bank
     if not args.skip_finetuned:
         image_bank = finetuned.ImageBank(split, cfg.data_root, args.size)
-        for spec in FINETUNED:
-            run(finetuned.FinetuneRecipe(**spec), image_bank, "finetuned")
+        for position in args.candidates:
+            run(finetuned.FinetuneRecipe(**FINETUNED[position]), image_bank, "finetuned")
     save()
 
 
