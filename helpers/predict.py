@@ -59,7 +59,7 @@ def metrics_for(model_path: str | Path) -> dict:
     if record:
         return dict(model=f"served: {record.recipe.get('name', '')}", served=True,
                     val=dict(auc=record.validation["auc"], n=record.validation["n"]),
-                    test=dict(auc=record.validation.get("test_auc")),
+                    test=dict(auc=record.test_auc),
                     threshold=record.operating_point.fake_threshold, image_size=record.image_size,
                     weights=record.weights)
     candidate = model_path.parent.parent / "metrics" / f"{model_path.stem}_metrics.json"

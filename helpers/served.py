@@ -11,8 +11,8 @@ ways, with every threshold chosen on validation data, never on test:
   pooled backbone features lie farther from the training images' (mean cosine distance to the
   ``k`` nearest, :class:`FeatureDistance`) than the ``quantile`` of validation images' distances.
 
-:func:`train_served` trains the chosen recipe on every source (:mod:`helpers.finetuned`) and
-saves ``runs/<run>/models/served.keras`` with ``served.json`` (recipe, operating point,
+:func:`serve_trained` takes the chosen recipe trained on every source (:mod:`helpers.finetuned`)
+and saves ``runs/<run>/models/served.keras`` with ``served.json`` (recipe, operating point,
 validation and test numbers, protocol results), ``served_reference.npy`` (the training
 features the distance is measured to) and ``served_card.md`` (the model card).
 :class:`helpers.predict.Predictor` reads them back; ``fakeface`` and the app serve it by default.
@@ -165,6 +165,7 @@ class ServedRecord:
     tta_flip: bool
     weights: dict
     validation: dict
+    test_auc: float
     test_rates: list[dict]
     protocols: dict = field(default_factory=dict)
     train_seconds: float = 0.0
@@ -201,17 +202,6 @@ def load_distance(model_path: str | Path, record: ServedRecord) -> FeatureDistan
     return FeatureDistance(reference, record.distance_k, record.max_distance, record.distance_quantile)
 
 
-def train_served(split_frame: pd.DataFrame, data_root: str | Path, recipe, image_size: int, models_dir: str | Path,
-                 seed: int = 42, **kwargs) -> tuple[ServedRecord, pd.DataFrame]:
-    """Train ``recipe`` (a :class:`helpers.finetuned.FinetuneRecipe`) on every source of the split and save
-    it as the run's served detector (:func:`serve_trained`)."""
-    from helpers import finetuned
-
-    bank = finetuned.ImageBank(split_frame, data_root, image_size)
-    trained = bank.train(recipe, Path(models_dir) / "checkpoints", seed=seed)
-    return serve_trained(trained, bank, models_dir, seed=seed, **kwargs)
-
-
 def serve_trained(trained, bank, models_dir: str | Path, seed: int = 42,
                   protocol_tables: dict[str, pd.DataFrame] | None = None, k: int = 5, quantile: float = 0.99,
                   max_real_fpr: float = 0.05, max_fake_miss: float = 0.05) -> tuple[ServedRecord, pd.DataFrame]:
@@ -237,9 +227,8 @@ def serve_trained(trained, bank, models_dir: str | Path, seed: int = 42,
         distance_quantile=quantile, max_distance=distance.max_distance, tta_flip=bool(trained.recipe.tta_flip),
         weights=dict(source=trained.notes.get("weights"), warning=trained.notes.get("weights_warning")),
         validation=dict(n=len(val), auc=float(roc_auc_score(labels_of(val), val_scores)),
-                        test_auc=float(roc_auc_score(labels_of(test), test_scores)),
                         rates=answer_rates(val, answers["val"], val_scores, point).to_dict("records")),
-        test_rates=rates.to_dict("records"),
+        test_auc=float(roc_auc_score(labels_of(test), test_scores)), test_rates=rates.to_dict("records"),
         protocols={name: table.to_dict("records") for name, table in (protocol_tables or {}).items()},
         train_seconds=round(trained.seconds, 1), created=time.strftime("%Y-%m-%d %H:%M"))
     save_served(trained.model, Path(models_dir) / f"{SERVED_KEY}.keras", record, distance)
@@ -273,7 +262,7 @@ def model_card(record: ServedRecord) -> str:
              f"{record.max_distance:.4f} (the {record.distance_quantile:.0%} quantile of validation images, "
              f"mean cosine distance to the {record.distance_k} nearest).", "",
              f"Validation AUC {record.validation['auc']:.4f} (n = {record.validation['n']}); "
-             f"test AUC {record.validation.get('test_auc', float('nan')):.4f}.", "",
+             f"test AUC {record.test_auc:.4f}.", "",
              "## Test split, per source", "",
              "| source | n | rate at the fake threshold [95% CI] | called fake | called real | unsure (unfamiliar) |",
              "|---|---:|---|---:|---:|---:|"]

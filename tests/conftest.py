@@ -137,7 +137,7 @@ def served_run(tmp_path_factory, shared_faces):
     distance.max_distance = float(np.max(own)) + 1e-4  # every training-like image familiar
     record = served.ServedRecord(recipe={"name": "demo served", "tta_flip": True}, image_size=64, operating_point=point,
                                  distance_k=2, distance_quantile=1.0, max_distance=distance.max_distance, tta_flip=True,
-                                 weights=weights.to_dict(), validation=dict(n=400, auc=0.6, test_auc=0.6, rates=[]),
-                                 test_rates=[])
+                                 weights=weights.to_dict(), validation=dict(n=400, auc=0.6, rates=[]),
+                                 test_auc=0.6, test_rates=[])
     path = served.save_served(model, runs / "lab" / "models" / "served.keras", record, distance)
     return dict(runs=runs, inbox=inbox, path=path, point=point, references=references, model=model)

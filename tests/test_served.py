@@ -93,3 +93,13 @@ def test_other_models_still_answer_at_one_threshold(served_run):
     scores, answers = other.assess(np.zeros((2, 64, 64, 3), np.float32))
     assert answers.labels.tolist() == np.where(scores >= other.threshold, "fake", "real").tolist()
     assert answers.reasons == ["", ""]
+
+
+def test_a_served_export_checks_one_pass_and_carries_the_served_card(served_run, monkeypatch, tmp_path):
+    monkeypatch.setenv(predict.RUNS_ENV, str(served_run["runs"]))
+    out = tmp_path / "export"
+    assert cli.main(["export", "--format", "tflite", "--out", str(out), "--n-samples", "2"]) == cli.EXIT_OK
+    card = (out / "MODEL_CARD.md").read_text()
+    point = served_run["point"]
+    assert "## Served answer" in card and f"{point.real_threshold:.4f}" in card and "averaging each image" in card
+    assert "# Served detector — model card" in card  # the served card travels with the export
