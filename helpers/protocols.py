@@ -287,15 +287,15 @@ def leave_one_real_source_out(recipe: Recipe, bank: Bank, out_dir: str | Path, n
         threshold = fpr_controlled_threshold(val.iloc[val_rows], score(trained, bank, "val")[val_rows], max_real_fpr)
         s = score(trained, bank, "test")
         own = test["source"].to_numpy() == held_out
+        n_real, n_fake = int(own.sum()), int(is_fake.sum())
         false_positives, detected = int((s[own] >= threshold).sum()), int((s[is_fake] >= threshold).sum())
+        fpr_ci, detection_ci = wilson_ci(false_positives, n_real), wilson_ci(detected, n_fake)
         keep = own | is_fake
         auc, low, high = _auc_ci(is_fake[keep].astype(int), s[keep], n_boot, seed)
         rows.append(dict(recipe=recipe.name, held_out=held_out, threshold=threshold,
-                         fpr=false_positives / max(own.sum(), 1), fpr_lo=wilson_ci(false_positives, int(own.sum()))[0],
-                         fpr_hi=wilson_ci(false_positives, int(own.sum()))[1], n_real=int(own.sum()),
-                         detection=detected / max(is_fake.sum(), 1),
-                         detection_lo=wilson_ci(detected, int(is_fake.sum()))[0],
-                         detection_hi=wilson_ci(detected, int(is_fake.sum()))[1], n_fake=int(is_fake.sum()),
+                         fpr=false_positives / max(n_real, 1), fpr_lo=fpr_ci[0], fpr_hi=fpr_ci[1], n_real=n_real,
+                         detection=detected / max(n_fake, 1), detection_lo=detection_ci[0],
+                         detection_hi=detection_ci[1], n_fake=n_fake,
                          auc=auc, auc_lo=low, auc_hi=high, youden_threshold=trained.threshold,
                          fpr_at_youden=float((s[own] >= trained.threshold).mean())))
     return pd.DataFrame(rows)

@@ -67,6 +67,11 @@ def _unit(features: np.ndarray) -> np.ndarray:
     return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
+def reference_rows(n: int, max_reference: int = 2000, seed: int = 0) -> np.ndarray:
+    """Sorted positions of at most ``max_reference`` of ``n`` training images, drawn at random (seeded)."""
+    return np.sort(np.random.default_rng(seed).permutation(n)[:max_reference])
+
+
 @dataclass
 class FeatureDistance:
     """How unlike the training images an image is: the mean cosine distance of its pooled features to
@@ -81,8 +86,7 @@ class FeatureDistance:
     def fit(cls, train_features: np.ndarray, val_features: np.ndarray, k: int = 5, quantile: float = 0.99,
             max_reference: int = 2000, seed: int = 0) -> FeatureDistance:
         """Reference: up to ``max_reference`` training images; limit: ``quantile`` of validation distances."""
-        rng = np.random.default_rng(seed)
-        keep = np.sort(rng.permutation(len(train_features))[:max_reference])
+        keep = reference_rows(len(train_features), max_reference, seed)
         fitted = cls(_unit(train_features[keep]), k=k, quantile=quantile)
         fitted.max_distance = float(np.quantile(fitted.distances(val_features), quantile))
         return fitted
@@ -217,8 +221,11 @@ def serve_trained(trained, bank, models_dir: str | Path, seed: int = 42,
     val_scores, test_scores = bank.score(trained, "val"), bank.score(trained, "test")
     point = choose_operating_point(val, val_scores, max_real_fpr, max_fake_miss)
     extractor = features.pooled_extractor(trained.model)
-    pooled = {s: extractor.predict(bank.images_of(s).astype(np.float32), batch_size=64, verbose=0) for s in bank.frames}
-    distance = FeatureDistance.fit(pooled["train"], pooled["val"], k=k, quantile=quantile, seed=seed)
+    reference = reference_rows(len(bank.frames["train"]), seed=seed)  # only these training images are kept
+    pooled = {s: extractor.predict(bank.images_of(s)[reference if s == "train" else slice(None)].astype(np.float32),
+                                   batch_size=64, verbose=0) for s in bank.frames}
+    distance = FeatureDistance.fit(pooled["train"], pooled["val"], k=k, quantile=quantile, max_reference=len(reference),
+                                   seed=seed)
     answers = {s: answer(point, scores, distance.distances(pooled[s]), distance.max_distance)
                for s, scores in (("val", val_scores), ("test", test_scores))}
     rates = answer_rates(test, answers["test"], test_scores, point)
