@@ -88,8 +88,10 @@ def main() -> None:
     parser.add_argument("--candidates", nargs="*", type=int, default=[0],
                         help="which fine-tuned candidates to run (positions in FINETUNED; default: the served one)")
     parser.add_argument("--real-held-outs", nargs="*", default=None,
-                        help="leave only these real sources out (default: each in turn)")
+                        help="leave only these real sources out (default: each in turn; none when given without names)")
     parser.add_argument("--skip-logo", action="store_true", help="no leave-one-generator-out runs")
+    parser.add_argument("--protocols-only", action="store_true",
+                        help="only the protocol folds, not the recipe trained on every source (measured earlier)")
     parser.add_argument("--serve", action="store_true",
                         help="only save the fine-tuned candidate trained on every source (kept from an earlier run) "
                              "as the run's served detector, with the protocol tables of that run")
@@ -109,21 +111,23 @@ def main() -> None:
 
     def run(recipe, bank, kind: str) -> None:
         start = time.perf_counter()
-        trained = bank.train(recipe, out / "checkpoints", seed=cfg.seed)
-        row, per_source = in_distribution(trained, bank, args.n_boot, cfg.seed)
-        tables["summary"].append(pd.DataFrame([{**row, "kind": kind}]))
-        tables["per_source"].append(per_source)
-        np.savez(out / f"scores_{protocols.checkpoint_name(kind, recipe)}.npz",
-                 val=protocols.score(trained, bank, "val"), test=protocols.score(trained, bank, "test"))
-        if kind == "finetuned":
-            trained.model.save(out / f"{protocols.checkpoint_name('served_candidate', recipe)}.keras")
-        tables["lorso"].append(protocols.leave_one_real_source_out(recipe, bank, out / "checkpoints",
-                                                                  n_boot=args.n_boot, seed=cfg.seed,
-                                                                  held_outs=args.real_held_outs).assign(kind=kind))
-        save()
+        if not args.protocols_only:
+            trained = bank.train(recipe, out / "checkpoints", seed=cfg.seed)
+            row, per_source = in_distribution(trained, bank, args.n_boot, cfg.seed)
+            tables["summary"].append(pd.DataFrame([{**row, "kind": kind}]))
+            tables["per_source"].append(per_source)
+            np.savez(out / f"scores_{protocols.checkpoint_name(kind, recipe)}.npz",
+                     val=protocols.score(trained, bank, "val"), test=protocols.score(trained, bank, "test"))
+            if kind == "finetuned":
+                trained.model.save(out / f"{protocols.checkpoint_name('served_candidate', recipe)}.keras")
         if not args.skip_logo:
             tables["logo"].append(protocols.leave_one_generator_out(recipe, bank, out / "checkpoints",
                                                                     n_boot=args.n_boot, seed=cfg.seed).assign(kind=kind))
+            save()
+        if args.real_held_outs != []:
+            tables["lorso"].append(protocols.leave_one_real_source_out(recipe, bank, out / "checkpoints",
+                                                                      n_boot=args.n_boot, seed=cfg.seed,
+                                                                      held_outs=args.real_held_outs).assign(kind=kind))
         timings[recipe.name] = round(time.perf_counter() - start, 1)
         save()
         print(f"{recipe.name}: {timings[recipe.name]:.0f}s", flush=True)

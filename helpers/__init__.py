@@ -6,4 +6,4 @@ manifest scan), ``splits`` (leakage-free splits), ``pipeline`` (tf.data), ``sour
 ``train``, ``evaluate``, ``plots``, ``explain``, ``embed``, ``reproduce``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -15,6 +15,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_ENV = "FAKEFACE_DATA"
 WEIGHTS_ENV = "FAKEFACE_WEIGHTS"
+RUNS_ENV = "FAKEFACE_RUNS"
+FIGURES_ENV = "FAKEFACE_FIGURES"
+DOWNLOADS_ENV = "FAKEFACE_DOWNLOADS"
 
 GET_DATA_HELP = (
     "Put a face folder laid out <label>/<source>/<file> (label is 'real' or 'fake') at one of "
@@ -61,6 +64,26 @@ def resolve_data_root(explicit: str | os.PathLike | None = None, repo_root: Path
     raise DataNotFoundError("No face data found. Looked at:\n" + "\n".join(tried) + "\n" + GET_DATA_HELP)
 
 
+def default_runs_root() -> Path:
+    """Where run folders live when no ``runs_root`` is given: ``$FAKEFACE_RUNS`` or ``runs/``."""
+    return Path(os.environ.get(RUNS_ENV) or REPO_ROOT / "runs").expanduser()
+
+
+def default_figures_dir() -> Path:
+    """Where report figures go when no ``figures_dir`` is given: ``$FAKEFACE_FIGURES`` or ``figures/``."""
+    return Path(os.environ.get(FIGURES_ENV) or REPO_ROOT / "figures").expanduser()
+
+
+def default_collect_root() -> Path:
+    """Where fetched sources are written when no folder is given: ``$FAKEFACE_DATA`` or ``data/faces``."""
+    return Path(os.environ.get(DATA_ENV) or REPO_ROOT / "data" / "faces").expanduser()
+
+
+def default_downloads_dir() -> Path:
+    """Where downloaded archives are cached: ``$FAKEFACE_DOWNLOADS`` or ``data/downloads``."""
+    return Path(os.environ.get(DOWNLOADS_ENV) or REPO_ROOT / "data" / "downloads").expanduser()
+
+
 def weights_search_dirs(repo_root: Path = REPO_ROOT) -> list[Path]:
     """Folders searched for offline Keras weight files: ``$FAKEFACE_WEIGHTS``, Keras cache, shared."""
     dirs = []
@@ -87,8 +110,8 @@ class RunConfig:
 
     run_name: str = "dev"
     data_root: Path | None = None
-    figures_dir: Path = field(default_factory=lambda: REPO_ROOT / "figures")
-    runs_root: Path = field(default_factory=lambda: REPO_ROOT / "runs")
+    figures_dir: Path = field(default_factory=default_figures_dir)
+    runs_root: Path = field(default_factory=default_runs_root)
     image_size: int = 180
     seed: int = 42
     limit_per_source: int | None = None
@@ -122,7 +145,8 @@ class RunConfig:
 def make_config(run_name: str = "dev", data_root: str | None = None, figures_dir: str | None = None,
                 runs_root: str | None = None, image_size: int = 180, seed: int = 42,
                 limit_per_source: int | None = None) -> RunConfig:
-    """Build a :class:`RunConfig` from notebook parameters (relative paths are from the repo root)."""
+    """Build a :class:`RunConfig` from notebook parameters (relative paths are from the repo root;
+    ``None`` means ``$FAKEFACE_FIGURES`` / ``$FAKEFACE_RUNS`` or the repository's folder)."""
     def _abs(p: str | None, default: Path) -> Path:
         if not p:
             return default
@@ -132,8 +156,8 @@ def make_config(run_name: str = "dev", data_root: str | None = None, figures_dir
     return RunConfig(
         run_name=run_name,
         data_root=resolve_data_root(data_root),
-        figures_dir=_abs(figures_dir, REPO_ROOT / "figures"),
-        runs_root=_abs(runs_root, REPO_ROOT / "runs"),
+        figures_dir=_abs(figures_dir, default_figures_dir()),
+        runs_root=_abs(runs_root, default_runs_root()),
         image_size=image_size,
         seed=seed,
         limit_per_source=limit_per_source,
@@ -170,7 +194,7 @@ def load_run_config(run_name: str, runs_root: str | None = None, figures_dir: st
     """The :class:`RunConfig` recorded by notebook 01 for ``run_name`` (run notebook 01 first)."""
     import json
 
-    root = Path(runs_root) if runs_root else REPO_ROOT / "runs"
+    root = Path(runs_root).expanduser() if runs_root else default_runs_root()
     root = root if root.is_absolute() else REPO_ROOT / root
     record_path = root / run_name / "run_config.json"
     if not record_path.is_file():

@@ -156,7 +156,8 @@ def report_head(x, dropout: float = 0.2, l2: float = 1e-4, dense_units: tuple[in
         x = layers.Dense(units, activation="relu", kernel_regularizer=keras.regularizers.L2(l2),
                          kernel_initializer=keras.initializers.GlorotUniform(seed=seed + i), name=f"dense_{i}")(x)
         x = layers.Dropout(dropout, seed=seed, name=f"dropout_{i}")(x)
-    return layers.Dense(1, activation="sigmoid", kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+    return layers.Dense(1, activation="sigmoid", dtype="float32",  # float32 output under mixed precision
+                        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
                         name="prediction")(x)
 
 
@@ -164,7 +165,8 @@ def resnet_head(x, hidden_units: int = 512, seed: int = 42):
     """The report's ResNet50 head: Dense 512 ReLU, sigmoid (seeded initial weights)."""
     x = layers.Dense(hidden_units, activation="relu", kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 1),
                      name="dense_1")(x)
-    return layers.Dense(1, activation="sigmoid", kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+    return layers.Dense(1, activation="sigmoid", dtype="float32",  # float32 output under mixed precision
+                        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
                         name="prediction")(x)
 
 
@@ -227,7 +229,7 @@ def build_custom_cnn(image_size: int = 180, dropout: float = 0.25, augment: bool
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dropout(dropout, seed=seed, name="dropout_1")(x)
     x = layers.Dense(64, activation="relu", name="dense_1")(x)
-    outputs = layers.Dense(1, activation="sigmoid", name="prediction")(x)
+    outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="prediction")(x)
     return keras.Model(inputs, outputs, name="custom_cnn_detector"), WeightsInfo("custom_cnn", "scratch")
 
 

@@ -2,7 +2,7 @@
 
 Decoding and resizing run in parallel through :func:`helpers.data.load_image` (Pillow
 releases the GIL while it decodes), decoded images are cached in memory after the first
-pass, and batches are prefetched. Models receive uint8-range float images of shape
+pass (as uint8), and batches are prefetched. Models receive uint8-range float images of shape
 ``(size, size, 3)``; each model does its own preprocessing.
 """
 
@@ -56,15 +56,17 @@ def make_dataset(frame: pd.DataFrame, root: str | Path, image_size: int, batch_s
     def load(path: tf.Tensor, label: tf.Tensor):
         image = tf.numpy_function(decode, [path], tf.uint8, stateful=False)
         image.set_shape((image_size, image_size, 3))
-        return tf.cast(image, tf.float32), label
+        return image, label
 
     dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache:
-        dataset = dataset.cache()
+        dataset = dataset.cache()  # uint8: a quarter of the memory of cached float32 images
     if shuffle:
         dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y),
+                                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def split_datasets(split_frame: pd.DataFrame, root: str | Path, image_size: int,

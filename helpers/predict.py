@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers.config import REPO_ROOT
+from helpers import config
 from helpers.data import DEFAULT_DECODE_BUDGET, DecodeBudget, load_image, path_text, resize_square
 
-RUNS_ENV = "FAKEFACE_RUNS"
 MIN_VAL_IMAGES = 50  # a validation AUC on fewer images (e.g. the smoke profile) is too noisy to rank by
 MIN_SIDE_FOR_VERDICT = 32  # smaller images get a reason, not a verdict
 MAX_DECODE_THREADS = 4
@@ -45,8 +44,8 @@ def has_odd_name(path: str | os.PathLike) -> bool:
 
 
 def runs_root() -> Path:
-    """``$FAKEFACE_RUNS`` or ``runs/`` in the repository."""
-    return Path(os.environ.get(RUNS_ENV, REPO_ROOT / "runs"))
+    """``$FAKEFACE_RUNS`` or ``runs/`` in the repository (:func:`helpers.config.default_runs_root`)."""
+    return config.default_runs_root()
 
 
 def metrics_for(model_path: str | Path) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from helpers import config
 from helpers.config import REPO_ROOT
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
@@ -104,7 +105,7 @@ def reproduce(profile_name: str, run_name: str | None = None, runs_root: Path | 
 
     profile = load_profile(profile_name)
     run_name = run_name or profile.get("run_name", Path(profile_name).stem)
-    runs_root = Path(runs_root or REPO_ROOT / "runs").resolve()
+    runs_root = Path(runs_root or config.default_runs_root()).resolve()
     run_dir = runs_root / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     # The kernel spec runs "python": make that this interpreter (the one with the package).
@@ -116,7 +117,8 @@ def reproduce(profile_name: str, run_name: str | None = None, runs_root: Path | 
     for notebook in notebooks:
         source = NOTEBOOKS_DIR / f"{notebook}.ipynb"
         output = run_dir / "notebooks" / f"{notebook}.ipynb"
-        params = notebook_parameters(profile, notebook, run_name, runs_root, overrides)
+        params = notebook_parameters(profile, notebook, run_name, runs_root,
+                                     {"profile": profile_name, **(overrides or {})})
         declared = set(pm.inspect_notebook(str(source)))
         params = {k: v for k, v in params.items() if k in declared}
         print(f"[reproduce] {notebook} ...", flush=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from helpers import config
 from helpers.config import REPO_ROOT
 from helpers.data import file_digest
 from helpers.download import ChecksumError, download, import_images, safe_extract
@@ -31,6 +32,7 @@ from helpers.download import ChecksumError, download, import_images, safe_extrac
 REGISTRY = REPO_ROOT / "data" / "sources.yml"
 PINS_DIR = REPO_ROOT / "data"
 MIRROR_ENV = "FAKEFACE_MIRROR"
+GITHUB_ENV = "FAKEFACE_GITHUB"  # base URL of GitHub archives: a mirror or proxy; default https://github.com
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
@@ -69,7 +71,8 @@ class Source:
     @property
     def archive_url(self) -> str | None:
         if self.kind == "github":
-            return f"https://github.com/{self.repo}/archive/{self.ref}.zip"
+            base = (os.environ.get(GITHUB_ENV) or "https://github.com").rstrip("/")
+            return f"{base}/{self.repo}/archive/{self.ref}.zip"
         return self.url
 
 
@@ -114,6 +117,58 @@ def load_registry(path: str | os.PathLike = REGISTRY) -> dict[str, Source]:
         extra = {k: v for k, v in entry.items() if k not in known}
         sources[entry["name"]] = Source(**{k: v for k, v in entry.items() if k in known}, extra=extra)
     return sources
+
+
+def default_sample(path: str | os.PathLike = REGISTRY) -> list[str]:
+    """The registry's ``sample:`` list: the pinned sources that make the lab's face sample."""
+    return list(yaml.safe_load(Path(path).read_text()).get("sample") or [])
+
+
+def unreachable_reason(url: str, timeout: float = 5.0) -> str | None:
+    """Why ``url``'s server cannot be reached from here (``None`` when a TCP connection opens)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"{parts.hostname}:{port} cannot be reached ({exc})"
+
+
+def ensure_face_data(fetch_sources: list[str], data_root: str | os.PathLike | None = None,
+                     collect_root: str | os.PathLike | None = None, mirror: str | os.PathLike | None = None,
+                     registry_path: str | os.PathLike = REGISTRY, fetch_when_missing: bool = True,
+                     progress: bool = True) -> pd.DataFrame | None:
+    """Notebook 01's data step: fetch ``fetch_sources``; with none named and no face data found,
+    fetch the registry's default sample (when online or a mirror is set) into ``collect_root``
+    (default ``$FAKEFACE_DATA`` or ``data/faces``). Returns what was fetched, or ``None``.
+
+    Offline with no data and no mirror, or with ``fetch_when_missing=False``, the loader's
+    :class:`~helpers.config.DataNotFoundError` (every place looked at) is raised, with the reason
+    the sample could not be fetched.
+    """
+    registry = load_registry(registry_path)
+    collect = Path(collect_root).expanduser() if collect_root else config.default_collect_root()
+    collect = collect if collect.is_absolute() else REPO_ROOT / collect
+    if fetch_sources:
+        return fetch_many(list(fetch_sources), collect, mirror=mirror, registry=registry, progress=progress)
+    try:
+        print("face data:", config.resolve_data_root(data_root))
+        return None
+    except config.DataNotFoundError as missing:
+        names = default_sample(registry_path)
+        if not fetch_when_missing or data_root or not names:
+            raise
+        mirror = mirror or os.environ.get(MIRROR_ENV)
+        reason = None if mirror else unreachable_reason(registry[names[0]].archive_url)
+        if reason:
+            raise config.DataNotFoundError(f"{missing}\nThe default sample could not be fetched: {reason}.") \
+                from missing
+        print(f"No face data found: fetching the registry's default sample ({len(names)} sources) into {collect}")
+        return fetch_many(names, collect, mirror=mirror, registry=registry, progress=progress)
 
 
 def registry_table(sources: dict[str, Source]) -> pd.DataFrame:
@@ -220,7 +275,7 @@ def fetch_source(source: Source, root: str | os.PathLike, mirror: str | os.PathL
         if missing:
             raise ChecksumError(f"{source.name}: {missing} pinned files are missing or changed in {origin}")
     else:
-        cache = Path(cache_dir or REPO_ROOT / "data" / "downloads")
+        cache = Path(cache_dir) if cache_dir else config.default_downloads_dir()
         base, chosen, skipped = _fetch_archive(source, cache, mirror, progress)
         origin = source.archive_url
     try:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import cli, export, models, predict
+from helpers import cli, config, export, models, predict
 from helpers.data import load_image
 
 
@@ -29,7 +29,7 @@ def mixed_folder(tmp_path, shared_faces):
 
 
 def test_predict_folder_counts_errors_and_exit_codes(trained_run, mixed_folder, monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv(predict.RUNS_ENV, str(trained_run))
+    monkeypatch.setenv(config.RUNS_ENV, str(trained_run))
     out = tmp_path / "results.csv"
     code = cli.main(["predict", str(mixed_folder), "--out", str(out), "--quiet"])
     results = pd.read_csv(out, keep_default_na=False)
@@ -49,7 +49,7 @@ def test_predict_folder_counts_errors_and_exit_codes(trained_run, mixed_folder, 
 
 
 def test_no_model_gives_its_own_exit_code(tmp_path, monkeypatch, mixed_folder, capsys):
-    monkeypatch.setenv(predict.RUNS_ENV, str(tmp_path / "empty"))
+    monkeypatch.setenv(config.RUNS_ENV, str(tmp_path / "empty"))
     assert cli.main(["predict", str(mixed_folder), "--quiet"]) == cli.EXIT_NO_MODEL
     assert "make smoke" in capsys.readouterr().err
     assert cli.main(["predict", str(mixed_folder), "--model", str(tmp_path / "nope.keras")]) == cli.EXIT_NO_MODEL
@@ -85,7 +85,7 @@ def test_export_matches_keras_scores_and_writes_a_card(trained_run, shared_faces
 
 
 def test_cli_export_and_models_listing(trained_run, monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv(predict.RUNS_ENV, str(trained_run))
+    monkeypatch.setenv(config.RUNS_ENV, str(trained_run))
     assert cli.main(["models"]) == cli.EXIT_OK
     assert "MobileNetV2 demo" in capsys.readouterr().out
     assert cli.main(["export", "--format", "tflite", "--out", str(tmp_path / "e"), "--n-samples", "2"]) == 0
@@ -96,7 +96,7 @@ def test_cli_export_and_models_listing(trained_run, monkeypatch, tmp_path, capsy
 def test_predict_faces_one_row_per_face_and_no_face_reported(trained_run, mixed_folder, monkeypatch, tmp_path):
     from PIL import Image
 
-    monkeypatch.setenv(predict.RUNS_ENV, str(trained_run))
+    monkeypatch.setenv(config.RUNS_ENV, str(trained_run))
     Image.fromarray(np.full((120, 160, 3), 90, np.uint8)).save(mixed_folder / "wall.png")
     out = tmp_path / "faces.csv"
     assert cli.main(["predict", str(mixed_folder), "--faces", "--out", str(out), "--quiet"]) == cli.EXIT_SOME_FAILED
@@ -143,7 +143,7 @@ def _odd_named_folder(tmp_path, shared_faces):
 @pytest.mark.parametrize("output", ["csv", "json", "stdout"])
 def test_a_name_that_is_not_utf8_never_sinks_the_batch(trained_run, shared_faces, tmp_path, monkeypatch, capsys,
                                                         output):
-    monkeypatch.setenv(predict.RUNS_ENV, str(trained_run))
+    monkeypatch.setenv(config.RUNS_ENV, str(trained_run))
     folder = _odd_named_folder(tmp_path, shared_faces)
     args = ["predict", str(folder), "--quiet"] + ([] if output == "stdout" else ["--out", str(tmp_path / f"r.{output}")])
     code = cli.main(args)
@@ -162,7 +162,7 @@ def test_a_name_that_is_not_utf8_never_sinks_the_batch(trained_run, shared_faces
 
 
 def test_labels_are_the_score_against_the_threshold_row_by_row(trained_run, mixed_folder, monkeypatch, tmp_path):
-    monkeypatch.setenv(predict.RUNS_ENV, str(trained_run))
+    monkeypatch.setenv(config.RUNS_ENV, str(trained_run))
     out = tmp_path / "r.csv"
     cli.main(["predict", str(mixed_folder), "--out", str(out), "--quiet"])
     scored = pd.read_csv(out, keep_default_na=False).query("error == ''")
@@ -220,14 +220,14 @@ def test_a_tampered_export_fails_its_parity_check_with_exit_4(trained_run, monke
         return loaded
 
     monkeypatch.setattr(predict.Predictor, "load", staticmethod(load_then_tamper))
-    monkeypatch.setenv(predict.RUNS_ENV, str(trained_run))
+    monkeypatch.setenv(config.RUNS_ENV, str(trained_run))
     code = cli.main(["export", "--format", "tflite", "--out", str(tmp_path / "e"), "--n-samples", "2"])
     assert code == 4 and "differs from the Keras model" in capsys.readouterr().err
     assert not (tmp_path / "e" / "mobilenetv2_finetune.tflite").exists()  # a failed export is removed
 
 
 def test_models_validated_on_few_images_are_flagged_where_used(trained_run, monkeypatch, mixed_folder, capsys):
-    monkeypatch.setenv(predict.RUNS_ENV, str(trained_run))
+    monkeypatch.setenv(config.RUNS_ENV, str(trained_run))
     loaded = predict.Predictor.load(trained_run / "demo" / "models" / "mobilenetv2_finetune.keras")
     assert any("validated on only 20 images" in w for w in loaded.warnings)
     cli.main(["predict", str(mixed_folder / "real_ffhq"), "--quiet"])

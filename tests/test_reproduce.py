@@ -7,7 +7,8 @@ import nbformat
 import papermill as pm
 import pytest
 
-from helpers import reproduce
+import helpers
+from helpers import colab, reproduce
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
@@ -42,9 +43,12 @@ def test_notebooks_are_clean_and_follow_the_template(path):
     nb = nbformat.read(path, as_version=4)
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
     assert "colab-badge" in nb.cells[0].source
-    assert "google.colab" in nb.cells[1].source
+    assert "parameters" in nb.cells[1].metadata.get("tags", [])
+    assert nb.cells[2].source == colab.setup_cell(path.stem), "run `python -m helpers.colab --write`"
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
+    assert {"profile", "use_drive", "prepare_missing", "run_name", "runs_root"} <= \
+        set(pm.inspect_notebook(str(path)))
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert not cell.outputs and cell.execution_count is None
@@ -77,3 +81,15 @@ def test_summary_formatting(tmp_path):
     text = reproduce.format_summary({"run": "r", "profile": "p", "total_seconds": 10,
                                      "notebooks": {"01": 10}, "headline": headline})
     assert "test AUC 0.900 [0.800, 0.950]" in text
+
+
+def test_the_setup_cell_pins_this_release_of_this_repository():
+    assert f"v{helpers.__version__}" == colab.RELEASE
+    pyproject = (reproduce.NOTEBOOKS_DIR.parent / "pyproject.toml").read_text()
+    assert f'version = "{helpers.__version__}"' in pyproject
+    for path in NOTEBOOKS:
+        cell = nbformat.read(path, as_version=4).cells[2].source
+        assert f'"{colab.REPOSITORY}", "{colab.RELEASE}"' in cell and '"--branch", RELEASE' in cell
+        assert "-c\", \"/tmp/keep.txt\"" in cell  # Colab's TensorFlow/Keras/NumPy are kept
+    assert 'CHECKOUT + "[annotate]"' in colab.setup_cell("02_annotation")
+    assert 'CHECKOUT + ""' in colab.setup_cell("05_evaluation")

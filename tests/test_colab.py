@@ -1,0 +1,163 @@
+"""Colab: the setup cell's logic, data on first use, and notebooks opened alone on a fresh runtime.
+
+A fresh Colab runtime is simulated: ``$FAKEFACE_COLAB=1``, an empty folder standing in for Google
+Drive, no face data anywhere the loader looks, and the registry's GitHub archives served from
+127.0.0.1 (built from the lab's face sample, so the real pins must match).
+"""
+
+import io
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from servers import FileServer, free_port
+
+from helpers import colab, config, reproduce, sources
+
+SMOKE = reproduce.load_profile("smoke")
+
+
+def test_each_notebook_needs_what_the_earlier_ones_write(tmp_path):
+    run = tmp_path / "run"
+    assert colab.missing_inputs("01_data_collection", {}, run) == {}
+    assert colab.missing_inputs("02_annotation", {}, run) == {"01_data_collection": ["run_config.json", "split.csv"]}
+    assert colab.missing_inputs("03_train_mobilenetv2", {"input_kind": "face"}, run) == {
+        "01_data_collection": ["run_config.json", "split.csv"], "02_annotation": ["faces"]}
+    keys = ["mobilenetv2_head", "resnet50_finetune"]
+    assert colab.missing_inputs("05_evaluation", {"model_keys": keys}, run) == {
+        "01_data_collection": ["run_config.json", "split.csv"],
+        "03_train_mobilenetv2": ["models/mobilenetv2_head.keras"], "04_train_resnet50": ["models/resnet50_finetune.keras"]}
+    for path in ("run_config.json", "split.csv", "models/mobilenetv2_head.keras"):
+        (run / path).parent.mkdir(parents=True, exist_ok=True)
+        (run / path).write_text("x")
+    assert colab.missing_inputs("05_evaluation", {"model_keys": keys}, run) == {
+        "04_train_resnet50": ["models/resnet50_finetune.keras"]}
+    assert colab.missing_inputs("07_embeddings_umap_hdbscan", {"model_key": "mobilenetv2_head"}, run) == {
+        "05_evaluation": ["metrics/mobilenetv2_head_metrics.json"]}
+    with pytest.raises(KeyError, match="no notebook"):
+        colab.producer_of("models/vgg16.keras")
+
+
+def test_setup_elsewhere_changes_nothing_and_names_the_missing_notebooks(tmp_path, monkeypatch, capsys):
+    for name in (colab.COLAB_ENV, config.RUNS_ENV, config.DATA_ENV, config.FIGURES_ENV):
+        monkeypatch.delenv(name, raising=False)
+    before = dict(os.environ)
+    session = colab.setup("06_feature_maps_and_heatmaps", {"run_name": "r", "runs_root": str(tmp_path)})
+    assert not session.on_colab and session.prepared == [] and dict(os.environ) == before
+    assert session.missing == {"01_data_collection": ["run_config.json", "split.csv"],
+                               "03_train_mobilenetv2": ["models/mobilenetv2_finetune.keras"],
+                               "05_evaluation": ["metrics/mobilenetv2_finetune_metrics.json"]}
+    out = capsys.readouterr().out
+    assert "run notebook 03_train_mobilenetv2 first" in out and "prepare_missing=True" in out
+
+
+def test_config_honours_the_run_and_figure_folders_of_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(config.RUNS_ENV, str(tmp_path / "drive-runs"))
+    monkeypatch.setenv(config.FIGURES_ENV, str(tmp_path / "drive-figures"))
+    monkeypatch.setenv(config.DATA_ENV, str(tmp_path / "drive-data"))
+    assert config.default_runs_root() == tmp_path / "drive-runs"
+    assert config.default_collect_root() == tmp_path / "drive-data"
+    cfg = config.RunConfig(run_name="r")
+    assert cfg.run_dir == tmp_path / "drive-runs" / "r" and cfg.figures_dir == tmp_path / "drive-figures"
+    with pytest.raises(FileNotFoundError, match="drive-runs"):
+        config.load_run_config("r")
+
+
+def test_no_data_and_offline_keeps_the_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv(config.DATA_ENV, str(tmp_path / "empty"))
+    monkeypatch.setenv(sources.GITHUB_ENV, f"http://127.0.0.1:{free_port()}")
+    monkeypatch.delenv(sources.MIRROR_ENV, raising=False)
+    with pytest.raises(config.DataNotFoundError) as err:
+        sources.ensure_face_data([], progress=False)
+    assert "Looked at" in str(err.value) and "default sample could not be fetched" in str(err.value)
+    assert "cannot be reached" in str(err.value) and not (tmp_path / "empty").exists()
+    with pytest.raises(config.DataNotFoundError, match="Looked at"):
+        sources.ensure_face_data([], fetch_when_missing=False)
+
+
+def _sample_archives(faces: Path) -> dict[str, bytes]:
+    """The registry's default-sample archives as GitHub would serve them, from the lab's face sample."""
+    registry = sources.load_registry()
+    members: dict[str, dict[str, Path]] = {}
+    for name in sources.default_sample():
+        source = registry[name]
+        top = f"{source.repo.split('/')[1]}-{source.ref}"
+        pattern = source.include[0].replace("*", top, 1)
+        url_path = f"/{source.repo}/archive/{source.ref}.zip"
+        for path in sorted((faces / source.label / source.folder).iterdir()):
+            original = path.name.split("_", 1)[1]  # imported files are named <sha8>_<original name>
+            members.setdefault(url_path, {})[pattern[:-1] + original] = path
+    archives = {}
+    for url_path, files in members.items():
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
+            for member, path in files.items():
+                zf.write(path, member)
+        archives[url_path] = buffer.getvalue()
+    return archives
+
+
+@pytest.fixture(scope="module")
+def fresh_runtime(shared_faces, tmp_path_factory):
+    """A simulated fresh Colab runtime whose notebook 01 ran with its default parameters."""
+    drive = tmp_path_factory.mktemp("drive")
+    patch = pytest.MonkeyPatch()
+    for name in (config.RUNS_ENV, config.DATA_ENV, config.FIGURES_ENV, sources.MIRROR_ENV):
+        patch.delenv(name, raising=False)
+    patch.setenv(colab.COLAB_ENV, "1")
+    patch.setenv(colab.DRIVE_ENV, str(drive))
+    patch.setenv(config.DOWNLOADS_ENV, str(tmp_path_factory.mktemp("downloads")))
+    patch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    archives = _sample_archives(shared_faces)
+    with FileServer(archives) as server:
+        patch.setenv(sources.GITHUB_ENV, server.url)
+        output = drive / "executed" / "01_data_collection.ipynb"
+        reproduce.run_notebook(reproduce.NOTEBOOKS_DIR / "01_data_collection.ipynb", output, {})
+        requested = sorted({r["path"] for r in server.requests})
+    yield drive / "fakeface-lab", requested
+    patch.undo()
+
+
+@pytest.mark.integration
+def test_notebook_01_with_its_defaults_fetches_the_sample_onto_drive(fresh_runtime, shared_faces):
+    home, requested = fresh_runtime
+    faces = home / "data" / "faces"
+    registry = sources.load_registry()
+    for name in sources.default_sample():
+        check = sources.check_pins(registry[name], faces / registry[name].label / registry[name].folder)
+        assert check["missing"] == 0 and check["unexpected"] == 0, check
+    run = home / "runs" / "dev"
+    assert config.load_run_config("dev", str(home / "runs")).data_root == faces.resolve()
+    split = pd.read_csv(run / "split.csv", keep_default_na=False)
+    assert len(split) == sum(1 for p in shared_faces.rglob("*") if p.suffix.lower() in sources.IMAGE_SUFFIXES)
+    assert set(split.source) == {registry[n].folder for n in sources.default_sample()}
+    assert (home / "figures" / "01_data_card.png").is_file()
+    assert requested == sorted({f"/{registry[n].repo}/archive/{registry[n].ref}.zip" for n in sources.default_sample()})
+    provenance = pd.read_csv(faces / "provenance.csv", keep_default_na=False)
+    assert provenance.origin.str.startswith("http://127.0.0.1:").all() and (provenance.status != "rejected").all()
+
+
+@pytest.mark.integration
+def test_notebook_05_opened_alone_prepares_what_it_needs(fresh_runtime):
+    home, _ = fresh_runtime
+    params = {"run_name": "colab-smoke", "profile": "smoke", **SMOKE["notebooks"]["05_evaluation"]}
+    output = home / "executed" / "05_evaluation.ipynb"
+    reproduce.run_notebook(reproduce.NOTEBOOKS_DIR / "05_evaluation.ipynb", output, params,
+                           timeout=SMOKE["cell_timeout"])
+    run = home / "runs" / "colab-smoke"
+    prepared = sorted(p.stem for p in (run / "notebooks").glob("*.ipynb"))
+    assert prepared == ["01_data_collection", "03_train_mobilenetv2", "04_train_resnet50"]  # 02 is not needed
+    assert json_of(run / "run_config.json")["limit_per_source"] == SMOKE["notebooks"]["01_data_collection"][
+        "limit_per_source"], "the earlier notebooks ran with the same profile"
+    table = pd.read_csv(run / "tables" / "table5_model_comparison.csv")
+    assert len(table) == 4
+    assert "[prepare] 04_train_resnet50 done" in output.read_text()
+
+
+def json_of(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text())
