@@ -161,3 +161,25 @@ def json_of(path: Path) -> dict:
     import json
 
     return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("arch", ["mobilenetv2", "resnet50", "custom_cnn"])
+def test_detectors_answer_in_float32_under_mixed_precision(arch):
+    """On a GPU the setup cell turns on mixed float16: every detector's sigmoid must stay float32
+    (float16 saturates near 0 and 1, which would break thresholds and AUCs)."""
+    import keras
+    import numpy as np
+
+    from helpers import models
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model, _ = models.build_detector(arch, image_size=32, augment=False, **({} if arch == "custom_cnn" else
+                                                                                {"weights": None}))
+        head = models.build_head("resnet50" if arch == "resnet50" else "mobilenetv2")
+        output = model(np.zeros((2, 32, 32, 3), "float32"))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert keras.backend.standardize_dtype(output.dtype) == "float32"
+    assert keras.backend.standardize_dtype(head.outputs[0].dtype) == "float32"
+    assert any(layer.compute_dtype == "float16" for layer in model.layers), "mixed precision was on"
