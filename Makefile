@@ -4,7 +4,7 @@ VENV ?= .venv
 PY ?= $(VENV)/bin/python
 PROFILE ?= sample
 
-.PHONY: install test reproduce smoke app lab lint strip-notebooks clean-runs mutation
+.PHONY: install test reproduce smoke book app lab lint strip-notebooks clean-runs mutation
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ mutation: install
 
 smoke: install
 	$(PY) -m helpers.reproduce --profile smoke
+
+## The results book of a run: its executed notebooks, tables and metrics as a static site (offline)
+RUN ?= sample
+book: install
+	$(PY) -m helpers.book --run $(RUN)
 
 ## The web app on http://127.0.0.1:8501 (models from runs/); only this machine can reach it.
 ## To serve it to your network on purpose: make app APP_ADDRESS=0.0.0.0

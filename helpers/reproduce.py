@@ -98,6 +98,24 @@ def headline_metrics(run_dir: Path) -> dict:
     return headlines
 
 
+def environment_versions() -> dict:
+    """The versions the numbers of a run came from (printed by the results book)."""
+    import platform
+    from importlib import metadata
+
+    from helpers import __version__
+
+    versions = {"fakeface-lab": __version__, "python": platform.python_version(), "platform": platform.platform(),
+                "cpu_count": os.cpu_count()}
+    for dist in ("tensorflow", "tensorflow-cpu", "keras", "numpy", "pandas", "scikit-learn", "umap-learn", "hdbscan",
+                 "papermill"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
 def reproduce(profile_name: str, run_name: str | None = None, runs_root: Path | None = None,
               only: list[str] | None = None, overrides: dict | None = None) -> dict:
     """Run the profile's notebooks in order; return (and save) the run summary."""
@@ -127,6 +145,7 @@ def reproduce(profile_name: str, run_name: str | None = None, runs_root: Path | 
         print(f"[reproduce] {notebook} done in {seconds:.0f}s", flush=True)
     summary = dict(profile=profile_name, run=run_name, run_dir=str(run_dir),
                    total_seconds=round(time.perf_counter() - started, 1),
+                   finished=time.strftime("%Y-%m-%d %H:%M %Z"), environment=environment_versions(),
                    notebooks={t.notebook: round(t.seconds, 1) for t in timings},
                    headline=headline_metrics(run_dir))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import data, reproduce, splits
+from helpers import book, data, reproduce, splits
 
 pytestmark = pytest.mark.integration
 
@@ -86,6 +86,23 @@ def test_smoke_profile_runs_every_notebook(shared_faces, tmp_path):
     assert {"glasses", "gender", "expression", "crop_path"} <= set(annotations.columns)
     assert (run_dir / "split.csv").is_file() and (run_dir / "summary.json").is_file()
     assert summary["headline"]["MobileNetV2 fine-tuned"]["weights"] == "local"
+    _check_book(run_dir, summary)
+
+
+def _check_book(run_dir, summary):
+    """The results book of the smoke run: a page per executed notebook, every table and metric rendered."""
+    index = book.build_book(run_dir)
+    assert {p.stem for p in index.parent.glob("0*.html")} == set(summary["notebooks"])
+    for stem in summary["notebooks"]:
+        assert f'href="{stem}.html"' in index.read_text()
+        assert (index.parent / f"{stem}.html").stat().st_size > 20_000, stem  # code, outputs and figures
+    tables = (index.parent / "tables.html").read_text()
+    for path in (run_dir / "tables").glob("*.csv"):
+        rows = len(pd.read_csv(path))
+        assert f'id="{path.stem}"' in tables and f"{rows} rows" in tables.split(f'id="{path.stem}"')[1][:300], path
+    metrics = (index.parent / "metrics.html").read_text()
+    assert all(p.name in metrics for p in (run_dir / "metrics").glob("*_metrics.json"))
+    assert summary["environment"]["keras"] in index.read_text()
 
 
 def test_the_face_sample_matches_the_registry_pins(shared_faces):
