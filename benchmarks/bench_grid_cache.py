@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from helpers import config, data, features, models, splits, train  # noqa: E402
+from helpers import config, data, features, grid, models, splits  # noqa: E402
 
 
 def _split(per_source: int, seed: int):
@@ -38,7 +38,7 @@ def _split(per_source: int, seed: int):
 
 
 def grid_benchmark(root, train_frame, val_frame, size: int, epochs: int, seed: int) -> dict:
-    grid = {"learning_rate": [1e-4, 5e-4, 1e-3], "dropout": [0.05, 0.1, 0.2]}
+    points = {"learning_rate": [1e-4, 5e-4, 1e-3], "dropout": [0.05, 0.1, 0.2]}
 
     def build(point):
         return models.build_mobilenetv2(image_size=size, dropout=point["dropout"], augment=False, seed=seed)[0]
@@ -47,7 +47,7 @@ def grid_benchmark(root, train_frame, val_frame, size: int, epochs: int, seed: i
     with tempfile.TemporaryDirectory() as tmp:
         for method in ("cached", "naive"):
             start = time.perf_counter()
-            table = train.grid_table(method, build, grid, train_frame, val_frame, root, size, f"{tmp}/{method}",
+            table = grid.grid_table(method, build, points, train_frame, val_frame, root, size, f"{tmp}/{method}",
                                      f"table3_{method}", 32, epochs, cache_dir=f"{tmp}/features", seed=seed,
                                      build_head=lambda p: models.build_head("mobilenetv2", dropout=p["dropout"],
                                                                             seed=seed))

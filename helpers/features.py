@@ -122,33 +122,3 @@ def cached_dataset(cache: dict[str, np.ndarray], batch_size: int = 32, shuffle: 
         def pick(plain, mirrored, label):
             return plain, label
     return dataset.map(pick).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def cached_grid_search(build_model, grid: dict[str, list], train_frame: pd.DataFrame, val_frame: pd.DataFrame,
-                       root: str | Path, image_size: int, out_dir: str | Path, name: str, batch_size: int = 32,
-                       default_epochs: int = 3, cache_dir: str | Path | None = None, seed: int = 42,
-                       preprocessing: str = "none", build_head=None) -> pd.DataFrame:
-    """:func:`helpers.train.grid_search` on cached features: same table, same selection rule.
-
-    ``build_model(point)`` returns a fresh detector whose backbone is frozen (its weights must not
-    depend on the point) and, for a like-for-like grid, no augmentation. Features of the training
-    and validation rows are extracted once; each grid point then trains only its head, from the
-    same random state and in the same batch order as the naive path. The table gains
-    ``feature_seconds`` (the one-off extraction, 0 when read from ``cache_dir``). With
-    ``build_head(point)`` (e.g. :func:`helpers.models.build_head`), points skip building the
-    backbone: heads are seeded per layer, so they start from the same weights either way.
-    """
-    from helpers.train import grid_search
-
-    keras.backend.clear_session()
-    probe = build_model({k: v[0] for k, v in grid.items()})
-    keras.utils.set_random_seed(seed)  # as the naive path does before making its datasets
-    train_cache = extract_features(probe, train_frame, root, image_size, batch_size, False, preprocessing, cache_dir)
-    val_cache = extract_features(probe, val_frame, root, image_size, batch_size, False, preprocessing, cache_dir)
-    train_ds = cached_dataset(train_cache, batch_size, shuffle=True, seed=seed)
-    val_ds = cached_dataset(val_cache, batch_size)
-    make_head = build_head or (lambda point: head_model(build_model(point)))
-    table = grid_search(make_head, grid, train_ds, val_ds, out_dir, name, default_epochs=default_epochs, seed=seed)
-    table["feature_seconds"] = round(float(train_cache["seconds"] + val_cache["seconds"]), 1)
-    table.to_csv(Path(out_dir) / f"{name}.csv", index=False)
-    return table

@@ -72,6 +72,13 @@ class Bank(Protocol):
     def score(self, trained, split: str, variant: str = "clean") -> np.ndarray: ...
 
 
+def _head_scores(head: keras.Model, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """P(fake) from a head on feature vectors, called directly (no ``predict`` function to trace)."""
+    parts = [np.asarray(head(features[i:i + batch_size], training=False)).reshape(-1)
+             for i in range(0, len(features), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
 @dataclass
 class FeatureBank:
     """Backbone features of one split at one size: ``arrays[split][variant]`` aligned with ``frames[split]``."""
@@ -80,6 +87,7 @@ class FeatureBank:
     frames: dict[str, pd.DataFrame]
     arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     seconds: float = 0.0
+    trainers: dict = field(default_factory=dict, repr=False, compare=False)  # compiled heads, reused
 
     def train(self, recipe: Recipe, out_dir: str | Path, seed: int = 42) -> TrainedHead:
         """A head trained with ``recipe`` on these features (:func:`train_recipe`)."""
@@ -88,10 +96,10 @@ class FeatureBank:
     def score(self, trained: TrainedHead, split: str, variant: str = "clean") -> np.ndarray:
         """P(fake) of every row of ``split`` under ``variant``, averaged with the mirror when the recipe says so."""
         arrays = self.arrays[split]
-        scores = trained.head.predict(arrays[variant], verbose=0, batch_size=256).reshape(-1)
+        scores = _head_scores(trained.head, arrays[variant])
         if trained.recipe.tta_flip:
             mirror = arrays["flipped"] if variant == "clean" else arrays[f"{variant}|flipped"]
-            scores = (scores + trained.head.predict(mirror, verbose=0, batch_size=256).reshape(-1)) / 2
+            scores = (scores + _head_scores(trained.head, mirror)) / 2
         return scores
 
 
@@ -179,26 +187,38 @@ def score(trained, bank: Bank, split: str, variant: str = "clean") -> np.ndarray
     return bank.score(trained, split, variant)
 
 
+def _head_trainer(bank: FeatureBank, recipe: Recipe, seed: int) -> train.ReusableFit:
+    """The bank's compiled head for ``recipe``'s architecture and loss (built once, reset per training)."""
+    key = (recipe.dropout, recipe.label_smoothing, seed)
+    if key not in bank.trainers:
+        head = models.build_head("mobilenetv2", dropout=recipe.dropout, seed=seed)
+        bank.trainers[key] = train.ReusableFit(head, recipe.label_smoothing)
+    return bank.trainers[key]
+
+
 def train_recipe(recipe: Recipe, bank: FeatureBank, out_dir: str | Path, batch_size: int = 32,
                  seed: int = 42) -> TrainedHead:
-    """Train a fresh head with ``recipe``; the threshold comes from validation rows of its sources.
+    """Train a head with ``recipe`` from its seeded initial weights; the threshold comes from the
+    validation rows of its sources.
 
-    Seeded as a whole (Keras, NumPy, TensorFlow), so the same recipe gives the same head whatever ran before.
+    Seeded as a whole (Keras, NumPy, TensorFlow), so the same recipe gives the same head whatever ran
+    before; the head is the report's MobileNetV2 head (:func:`helpers.models.build_head`, the same
+    initial weights as the detector's), trained by the bank's :class:`helpers.train.ReusableFit`.
     """
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(seed)
-    detector, _ = models.build_mobilenetv2(image_size=bank.image_size, dropout=recipe.dropout, augment="flip",
-                                           weights=None, seed=seed)  # only its head layers are used
-    head = features.head_model(detector)
+    trainer = _head_trainer(bank, recipe, seed)
     rows = rows_of_sources(bank.frames["train"], recipe.train_sources)
     val_rows = rows_of_sources(bank.frames["val"], recipe.train_sources)
     val_ds = tf.data.Dataset.from_tensor_slices(
         (bank.arrays["val"]["clean"][val_rows], labels_of(bank.frames["val"].iloc[val_rows]).astype(np.float32))
     ).batch(256)
-    file_name = checkpoint_name("head", recipe)
-    result = train.fit_detector(head, _training_dataset(bank, recipe, rows, batch_size, seed), val_ds, recipe.epochs,
-                                recipe.learning_rate, out_dir, file_name, patience=recipe.epochs, verbose=0,
-                                label_smoothing=recipe.label_smoothing)
+    keras.utils.set_random_seed(seed)  # the training dataset's draws depend on the global seed too
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = trainer.fit(_training_dataset(bank, recipe, rows, batch_size, seed), val_ds, recipe.epochs,
+                         recipe.learning_rate, patience=recipe.epochs,
+                         log_path=out_dir / f"{checkpoint_name('head', recipe)}_log.csv")
+    head = models.build_head("mobilenetv2", dropout=recipe.dropout, seed=seed)
+    head.set_weights(trainer.model.get_weights())
     trained = TrainedHead(recipe, head, 0.5, result.best_val_auc, result.seconds)
     val_scores = score(trained, bank, "val")[val_rows]
     trained.threshold = choose_threshold(labels_of(bank.frames["val"].iloc[val_rows]), val_scores)

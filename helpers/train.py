@@ -1,16 +1,14 @@
-"""Training: Adam + binary cross-entropy, best-validation-AUC checkpoints, and the report's grids.
+"""Training: Adam + binary cross-entropy, best-validation-AUC checkpoints, reusable compiled heads.
 
 :func:`fit_detector` trains one stage; :func:`train_two_stage` runs the frozen-head stage and
-then fine-tuning (BatchNormalization frozen); :func:`grid_search` runs Table 3 / Table 4
-style grids at whatever scale the notebook parameters give.
+then fine-tuning (BatchNormalization frozen); :class:`ReusableFit` trains one compiled model again and
+again from the same start (protocol folds, grid points). The grids live in :mod:`helpers.grid`.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +71,69 @@ def fit_detector(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.
     return TrainResult(checkpoint, frame, float(frame.at[best, "val_auc"]), best + 1, seconds)
 
 
+class _KeepBestWeights(keras.callbacks.Callback):
+    """Keep the weights of the best validation-AUC epoch in memory and restore them at the end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.best, self.weights = -float("inf"), None
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        value = (logs or {}).get("val_auc", float("nan"))
+        if value > self.best:
+            self.best, self.weights = value, self.model.get_weights()
+
+    def on_train_end(self, logs=None) -> None:
+        if self.weights is not None:
+            self.model.set_weights(self.weights)
+
+
+class ReusableFit:
+    """One compiled model, trained again and again from the same starting point.
+
+    Building and tracing a Keras model costs about 2 s on 2 cores, more than training a head on
+    a few thousand feature vectors; many protocol folds and grid points train the same head
+    architecture. Each :meth:`fit` puts the model back where it started (weights, dropout
+    random-generator states, optimizer state), sets the learning rate and trains with the same
+    rules as :func:`fit_detector` (best validation-AUC epoch kept, early stopping): the same
+    numbers as a freshly built and seeded model, without the rebuild and re-trace.
+    """
+
+    def __init__(self, model: keras.Model, label_smoothing: float = 0.0) -> None:
+        self.model = model
+        self.initial = [v.numpy() for v in model.variables]
+        self.label_smoothing = label_smoothing
+        self.compiled = False
+
+    def fit(self, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset, epochs: int, learning_rate: float,
+            patience: int, log_path: str | Path | None = None) -> TrainResult:
+        """Train from the starting point; the model ends with its best weights (no checkpoint file).
+
+        Seed the global random state (``keras.utils.set_random_seed``) before making ``train_ds``,
+        as for a fresh model: the dataset's shuffles draw their seeds from it.
+        """
+        for variable, value in zip(self.model.variables, self.initial):
+            variable.assign(value)
+        if self.compiled:
+            for variable in self.model.optimizer.variables:
+                variable.assign(tf.zeros_like(variable))
+            self.model.optimizer.learning_rate = learning_rate
+        else:
+            compile_detector(self.model, learning_rate, self.label_smoothing)
+            self.compiled = True
+        keep = _KeepBestWeights()
+        callbacks = [keep, keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience)]
+        if log_path:
+            callbacks.append(keras.callbacks.CSVLogger(str(log_path)))
+        start = time.perf_counter()
+        history = self.model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
+        frame = pd.DataFrame(history.history)
+        frame.insert(0, "epoch", range(1, len(frame) + 1))
+        best = int(frame["val_auc"].idxmax())
+        return TrainResult(Path(log_path or ""), frame, float(frame.at[best, "val_auc"]), best + 1,
+                           time.perf_counter() - start)
+
+
 def train_two_stage(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset,
                     out_dir: str | Path, name: str, head_epochs: int, head_lr: float,
                     finetune_epochs: int, finetune_lr: float, trainable_fraction: float = 0.3,
@@ -108,40 +169,6 @@ def combined_history(results: dict[str, TrainResult]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def grid_search(build_model: Callable[[dict], keras.Model], grid: dict[str, list],
-                train_ds: tf.data.Dataset, val_ds: tf.data.Dataset, out_dir: str | Path, name: str,
-                default_epochs: int = 3, patience: int = 100, verbose: int = 0, seed: int = 42) -> pd.DataFrame:
-    """Train one frozen-backbone model per grid point and tabulate validation results.
-
-    ``grid`` maps ``learning_rate``, ``dropout``, ``epochs`` (any subset) to value lists;
-    ``build_model(point)`` returns a fresh uncompiled model. Every point starts from the same
-    random state (``seed``), so points differ only by their settings. Writes ``<name>.csv`` and
-    ``<name>.json`` into ``out_dir`` and returns the table, best row first flagged ``selected``.
-    """
-    out_dir = Path(out_dir)
-    keys = list(grid)
-    rows = []
-    for values in itertools.product(*(grid[k] for k in keys)):
-        point = dict(zip(keys, values))
-        keras.backend.clear_session()
-        keras.utils.set_random_seed(seed)
-        model = build_model(point)
-        epochs = int(point.get("epochs", default_epochs))
-        result = fit_detector(model, train_ds, val_ds, epochs, float(point["learning_rate"]),
-                              out_dir / "grid_models", f"{name}_{len(rows)}", patience, verbose)
-        last = result.history.iloc[-1]
-        rows.append({**point, "epochs_run": len(result.history), "best_val_auc": result.best_val_auc,
-                     "best_epoch": result.best_epoch, "final_val_accuracy": float(last["val_accuracy"]),
-                     "final_train_loss": float(last["loss"]), "seconds": round(result.seconds, 1)})
-        result.model_path.unlink(missing_ok=True)
-        print(f"{name} {point}: best val AUC {result.best_val_auc:.4f} ({result.seconds:.0f}s)")
-    table = pd.DataFrame(rows)
-    table["selected"] = table.index == table["best_val_auc"].idxmax()
-    table.to_csv(out_dir / f"{name}.csv", index=False)
-    (out_dir / f"{name}.json").write_text(json.dumps(table.to_dict("records"), indent=2))
-    return table
-
-
 def save_training_record(path: str | Path, arch: str, image_size: int, weights: dict,
                          results: dict[str, TrainResult], parameters: dict) -> dict:
     """Write what a training notebook did: weights source (and any warning), stages, parameters."""
@@ -151,31 +178,3 @@ def save_training_record(path: str | Path, arch: str, image_size: int, weights: 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, default=str))
     return record
-
-
-def grid_table(method: str, build_model: Callable[[dict], keras.Model], grid: dict[str, list],
-               train_frame: pd.DataFrame, val_frame: pd.DataFrame, root: str | Path, image_size: int,
-               out_dir: str | Path, name: str, batch_size: int = 32, default_epochs: int = 3,
-               cache_dir: str | Path | None = None, seed: int = 42,
-               build_head: Callable[[dict], keras.Model] | None = None) -> pd.DataFrame:
-    """The report's grids (Tables 3 and 4) the ``naive`` way (a full model per point, on images) or
-    ``cached`` (heads on frozen features computed once: :func:`helpers.features.cached_grid_search`).
-
-    Both train the same heads from the same random state on the same features in the same order
-    (grids run without augmentation, so nothing random differs), so they agree up to float
-    round-off; ``benchmarks/bench_grid_cache.py`` measures that they pick the same point and how
-    much faster the cache is.
-    """
-    keras.utils.set_random_seed(seed)  # the shuffle order of both paths depends on the global seed too
-    if method == "cached":
-        from helpers.features import cached_grid_search
-
-        return cached_grid_search(build_model, grid, train_frame, val_frame, root, image_size, out_dir, name,
-                                  batch_size, default_epochs, cache_dir, seed, build_head=build_head)
-    if method != "naive":
-        raise ValueError(f"grid method must be 'cached' or 'naive', not {method!r}")
-    from helpers.pipeline import make_dataset
-
-    train_ds = make_dataset(train_frame, root, image_size, batch_size, shuffle=True, seed=seed)
-    val_ds = make_dataset(val_frame, root, image_size, batch_size)
-    return grid_search(build_model, grid, train_ds, val_ds, out_dir, name, default_epochs=default_epochs, seed=seed)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import baselines, data, explain, features, models, pipeline, splits, train
+from helpers import baselines, data, explain, features, grid, models, pipeline, splits
 
 
 @pytest.fixture(autouse=True)
@@ -131,12 +131,13 @@ def test_cached_grid_selects_the_same_point_as_the_naive_grid(face_tree, tmp_pat
     frame = data.usable(data.scan_folder(face_tree, progress=False))
     split = splits.split_manifest(frame, fractions=(0.6, 0.4, 0.0), seed=0)
     train_frame, val_frame = split[split.split == "train"], split[split.split == "val"]
-    grid = {"learning_rate": [3e-2, 1e-3], "dropout": [0.5]}
+    # epoch budgets share one run in the cached path (each reads its prefix of the history)
+    points = {"learning_rate": [3e-2, 1e-3], "dropout": [0.5], "epochs": [1, 3]}
 
     def build(point):
         return models.build_mobilenetv2(image_size=32, dropout=point["dropout"], augment=False, seed=0)[0]
 
-    tables = {method: train.grid_table(method, build, grid, train_frame, val_frame, face_tree, 32, tmp_path / method,
+    tables = {method: grid.grid_table(method, build, points, train_frame, val_frame, face_tree, 32, tmp_path / method,
                                        "t3", 8, default_epochs=3, cache_dir=tmp_path / "features", seed=0,
                                        build_head=lambda p: models.build_head("mobilenetv2", dropout=p["dropout"],
                                                                               seed=0))
@@ -144,9 +145,10 @@ def test_cached_grid_selects_the_same_point_as_the_naive_grid(face_tree, tmp_pat
     # same random state, same features, same batch order: the two paths train the same heads
     assert np.allclose(tables["cached"].final_train_loss, tables["naive"].final_train_loss, rtol=1e-3)
     assert np.allclose(tables["cached"].best_val_auc, tables["naive"].best_val_auc, atol=1e-3)
-    picks = {m: t.loc[t.selected, ["learning_rate", "dropout"]].to_dict("records") for m, t in tables.items()}
+    assert (tables["cached"].epochs_run == tables["cached"].epochs).all()
+    picks = {m: t.loc[t.selected, ["learning_rate", "dropout", "epochs"]].to_dict("records") for m, t in tables.items()}
     assert picks["cached"] == picks["naive"]
-    assert "feature_seconds" in tables["cached"] and len(tables["naive"]) == 2
+    assert "feature_seconds" in tables["cached"] and len(tables["naive"]) == 4
     with pytest.raises(ValueError):
-        train.grid_table("fast", build, grid, train_frame, val_frame, face_tree, 32, tmp_path, "x")
+        grid.grid_table("fast", build, points, train_frame, val_frame, face_tree, 32, tmp_path, "x")
     assert isinstance(tables["cached"], pd.DataFrame)

@@ -343,3 +343,36 @@ def test_operating_point_bounds_each_source_on_validation_and_leaves_a_band_betw
     # classes that do not overlap: no band, one threshold
     separated = served.choose_operating_point(frame, np.where(frame.label == "fake", 0.9, 0.1))
     assert separated.real_threshold == separated.fake_threshold
+
+
+def test_a_reused_compiled_head_trains_exactly_like_a_fresh_one(tmp_path):
+    """The bank reuses one compiled head per architecture (no rebuild, no re-trace): a recipe trained after
+    others, with other learning rates and sources, must give the same head as on a fresh bank."""
+
+    def frame(n):
+        return pd.DataFrame({"label": ["real", "fake"] * (n // 2), "path": [f"p{i}" for i in range(n)],
+                             "source": ["ffhq", "sd21", "unsplash", "stylegan2"] * (n // 4)})
+
+    def bank():
+        frames = {"train": frame(64), "val": frame(32), "test": frame(32)}
+        arrays = {}
+        for split, f in frames.items():
+            y = (f.label == "fake").to_numpy()[:, None]
+            local = np.random.default_rng(len(f))
+            arrays[split] = {k: (local.normal(size=(len(f), 1280)) + 0.3 * y).astype(np.float32)
+                             for k in ("clean", "flipped", "augment:0")}
+        return protocols.FeatureBank(32, frames, arrays)
+
+    target = protocols.Recipe(name="target", epochs=3, augment_copies=1, tta_flip=True)
+    shared = bank()
+    for other in (protocols.Recipe(name="o1", epochs=2, learning_rate=3e-2, balanced=True),
+                  protocols.Recipe(name="o2", epochs=1, train_sources=["ffhq", "sd21"])):
+        shared.train(other, tmp_path / "a", seed=3)
+    reused = shared.train(target, tmp_path / "a", seed=3)
+    fresh_bank = bank()
+    fresh = fresh_bank.train(target, tmp_path / "b", seed=3)
+    assert len(shared.trainers) == 1
+    assert np.allclose(shared.score(reused, "test"), fresh_bank.score(fresh, "test"), atol=1e-6)
+    assert reused.threshold == pytest.approx(fresh.threshold) and reused.val_auc == pytest.approx(fresh.val_auc)
+    for a, b in zip(reused.head.get_weights(), fresh.head.get_weights()):
+        assert np.allclose(a, b, atol=1e-6)

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import cli, predict, served
+from helpers import cli, config, predict, served
 from helpers.data import load_image
 
 
@@ -63,7 +63,7 @@ def test_the_served_detector_is_the_default_and_lists_first(served_run, monkeypa
 def test_cli_answers_fake_real_or_unsure_row_by_row(served_run, monkeypatch, tmp_path, capsys):
     from helpers import features
 
-    monkeypatch.setenv(predict.RUNS_ENV, str(served_run["runs"]))
+    monkeypatch.setenv(config.RUNS_ENV, str(served_run["runs"]))
     out = tmp_path / "answers.csv"
     assert cli.main(["predict", str(served_run["inbox"]), "--out", str(out), "--quiet"]) == cli.EXIT_OK
     rows = pd.read_csv(out, keep_default_na=False)
@@ -96,7 +96,7 @@ def test_other_models_still_answer_at_one_threshold(served_run):
 
 
 def test_a_served_export_checks_one_pass_and_carries_the_served_card(served_run, monkeypatch, tmp_path):
-    monkeypatch.setenv(predict.RUNS_ENV, str(served_run["runs"]))
+    monkeypatch.setenv(config.RUNS_ENV, str(served_run["runs"]))
     out = tmp_path / "export"
     assert cli.main(["export", "--format", "tflite", "--out", str(out), "--n-samples", "2"]) == cli.EXIT_OK
     card = (out / "MODEL_CARD.md").read_text()
