@@ -29,12 +29,19 @@ def _model_size_mb(model: keras.Model, path: Path) -> float:
 def train_cnn(arch: str, frames: dict[str, pd.DataFrame], root: str | Path, image_size: int,
               preprocessing: str = "none", epochs: int = 5, learning_rate: float = 1e-3, batch_size: int = 32,
               out_dir: str | Path = "runs/compare", cache_dir: str | Path | None = None, seed: int = 42,
-              verbose: int = 0) -> dict:
-    """Train one CNN candidate; return its scores on val/test, timing, size and the trained model."""
+              verbose: int = 0, skip_without_weights: bool = True) -> dict:
+    """Train one CNN candidate; return its scores on val/test, timing, size and the trained model.
+
+    A pretrained backbone whose ImageNet weights are not here (offline) would be a random frozen
+    feature extractor, which measures nothing about the architecture: with ``skip_without_weights``
+    it is not trained, and the result says why (``skipped``; :func:`comparison_table` shows it)."""
     out_dir = Path(out_dir)
     name = f"{arch}_{preprocessing}"
     keras.backend.clear_session()
     model, weights = models.build_detector(arch, image_size=image_size, augment="flip", seed=seed)
+    if skip_without_weights and arch != "custom_cnn" and weights.source == "none":
+        return dict(key=name, arch=arch, preprocessing=preprocessing, weights="none",
+                    skipped="no ImageNet weights here: a random frozen backbone measures nothing")
     start = time.perf_counter()
     if arch == "custom_cnn":
         data = {s: make_dataset(f, root, image_size, batch_size, shuffle=(s == "train"), seed=seed,
@@ -76,9 +83,10 @@ def train_baseline(kind: str, frames: dict[str, pd.DataFrame], root: str | Path,
 
 
 def comparison_table(candidates: list[dict], frames: dict[str, pd.DataFrame], n_boot: int = 1000,
-                     seed: int = 0) -> tuple[pd.DataFrame, list[dict]]:
+                     seed: int = 0, skipped: list[dict] = ()) -> tuple[pd.DataFrame, list[dict]]:
     """One row per candidate: test AUC and accuracy [95% CI] at the validation threshold, FPR on
-    reals, training and feature time, parameters and size; and the full evaluation results."""
+    reals, training and feature time, parameters and size; and the full evaluation results.
+    ``skipped`` candidates (see :func:`train_cnn`) get a row that says why, without numbers."""
     rows, results = [], []
     for c in candidates:
         title = baselines.TITLES.get(c["arch"], models.MODEL_TITLES.get(c["arch"], c["arch"]))
@@ -94,5 +102,8 @@ def comparison_table(candidates: list[dict], frames: dict[str, pd.DataFrame], n_
                      "test AUC": test["auc"], "AUC 95% CI": f"[{test['auc_ci'][0]:.3f}, {test['auc_ci'][1]:.3f}]",
                      "test accuracy": test["accuracy"], "FPR on reals": fpr, "threshold (val)": result["threshold"],
                      "train s": round(c["train_seconds"], 1), "of which features s": round(c["feature_seconds"], 1),
-                     "parameters": c["params"], "size MB": c["size_mb"]})
+                     "parameters": c["params"], "size MB": c["size_mb"], "note": ""})
+    for c in skipped:
+        rows.append({"detector": models.MODEL_TITLES.get(c["arch"], c["arch"]), "preprocessing": c["preprocessing"],
+                     "weights": c["weights"], "note": f"skipped: {c['skipped']}"})
     return pd.DataFrame(rows), results

@@ -152,3 +152,23 @@ def test_cached_grid_selects_the_same_point_as_the_naive_grid(face_tree, tmp_pat
     with pytest.raises(ValueError):
         grid.grid_table("fast", build, points, train_frame, val_frame, face_tree, 32, tmp_path, "x")
     assert isinstance(tables["cached"], pd.DataFrame)
+
+
+def test_a_backbone_without_weights_is_skipped_and_the_table_says_why(face_tree, tmp_path):
+    """Offline (this module's fixture), MobileNet V1 would be a random frozen feature extractor: notebook 09
+    skips it, says why in the table, and still trains the custom CNN (it has no weights to miss)."""
+    from helpers import compare
+
+    frame = data.usable(data.scan_folder(face_tree, progress=False))
+    split = splits.split_manifest(frame, fractions=(0.5, 0.25, 0.25), seed=0)
+    frames = {s: split[split.split == s].reset_index(drop=True) for s in ("train", "val", "test")}
+    skipped = compare.train_cnn("mobilenet", frames, face_tree, 32, epochs=1, out_dir=tmp_path, seed=0)
+    assert skipped["skipped"].startswith("no ImageNet weights") and "scores" not in skipped
+    kept = compare.train_cnn("custom_cnn", frames, face_tree, 32, epochs=1, out_dir=tmp_path, seed=0)
+    forced = compare.train_cnn("mobilenet", frames, face_tree, 32, epochs=1, out_dir=tmp_path, seed=0,
+                               skip_without_weights=False)
+    assert forced["weights"] == "none" and len(forced["scores"]["test"]) == len(frames["test"])
+    table, results = compare.comparison_table([kept], frames, n_boot=20, skipped=[skipped])
+    assert len(results) == 1 and table.detector.iloc[1] == "MobileNet V1"
+    assert table.note.tolist()[0] == "" and table.note.tolist()[1].startswith("skipped: no ImageNet weights")
+    assert np.isnan(table["test AUC"].iloc[1]) and np.isfinite(table["test AUC"].iloc[0])

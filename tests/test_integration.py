@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import book, data, reproduce, splits
+from helpers import book, data, models, reproduce, splits
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,13 @@ def test_smoke_profile_runs_every_notebook(shared_faces, tmp_path):
     assert {f"{key}_metrics" for key in keys} <= set(metrics)
     baselines = {k for k in metrics if k.startswith("baseline_")}
     assert {"baseline_fft_azimuthal_metrics", "baseline_dct_blocks_metrics", "baseline_custom_cnn_denoise_metrics",
-            "baseline_inceptionresnetv2_none_metrics", "baseline_mobilenet_ela_metrics"} <= baselines
+            "baseline_mobilenetv2_ela_metrics"} <= baselines
+    table = pd.read_csv(run_dir / "tables" / "table_baselines.csv", keep_default_na=False)
+    offline = [m for m in ("mobilenet", "inceptionresnetv2", "resnet50") if not models.find_local_weights(m, 80)]
+    for arch in offline:  # no ImageNet weights here: skipped and said so, no metrics written
+        assert not any(k.startswith(f"baseline_{arch}_") for k in baselines), arch
+        rows = table[table.detector == models.MODEL_TITLES[arch]]
+        assert len(rows) and rows.note.str.startswith("skipped: no ImageNet weights").all(), arch
     metrics = {k: v for k, v in metrics.items() if k not in baselines}
     assert metrics["mobilenetv2_head_metrics"]["weights"]["source"] == "local"
     resnet_weights = metrics["resnet50_head_metrics"]["weights"]
