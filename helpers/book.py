@@ -62,17 +62,16 @@ def render_notebook(path: Path, out: Path) -> Path:
     return target
 
 
-def tables_page(run_dir: Path) -> tuple[str, list[str]]:
-    """Every CSV table of the run, each under its own anchor; returns the page and the table names."""
-    sections, names = [], []
+def tables_page(run_dir: Path) -> str:
+    """Every CSV table of the run, each under its own anchor (its file name)."""
+    sections = []
     for path in sorted((run_dir / "tables").glob("*.csv")):
         table = pd.read_csv(path, keep_default_na=False)
-        names.append(path.stem)
         sections.append(f'<h2 id="{path.stem}">{html.escape(path.stem)}</h2>'
                         f"<p>{len(table)} rows, from <code>tables/{path.name}</code></p>"
                         + table.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0,
                                         classes="run-table", table_id=f"table-{path.stem}"))
-    return "".join(sections) or "<p>This run wrote no tables.</p>", names
+    return "".join(sections) or "<p>This run wrote no tables.</p>"
 
 
 def metrics_frame(run_dir: Path) -> pd.DataFrame:
@@ -125,8 +124,7 @@ def build_book(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     for path in sorted((run_dir / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         render_notebook(path, out)
         notebook_pages.append((path.stem, notebook_title(path)))
-    tables, _ = tables_page(run_dir)
-    (out / "tables.html").write_text(_page(f"Tables: {run_dir.name}", tables), encoding="utf-8")
+    (out / "tables.html").write_text(_page(f"Tables: {run_dir.name}", tables_page(run_dir)), encoding="utf-8")
     metrics = metrics_frame(run_dir)
     body = metrics.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0) if len(metrics) else \
         "<p>This run wrote no metrics.</p>"
