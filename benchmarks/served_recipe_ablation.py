@@ -138,7 +138,7 @@ def main() -> None:
     if not args.skip_frozen:
         start = time.perf_counter()
         bank = protocols.build_bank(split, cfg.data_root, args.size, 3, ("jpeg:50", "scale:0.5", "recode:256"),
-                                    cache_dir=config.REPO_ROOT / "runs" / "cache" / "features", seed=cfg.seed)
+                                    cache_dir=cfg.cache_dir("features"), seed=cfg.seed)
         timings["feature bank"] = round(time.perf_counter() - start, 1)
         for spec in FROZEN:
             run(protocols.Recipe(**spec), bank, "frozen")

@@ -55,10 +55,6 @@ class Annotator:
         raise NotImplementedError
 
 
-def _gray(image: np.ndarray) -> np.ndarray:
-    return image[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-
-
 def nose_bridge(image: np.ndarray, face: Face) -> np.ndarray:
     """Grayscale nose-bridge patch between the eyes of the eye-levelled face.
 
@@ -89,11 +85,11 @@ def glasses_score(image: np.ndarray, face: Face) -> float:
 
 
 def tune_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
-    """The score threshold with the best accuracy on labelled data (lowest such score)."""
-    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
-    candidates = np.unique(scores)
-    accuracy = [((scores >= t) == labels).mean() for t in candidates]
-    return float(candidates[int(np.argmax(accuracy))])
+    """The score threshold with the best accuracy on labelled data (lowest such score):
+    :func:`helpers.evaluate.choose_threshold` with ``method="accuracy"``."""
+    from helpers.evaluate import choose_threshold  # evaluate pulls in TensorFlow: only when tuning
+
+    return choose_threshold(np.asarray(labels, bool).astype(int), scores, method="accuracy")
 
 
 class GlassesAnnotator(Annotator):

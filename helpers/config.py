@@ -135,6 +135,13 @@ class RunConfig:
         target.mkdir(parents=True, exist_ok=True)
         return target
 
+    def cache_dir(self, kind: str) -> Path:
+        """A cache shared by every run under the same runs folder (``runs/cache/<kind>``: ``features``,
+        ``faces``): its entries are keyed by content, so runs and notebooks reuse them safely."""
+        target = Path(self.runs_root) / "cache" / kind
+        target.mkdir(parents=True, exist_ok=True)
+        return target
+
     def figure_path(self, name: str) -> Path:
         """A stable report-figure path, e.g. ``figure_path('03_mobilenetv2_history.png')``."""
         folder = Path(self.figures_dir)
