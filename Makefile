@@ -4,7 +4,7 @@ VENV ?= .venv
 PY ?= $(VENV)/bin/python
 PROFILE ?= sample
 
-.PHONY: install test reproduce smoke book lock app lab lint strip-notebooks clean-runs mutation
+.PHONY: install test reproduce smoke book course autograde lock app lab lint strip-notebooks clean-runs mutation
 
 # The exact versions of the published numbers (requirements/lock-cpu.txt); LOCK= installs the loose ranges only.
 LOCK ?= requirements/lock-cpu.txt
@@ -35,11 +35,20 @@ mutation: install
 	  TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/mutmut run $(MUTANTS) || true
 	$(PY) benchmarks/mutation_scores.py --survivors
 
+## Course-lab kit (course/README.md): the student release of the notebooks in course/release/ (nbgrader's
+## preprocessors: solutions and hidden tests removed), and grades of course/submitted/<student>/*.ipynb
+course: install
+	$(PY) -m helpers.course release --out course/release
+
+SUBMITTED ?= course/submitted
+autograde: install
+	$(PY) -m helpers.course autograde $(SUBMITTED) --out course/grades.csv
+
 ## Re-make the lock file from this environment (after a deliberate upgrade whose numbers you publish)
 lock: install
 	$(VENV)/bin/python -m pip freeze --exclude-editable > installed.txt
 	$(VENV)/bin/python -m pip install -q uv
-	$(VENV)/bin/uv pip compile pyproject.toml --extra cpu --extra lab --extra app --extra annotate --extra dev \
+	$(VENV)/bin/uv pip compile pyproject.toml --extra cpu --extra lab --extra app --extra annotate --extra dev --extra course \
 	  -c installed.txt --python $(PY) -o requirements/lock-cpu.txt
 	rm installed.txt
 

@@ -28,12 +28,14 @@ def grayscale(images: np.ndarray) -> np.ndarray:
 
 
 def azimuthal_spectrum(images: np.ndarray, bins: int | None = None) -> np.ndarray:
-    """Log power spectrum averaged over rings of equal radius: ``(n, bins)``, each row standardised.
+    """Log power spectrum averaged over rings of equal radius: ``(n, bins - 1)``, each row standardised.
 
-    By default the rings reach the spectrum's corners, where the period-2 checkerboard of
-    transposed-convolution up-sampling puts its energy.
+    Rings run from radius 1 (radius 0 is the mean, subtracted: only rounding error is left
+    there, and its logarithm would swing the standardisation) and by default reach the
+    spectrum's corners, where the period-2 checkerboard of transposed-convolution up-sampling
+    puts its energy. Computed in float64.
     """
-    gray = grayscale(images)
+    gray = grayscale(images).astype(np.float64)
     n, height, width = gray.shape
     power = np.abs(np.fft.fftshift(np.fft.fft2(gray - gray.mean(axis=(1, 2), keepdims=True)), axes=(1, 2))) ** 2
     yy, xx = np.indices((height, width))
@@ -41,7 +43,7 @@ def azimuthal_spectrum(images: np.ndarray, bins: int | None = None) -> np.ndarra
     bins = bins or int(np.hypot(height // 2, width // 2)) + 1  # out to the corners (diagonal artifacts)
     keep = radius < bins
     counts = np.bincount(radius[keep], minlength=bins)
-    profile = np.stack([np.bincount(radius[keep], weights=p[keep], minlength=bins) for p in power]) / counts
+    profile = np.stack([np.bincount(radius[keep], weights=p[keep], minlength=bins) for p in power])[:, 1:] / counts[1:]
     log_profile = np.log(profile + 1e-8)
     return ((log_profile - log_profile.mean(axis=1, keepdims=True))
             / (log_profile.std(axis=1, keepdims=True) + 1e-8)).astype(np.float32)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from helpers.pipeline import labels_of
+from helpers.data import labels_of
 from helpers.protocols import Bank, score
 
 

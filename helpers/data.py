@@ -46,6 +46,11 @@ MANIFEST_COLUMNS = ["path", "label", "source", "file_size", "width", "height", "
 _ROTATING_ORIENTATIONS = {5, 6, 7, 8}
 
 
+def labels_of(frame: pd.DataFrame) -> np.ndarray:
+    """Integer labels (1 = fake) of a frame, in row order."""
+    return frame["label"].map(LABEL_TO_INT).astype(int).to_numpy()
+
+
 @dataclass
 class LoadedImage:
     """Result of :func:`load_image`.

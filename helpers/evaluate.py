@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from helpers.pipeline import labels_of
+from helpers.data import labels_of
 
 
 def predict_scores(model, dataset) -> np.ndarray:

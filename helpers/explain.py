@@ -18,7 +18,8 @@ from helpers.models import backbone_of, model_parts
 from helpers.plots import save_figure
 
 
-def _preprocess(model: keras.Model, images: np.ndarray) -> tf.Tensor:
+def backbone_inputs(model: keras.Model, images: np.ndarray) -> tf.Tensor:
+    """0..255 RGB images as the detector's backbone receives them (its preprocessing layers applied)."""
     before, _, _ = model_parts(model)
     x = tf.convert_to_tensor(np.asarray(images, dtype=np.float32))
     for layer in before:
@@ -30,7 +31,7 @@ def feature_maps(model: keras.Model, image: np.ndarray, layer_names: list[str]) 
     """Activations ``(h, w, channels)`` of the named backbone layers for one image (0..255 RGB)."""
     base = backbone_of(model)
     probe = keras.Model(base.inputs, [base.get_layer(name).output for name in layer_names])
-    outputs = probe(_preprocess(model, image[None]), training=False)
+    outputs = probe(backbone_inputs(model, image[None]), training=False)
     if not isinstance(outputs, (list, tuple)):
         outputs = [outputs]
     return {name: np.asarray(out[0]) for name, out in zip(layer_names, outputs)}
@@ -71,7 +72,7 @@ def gradcam(model: keras.Model, images: np.ndarray,
         ``(heatmaps, scores)``: heatmaps ``(n, size, size)`` in [0, 1] and P(fake) ``(n,)``.
     """
     _, base, head = model_parts(model)
-    x = _preprocess(model, images)
+    x = backbone_inputs(model, images)
     with tf.GradientTape() as tape:
         conv = base(x, training=False)
         tape.watch(conv)

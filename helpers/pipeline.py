@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from helpers.data import LABEL_TO_INT, load_for_model
+from helpers.data import LABEL_TO_INT, labels_of, load_for_model  # noqa: F401 (labels_of: re-exported)
 
 
 class ImageLoadError(RuntimeError):
@@ -91,6 +91,3 @@ def load_array(frame: pd.DataFrame, root: str | Path, image_size: int,
     return np.concatenate(batches)
 
 
-def labels_of(frame: pd.DataFrame) -> np.ndarray:
-    """Integer labels (1 = fake) of a frame, in row order."""
-    return frame["label"].map(LABEL_TO_INT).astype(int).to_numpy()

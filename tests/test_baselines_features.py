@@ -98,8 +98,15 @@ def test_frequency_baselines_find_an_upsampling_artifact(kind):
 
 def test_azimuthal_profile_shape_and_normalisation():
     profile = baselines.azimuthal_spectrum(_checkered(3, 0, False))
-    assert profile.shape == (3, 46)  # radius 0 .. the corner of a 64x64 spectrum
+    assert profile.shape == (3, 45)  # radius 1 .. the corner of a 64x64 spectrum
     assert np.allclose(profile.mean(axis=1), 0, atol=1e-4) and np.allclose(profile.std(axis=1), 1, atol=1e-3)
+
+
+def test_azimuthal_profile_ignores_brightness_and_rounding():
+    """Radius 0 (the mean) is left out: a brighter copy of an image has the same profile (with the DC
+    ring kept, float32 rounding of the subtracted mean moved every value of a row)."""
+    images = _checkered(3, 0, False).astype(np.float32)
+    assert np.allclose(baselines.azimuthal_spectrum(images), baselines.azimuthal_spectrum(images + 17.3), atol=1e-3)
 
 
 def test_head_on_cached_features_equals_the_full_model_and_the_cache_is_reused(face_tree, tmp_path):

@@ -1,0 +1,222 @@
+"""Course-lab kit: the student release of the notebooks and a grader for submitted ones.
+
+The exercises live in the research notebooks themselves, marked the nbgrader way: a solution
+cell (``nbgrader.solution``) holds the answer between ``### BEGIN SOLUTION`` and
+``### END SOLUTION``; a check cell (``nbgrader.grade``, with ``points``) holds visible asserts and,
+between ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS``, the hidden ones. Papermill runs
+the research notebooks with the solutions in place, so every smoke run also checks the solutions
+against the ``helpers`` implementations they mirror.
+
+* :func:`make_release` applies nbgrader's own preprocessors (solutions replaced by
+  ``raise NotImplementedError()``, hidden tests removed, check cells locked, checksums, outputs
+  cleared) and writes ``course/release/``.
+* :func:`autograde` grades submitted notebooks the way nbgrader's ``autograde`` does (check cells
+  restored from the source so hidden tests come back and edited asserts do not count; a check cell
+  scores its points when it runs without an error; nbgrader's ``determine_grade``, except that
+  text on stderr, where TensorFlow logs at import, costs nothing), but it runs
+  only the exercise cells, which are self-contained by design, instead of the whole notebook:
+  grading a notebook takes seconds, not the minutes-to-hours of re-running the training pipeline,
+  and no course database is needed. Teachers who want nbgrader's formgrader can point it at the
+  same notebooks: the metadata is nbgrader's.
+
+Command line: ``python -m helpers.course release`` and
+``python -m helpers.course autograde course/submitted --out course/grades.csv``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+
+from helpers.config import REPO_ROOT
+
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+COURSE_DIR = REPO_ROOT / "course"
+CONTEXT_TAG = "exercise"          # extra cells the grader runs with the exercises (none needed today)
+GRADE_COLUMNS = ["student", "notebook", "exercise", "points", "max_points", "status"]
+_KERNEL_PRELUDE = ("import os, warnings\nwarnings.filterwarnings('ignore')\n"
+                   "os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')")
+
+
+def _grading(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {}) or {}
+
+
+def is_check_cell(cell) -> bool:
+    """A cell whose points are earned by running without an error."""
+    return bool(_grading(cell).get("grade")) and not _grading(cell).get("solution")
+
+
+def is_exercise_cell(cell) -> bool:
+    """A solution cell, a check cell, or a cell tagged as exercise context."""
+    meta = _grading(cell)
+    return bool(meta.get("solution") or meta.get("grade")
+                or CONTEXT_TAG in cell.get("metadata", {}).get("tags", []))
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One graded exercise of a notebook: its check cell's id and points."""
+    notebook: str
+    grade_id: str
+    points: float
+
+
+def exercises(notebook: nbformat.NotebookNode, name: str = "") -> list[Exercise]:
+    """The graded exercises (check cells) of a notebook, in order."""
+    return [Exercise(name, _grading(c)["grade_id"], float(_grading(c)["points"]))
+            for c in notebook.cells if is_check_cell(c)]
+
+
+def release_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The student version of a source notebook, made by nbgrader's preprocessors."""
+    from nbgrader.preprocessors import (
+        CheckCellMetadata,
+        ClearHiddenTests,
+        ClearMarkScheme,
+        ClearOutput,
+        ClearSolutions,
+        ComputeChecksums,
+        LockCells,
+    )
+
+    student = copy.deepcopy(notebook)
+    resources: dict = {}
+    for step in (CheckCellMetadata(), LockCells(), ClearSolutions(), ClearOutput(), ClearHiddenTests(),
+                 ClearMarkScheme(), ComputeChecksums(), CheckCellMetadata()):
+        student, resources = step.preprocess(student, resources)
+    return student
+
+
+def make_release(source_dir: str | Path = NOTEBOOKS_DIR, out_dir: str | Path = COURSE_DIR / "release") -> pd.DataFrame:
+    """Write the student release of every notebook of ``source_dir``; returns its exercises and points."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for path in sorted(Path(source_dir).glob("*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        target = out / path.name
+        temporary = target.with_suffix(".ipynb.part")
+        nbformat.write(release_notebook(notebook), temporary)
+        os.replace(temporary, target)
+        rows += [dict(notebook=path.name, exercise=e.grade_id, points=e.points) for e in exercises(notebook)]
+    return pd.DataFrame(rows, columns=["notebook", "exercise", "points"])
+
+
+def grading_notebook(submitted: nbformat.NotebookNode, source: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The cells the grader runs: the student's exercise cells, with every check cell taken from the
+    source (hidden tests restored, edits undone; a deleted one put back at the end)."""
+    checks = {_grading(c)["grade_id"]: c for c in source.cells if is_check_cell(c)}
+    cells, seen = [nbformat.v4.new_code_cell(_KERNEL_PRELUDE)], set()
+    for cell in submitted.cells:
+        if not is_exercise_cell(cell) or cell.cell_type != "code":
+            continue
+        grade_id = _grading(cell).get("grade_id")
+        if is_check_cell(cell) and grade_id in checks:
+            cell = copy.deepcopy(checks[grade_id])
+            seen.add(grade_id)
+        elif is_check_cell(cell):
+            continue                                   # a check the source does not have: not graded
+        cells.append(copy.deepcopy(cell))
+    cells += [copy.deepcopy(c) for g, c in checks.items() if g not in seen]
+    for cell in cells:
+        cell.outputs, cell.execution_count = [], None
+    grading = nbformat.v4.new_notebook(cells=cells, metadata=copy.deepcopy(source.metadata))
+    nbformat.validator.normalize(grading)
+    return grading
+
+
+def _without_stderr(cell):
+    """The cell without its stderr text: TensorFlow's C++ logging writes there when it is first
+    imported, which nbgrader's rule would count as a failed test. An error still costs the points."""
+    kept = copy.deepcopy(cell)
+    kept.outputs = [o for o in kept.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+    return kept
+
+
+def _status(cell, points: float) -> str:
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "error":
+            return f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"[:200]
+    return "passed" if points > 0 else "no points"
+
+
+def grade_notebook(submitted_path: str | Path, source_path: str | Path, timeout: int = 300) -> list[dict]:
+    """Run a submitted notebook's exercise cells and score each check cell (nbgrader's rule)."""
+    from nbclient import NotebookClient
+    from nbgrader.utils import determine_grade
+
+    source = nbformat.read(source_path, as_version=4)
+    try:
+        submitted = nbformat.read(submitted_path, as_version=4)
+    except Exception as error:  # unreadable submission: zero for every exercise, with the reason
+        return [dict(notebook=Path(source_path).name, exercise=e.grade_id, points=0.0, max_points=e.points,
+                     status=f"unreadable notebook: {error}"[:200]) for e in exercises(source)]
+    grading = grading_notebook(submitted, source)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")    # the kernel inherits it: less log noise
+    NotebookClient(grading, timeout=timeout, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(Path(submitted_path).parent)}}).execute()
+    rows = []
+    for cell in grading.cells:
+        if is_check_cell(cell):
+            points, max_points = determine_grade(_without_stderr(cell))
+            points = float(points or 0.0)
+            rows.append(dict(notebook=Path(source_path).name, exercise=_grading(cell)["grade_id"],
+                             points=points, max_points=float(max_points), status=_status(cell, points)))
+    return rows
+
+
+def autograde(submitted_dir: str | Path, source_dir: str | Path = NOTEBOOKS_DIR,
+              out_csv: str | Path | None = None, timeout: int = 300) -> pd.DataFrame:
+    """Grade ``submitted_dir/<student>/<notebook>.ipynb`` against the source notebooks.
+
+    Every exercise of every notebook a student submitted gets a row (points, max points and why
+    points were lost); a missing notebook is not graded. Writes ``out_csv`` when given.
+    """
+    rows = []
+    for student_dir in sorted(p for p in Path(submitted_dir).iterdir() if p.is_dir()):
+        for path in sorted(student_dir.glob("*.ipynb")):
+            source = Path(source_dir) / path.name
+            if not source.exists():
+                print(f"{student_dir.name}/{path.name}: no source notebook of that name, not graded", file=sys.stderr)
+                continue
+            rows += [dict(student=student_dir.name, **row) for row in grade_notebook(path, source, timeout)]
+    grades = pd.DataFrame(rows, columns=GRADE_COLUMNS)
+    if out_csv:
+        Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
+        grades.to_csv(out_csv, index=False)
+    return grades
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.course", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    release = commands.add_parser("release", help="write the student release (solutions and hidden tests removed)")
+    release.add_argument("--source", default=str(NOTEBOOKS_DIR))
+    release.add_argument("--out", default=str(COURSE_DIR / "release"))
+    grade = commands.add_parser("autograde", help="grade submitted/<student>/<notebook>.ipynb; write a CSV")
+    grade.add_argument("submitted")
+    grade.add_argument("--source", default=str(NOTEBOOKS_DIR))
+    grade.add_argument("--out", default=str(COURSE_DIR / "grades.csv"))
+    grade.add_argument("--timeout", type=int, default=300, help="seconds per cell")
+    args = parser.parse_args(argv)
+    if args.command == "release":
+        table = make_release(args.source, args.out)
+        print(f"student release in {args.out}: {len(table)} exercises, {table.points.sum():g} points")
+        print(table.groupby("notebook").points.agg(["count", "sum"]).to_string())
+    else:
+        grades = autograde(args.submitted, args.source, args.out, args.timeout)
+        print(f"grades in {args.out}")
+        if len(grades):
+            print(grades.groupby("student")[["points", "max_points"]].sum().to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
