@@ -23,7 +23,7 @@ reproduce: install
 
 ## Unit tests, integration tests on ../shared/data/faces, and the smoke profile through papermill
 test: install
-	$(PY) -m pytest -q -rs --timeout=1200
+	$(PY) -m pytest -q -rs --durations=15 --timeout=1200
 
 ## Mutation testing (a benchmark, not a CI step; an hour or more on 2 cores): mutmut on the modules the
 ## tests must guard, then the score per module (results: benchmarks/README.md)

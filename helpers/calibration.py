@@ -14,22 +14,40 @@ from helpers.data import labels_of
 from helpers.protocols import Bank, score
 
 
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    """Weighted mean |accuracy − confidence| over equal-width probability bins (on P(fake))."""
+def logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 − p)), with p kept inside [1e-7, 1 − 1e-7]."""
+    p = np.clip(np.asarray(p, dtype=float), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def scale_scores(p: np.ndarray, temperature: float) -> np.ndarray:
+    """sigmoid(logit(p) / T): the temperature-scaled scores."""
+    return 1 / (1 + np.exp(-logit(p) / temperature))
+
+
+def reliability_bins(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """Per non-empty equal-width bin of P(fake): its centre, mean score, share of fakes and count."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
     edges = np.linspace(0, 1, bins + 1)
     index = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    return float(sum((index == b).mean() * abs(y[index == b].mean() - p[index == b].mean())
-                     for b in range(bins) if (index == b).any()))
+    rows = [dict(bin_centre=(edges[b] + edges[b + 1]) / 2, confidence=float(p[index == b].mean()),
+                 fraction_fake=float(y[index == b].mean()), n=int((index == b).sum()))
+            for b in range(bins) if (index == b).any()]
+    return pd.DataFrame(rows, columns=["bin_centre", "confidence", "fraction_fake", "n"])
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Weighted mean |accuracy − confidence| over equal-width probability bins (on P(fake))."""
+    table = reliability_bins(y, p, bins)
+    return float((table.n * (table.fraction_fake - table.confidence).abs()).sum() / table.n.sum())
 
 
 def fit_temperature(y: np.ndarray, p: np.ndarray) -> float:
     """The temperature T minimising the log loss of sigmoid(logit(p) / T) (fit on validation)."""
     from scipy.optimize import minimize_scalar
 
-    logits = np.log(np.clip(p, 1e-7, 1 - 1e-7) / np.clip(1 - p, 1e-7, 1))
-
     def nll(t):
-        q = np.clip(1 / (1 + np.exp(-logits / t)), 1e-7, 1 - 1e-7)
+        q = np.clip(scale_scores(p, t), 1e-7, 1 - 1e-7)
         return -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))
 
     return float(minimize_scalar(nll, bounds=(0.05, 20), method="bounded").x)
@@ -40,18 +58,10 @@ def calibration_table(trained, bank: Bank, bins: int = 10) -> tuple[dict, pd.Dat
     y_val, p_val = labels_of(bank.frames["val"]), score(trained, bank, "val")
     y, p = labels_of(bank.frames["test"]), score(trained, bank, "test")
     temperature = fit_temperature(y_val, p_val)
-    logits = np.log(np.clip(p, 1e-7, 1 - 1e-7) / np.clip(1 - p, 1e-7, 1))
-    scaled = 1 / (1 + np.exp(-logits / temperature))
-    edges = np.linspace(0, 1, bins + 1)
-    rows = []
-    for name, probs in (("raw", p), ("temperature-scaled", scaled)):
-        index = np.clip(np.digitize(probs, edges[1:-1]), 0, bins - 1)
-        for b in range(bins):
-            members = index == b
-            if members.any():
-                rows.append(dict(recipe=trained.recipe.name, scores=name, bin_centre=(edges[b] + edges[b + 1]) / 2,
-                                 confidence=float(probs[members].mean()), fraction_fake=float(y[members].mean()),
-                                 n=int(members.sum())))
+    scaled = scale_scores(p, temperature)
+    table = pd.concat([reliability_bins(y, probs, bins).assign(recipe=trained.recipe.name, scores=name)
+                       for name, probs in (("raw", p), ("temperature-scaled", scaled))], ignore_index=True)
+    table = table[["recipe", "scores", "bin_centre", "confidence", "fraction_fake", "n"]]
     summary = dict(recipe=trained.recipe.name, temperature=temperature, ece_raw=expected_calibration_error(y, p, bins),
                    ece_scaled=expected_calibration_error(y, scaled, bins))
-    return summary, pd.DataFrame(rows)
+    return summary, table

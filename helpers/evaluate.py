@@ -119,6 +119,19 @@ def bootstrap_ci(y_true: np.ndarray, scores: np.ndarray, statistic: str, thresho
     return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
 
 
+def auc_ci(y_true: np.ndarray, scores: np.ndarray, n_boot: int = 1000, seed: int = 0,
+           level: float = 0.95) -> tuple[float, float, float]:
+    """``(auc, low, high)``: ROC AUC with its percentile-bootstrap interval; NaNs for a single class.
+
+    The one place the lab computes an AUC with its interval (tables, protocols, attributes).
+    """
+    y_true = np.asarray(y_true).astype(int)
+    if len(np.unique(y_true)) < 2:
+        return (float("nan"),) * 3
+    low, high = bootstrap_ci(y_true, scores, "auc", n_boot=n_boot, level=level, seed=seed)
+    return float(skm.roc_auc_score(y_true, np.asarray(scores, dtype=float))), low, high
+
+
 def wilson_ci(hits: int, total: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a proportion ``hits / total`` (NaN for ``total == 0``)."""
     from scipy.stats import norm
@@ -156,9 +169,7 @@ def per_attribute_metrics(predictions: pd.DataFrame, annotations: pd.DataFrame, 
             correct = int(((scores >= threshold) == y).sum())
             low, high = wilson_ci(correct, len(part))
             reals = y == 0
-            both = 0 < y.sum() < len(y)
-            auc = float(skm.roc_auc_score(y, scores)) if both else float("nan")
-            auc_lo, auc_hi = bootstrap_ci(y, scores, "auc", n_boot=n_boot, seed=seed) if both else (np.nan, np.nan)
+            auc, auc_lo, auc_hi = auc_ci(y, scores, n_boot, seed)
             rows.append(dict(attribute=attribute, value=value, n=len(part), real=int(reals.sum()),
                              fake=int((~reals).sum()), accuracy=correct / len(part), accuracy_lo=low,
                              accuracy_hi=high,
@@ -183,9 +194,7 @@ def per_source_metrics(frame: pd.DataFrame, scores: np.ndarray, threshold: float
         idx = np.concatenate([own, other])
         acc = float(np.mean((scores[own] >= threshold) == y[own]))
         called_fake = float(np.mean(scores[own] >= threshold))
-        auc = (float(skm.roc_auc_score(y[idx], scores[idx])) if len(other) else float("nan"))
-        auc_lo, auc_hi = bootstrap_ci(y[idx], scores[idx], "auc", n_boot=n_boot, seed=seed) if len(other) \
-            else (float("nan"), float("nan"))
+        auc, auc_lo, auc_hi = auc_ci(y[idx], scores[idx], n_boot, seed)
         acc_lo, acc_hi = bootstrap_ci(y[own], scores[own], "accuracy", threshold, n_boot, seed=seed)
         rows.append(dict(label=label, source=source, n=len(own), accuracy=acc, accuracy_lo=acc_lo,
                          accuracy_hi=acc_hi, auc=auc, auc_lo=auc_lo, auc_hi=auc_hi,
@@ -344,8 +353,8 @@ def pairwise_auc_table(predictions: pd.DataFrame, n_boot: int = 1000, seed: int 
                              | ((frame["label"] == "fake") & (frame["source"] == fake))]
                 y = labels_of(pair)
                 s = pair["score"].to_numpy()
-                row[fake] = _fmt_ci(float(skm.roc_auc_score(y, s)),
-                                    bootstrap_ci(y, s, "auc", n_boot=n_boot, seed=seed))
+                auc, low, high = auc_ci(y, s, n_boot, seed)
+                row[fake] = _fmt_ci(auc, (low, high))
             rows.append(row)
     return pd.DataFrame(rows)
 

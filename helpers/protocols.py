@@ -31,10 +31,9 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from sklearn.metrics import roc_auc_score
 
 from helpers import features, models, train
-from helpers.evaluate import bootstrap_ci, choose_threshold, fpr_controlled_threshold, wilson_ci
+from helpers.evaluate import auc_ci, choose_threshold, fpr_controlled_threshold, wilson_ci
 from helpers.perturb import ROBUSTNESS_GRID
 from helpers.pipeline import labels_of
 
@@ -225,20 +224,13 @@ def train_recipe(recipe: Recipe, bank: FeatureBank, out_dir: str | Path, batch_s
     return trained
 
 
-def _auc_ci(y: np.ndarray, s: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, float]:
-    if len(set(y)) < 2:
-        return (float("nan"),) * 3
-    low, high = bootstrap_ci(y, s, "auc", n_boot=n_boot, seed=seed)
-    return float(roc_auc_score(y, s)), low, high
-
-
 def pair_auc(trained, bank: Bank, real_sources: list[str], fake_source: str,
              variant: str = "clean", n_boot: int = 1000, seed: int = 0) -> dict:
     """AUC [CI] of one fake source against the given real sources on the test split."""
     test = bank.frames["test"]
     keep = test["source"].isin([*real_sources, fake_source]).to_numpy()
     y, s = labels_of(test)[keep], score(trained, bank, "test", variant)[keep]
-    auc, low, high = _auc_ci(y, s, n_boot, seed)
+    auc, low, high = auc_ci(y, s, n_boot, seed)
     return dict(auc=auc, auc_lo=low, auc_hi=high, n=int(keep.sum()))
 
 
@@ -311,7 +303,7 @@ def leave_one_real_source_out(recipe: Recipe, bank: Bank, out_dir: str | Path, n
         false_positives, detected = int((s[own] >= threshold).sum()), int((s[is_fake] >= threshold).sum())
         fpr_ci, detection_ci = wilson_ci(false_positives, n_real), wilson_ci(detected, n_fake)
         keep = own | is_fake
-        auc, low, high = _auc_ci(is_fake[keep].astype(int), s[keep], n_boot, seed)
+        auc, low, high = auc_ci(is_fake[keep].astype(int), s[keep], n_boot, seed)
         rows.append(dict(recipe=recipe.name, held_out=held_out, threshold=threshold,
                          fpr=false_positives / max(n_real, 1), fpr_lo=fpr_ci[0], fpr_hi=fpr_ci[1], n_real=n_real,
                          detection=detected / max(n_fake, 1), detection_lo=detection_ci[0],
@@ -328,7 +320,7 @@ def robustness_grid(trained, bank: Bank, perturbations: tuple[str, ...] = ROBUST
     rows = []
     for variant in ("clean", *perturbations):
         s = score(trained, bank, "test", variant)
-        auc, low, high = _auc_ci(y, s, n_boot, seed)
+        auc, low, high = auc_ci(y, s, n_boot, seed)
         rows.append(dict(recipe=trained.recipe.name, perturbation=variant, auc=auc, auc_lo=low, auc_hi=high,
                          accuracy=float(((s >= trained.threshold) == y).mean()),
                          fpr=float((s[y == 0] >= trained.threshold).mean())))
@@ -353,7 +345,7 @@ def recipe_summary(trained, bank: Bank, checks: dict[str, tuple], n_boot: int = 
     y, s = labels_of(test), score(trained, bank, "test")
     own = rows_of_sources(test, trained.recipe.train_sources)
     row = dict(recipe=trained.recipe.name, trained_on="+".join(trained.recipe.train_sources or ["all sources"]),
-               val_auc=trained.val_auc, in_distribution_auc=_auc_ci(y[own], s[own], n_boot, seed)[0])
+               val_auc=trained.val_auc, in_distribution_auc=auc_ci(y[own], s[own], n_boot, seed)[0])
     for name, (reals, fake) in checks.items():
         row[name] = pair_auc(trained, bank, reals, fake, n_boot=n_boot, seed=seed)["auc"]
     grid = robustness_grid(trained, bank, ("jpeg:50", "scale:0.5"), n_boot=50, seed=seed).set_index("perturbation")

@@ -231,3 +231,16 @@ def test_report_tables_carry_the_numbers_they_are_given(tmp_path):
     evaluate.save_table(per_source.reset_index(), tmp_path / "deep" / "t8")
     assert pd.read_csv(tmp_path / "deep" / "t8.csv").columns[0] == "Source"  # no index column
     assert (tmp_path / "deep" / "t8.md").read_text().startswith("| Source")
+
+
+def test_auc_ci_is_the_auc_with_its_bootstrap_interval_and_nan_for_one_class():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 60)
+    s = rng.normal(y * 0.8, 1.0)
+    auc, low, high = evaluate.auc_ci(y, s, n_boot=200, seed=5)
+    assert auc == pytest.approx(roc_auc_score(y, s))
+    assert (low, high) == evaluate.bootstrap_ci(y, s, "auc", n_boot=200, seed=5)
+    assert low < auc < high
+    assert all(np.isnan(evaluate.auc_ci(np.zeros(5), np.arange(5.0))))
