@@ -38,7 +38,6 @@ from helpers.config import REPO_ROOT
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 COURSE_DIR = REPO_ROOT / "course"
-CONTEXT_TAG = "exercise"          # extra cells the grader runs with the exercises (none needed today)
 GRADE_COLUMNS = ["student", "notebook", "exercise", "points", "max_points", "status"]
 _KERNEL_PRELUDE = ("import os, warnings\nwarnings.filterwarnings('ignore')\n"
                    "os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')")
@@ -54,23 +53,20 @@ def is_check_cell(cell) -> bool:
 
 
 def is_exercise_cell(cell) -> bool:
-    """A solution cell, a check cell, or a cell tagged as exercise context."""
-    meta = _grading(cell)
-    return bool(meta.get("solution") or meta.get("grade")
-                or CONTEXT_TAG in cell.get("metadata", {}).get("tags", []))
+    """A solution cell or a check cell (what the grader runs)."""
+    return bool(_grading(cell).get("solution") or _grading(cell).get("grade"))
 
 
 @dataclass(frozen=True)
 class Exercise:
     """One graded exercise of a notebook: its check cell's id and points."""
-    notebook: str
     grade_id: str
     points: float
 
 
-def exercises(notebook: nbformat.NotebookNode, name: str = "") -> list[Exercise]:
+def exercises(notebook: nbformat.NotebookNode) -> list[Exercise]:
     """The graded exercises (check cells) of a notebook, in order."""
-    return [Exercise(name, _grading(c)["grade_id"], float(_grading(c)["points"]))
+    return [Exercise(_grading(c)["grade_id"], float(_grading(c)["points"]))
             for c in notebook.cells if is_check_cell(c)]
 
 
@@ -159,7 +155,6 @@ def grade_notebook(submitted_path: str | Path, source_path: str | Path, timeout:
         return [dict(notebook=Path(source_path).name, exercise=e.grade_id, points=0.0, max_points=e.points,
                      status=f"unreadable notebook: {error}"[:200]) for e in exercises(source)]
     grading = grading_notebook(submitted, source)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")    # the kernel inherits it: less log noise
     NotebookClient(grading, timeout=timeout, kernel_name="python3", allow_errors=True,
                    resources={"metadata": {"path": str(Path(submitted_path).parent)}}).execute()
     rows = []
