@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from helpers import explain
+from helpers import config, explain
 from helpers.data import load_image
 from helpers.data import resize_square as resize
 from helpers.faces import FaceDetector, crop_face
-from helpers.predict import MIN_SIDE_FOR_VERDICT, NoModelError, Predictor, allowed_model_path, find_models, runs_root
+from helpers.predict import MIN_SIDE_FOR_VERDICT, NoModelError, Predictor, allowed_model_path, find_models
 
 DISPLAY_SIZE = 320  # images are shown at this size; the model sees its own input size
 
@@ -50,7 +50,7 @@ with st.sidebar:
         typed = st.text_input("...or a path to a .keras model inside the runs folder", "")
 
 if models.empty and not typed:
-    st.warning(f"No trained model yet (looked in {runs_root()}). Train one with `make smoke` (a few "
+    st.warning(f"No trained model yet (looked in {config.default_runs_root()}). Train one with `make smoke` (a few "
                "minutes) or `make reproduce`, then reload this page.")
     st.stop()
 try:

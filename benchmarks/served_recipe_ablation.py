@@ -46,7 +46,7 @@ def in_distribution(trained, bank, n_boot: int, seed: int) -> tuple[dict, pd.Dat
     """Trained on every source: each fake source vs all real test images, and per-source rates at the
     served operating point (chosen on validation)."""
     reals = sorted(bank.frames["test"].query("label == 'real'").source.unique())
-    row = protocols.recipe_summary(trained, bank, {k: (reals, v) for k, v in CHECKS.items()}, n_boot=n_boot, seed=seed)
+    row = protocols.recipe_summary(trained, bank, {k: (reals, v) for k, v in CHECKS.items()})
     point = served.choose_operating_point(bank.frames["val"], protocols.score(trained, bank, "val"))
     per_source = evaluate.per_source_metrics(bank.frames["test"], protocols.score(trained, bank, "test"),
                                              point.fake_threshold, n_boot, seed)

@@ -86,8 +86,8 @@ def glasses_score(image: np.ndarray, face: Face) -> float:
 
 def tune_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     """The score threshold with the best accuracy on labelled data (lowest such score):
-    :func:`helpers.evaluate.choose_threshold` with ``method="accuracy"``."""
-    from helpers.evaluate import choose_threshold  # evaluate pulls in TensorFlow: only when tuning
+    :func:`helpers.stats.choose_threshold` with ``method="accuracy"``."""
+    from helpers.stats import choose_threshold
 
     return choose_threshold(np.asarray(labels, bool).astype(int), scores, method="accuracy")
 
@@ -317,8 +317,8 @@ def glasses_check(labels_csv: str | os.PathLike, root: str | os.PathLike, annota
     counted, not fatal. Returns per-image results and a summary (accuracy, recall on glasses,
     specificity, per half).
     """
-    from helpers.evaluate import wilson_ci
     from helpers.faces import detect_manifest
+    from helpers.stats import wilson_ci
 
     annotator = annotator or GlassesAnnotator()
     labels = pd.read_csv(labels_csv, keep_default_na=False)

@@ -28,8 +28,9 @@ def embedding_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, dense[-1].output, name="embedding")
 
 
-def extract_features(model: keras.Model, dataset) -> np.ndarray:
-    """Final-hidden-layer features for every image of a (non-shuffled) dataset."""
+def hidden_embeddings(model: keras.Model, dataset) -> np.ndarray:
+    """The detector's last hidden Dense layer for every image of a (non-shuffled) dataset (what UMAP
+    projects). Not :func:`helpers.features.extract_features`, which pools the backbone's output."""
     return np.asarray(embedding_model(model).predict(dataset, verbose=0))
 
 

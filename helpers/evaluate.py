@@ -1,9 +1,10 @@
-"""Evaluation: metrics with bootstrap confidence intervals, overall and per source.
+"""Evaluation: a run's models scored on validation and test, per source and attribute, and its tables.
 
-The decision threshold is chosen on the validation split (:func:`choose_threshold`) and
-then applied unchanged to the test split. Per-source numbers answer "how does the detector
-do on this source": for a fake source, AUC against all real test images and the detection
-rate; for a real source, AUC against all fake test images and the false-positive rate.
+The decision threshold is chosen on the validation split (:func:`helpers.stats.choose_threshold`)
+and then applied unchanged to the test split; every statistic comes from :mod:`helpers.stats`.
+Per-source numbers answer "how does the detector do on this source": for a fake source, AUC
+against all real test images and the detection rate; for a real source, AUC against all fake
+test images and the false-positive rate.
 """
 
 from __future__ import annotations
@@ -16,134 +17,12 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from helpers.data import labels_of
+from helpers.stats import auc_ci, binary_metrics, bootstrap_ci, choose_threshold, wilson_ci
 
 
 def predict_scores(model, dataset) -> np.ndarray:
     """P(fake) for every image of a (non-shuffled) dataset, in order."""
     return np.asarray(model.predict(dataset, verbose=0)).reshape(-1)
-
-
-def choose_threshold(y_true: np.ndarray, scores: np.ndarray, method: str = "youden") -> float:
-    """Pick a decision threshold on validation data.
-
-    ``youden`` maximises TPR - FPR on the ROC curve; ``accuracy`` maximises accuracy. Falls
-    back to 0.5 when the validation data has a single class.
-    """
-    y_true = np.asarray(y_true).astype(int)
-    scores = np.asarray(scores, dtype=float)
-    if len(np.unique(y_true)) < 2:
-        return 0.5
-    if method == "youden":
-        fpr, tpr, thresholds = skm.roc_curve(y_true, scores)
-        best = int(np.argmax(tpr - fpr))
-        return float(np.clip(thresholds[best], 0.0, 1.0))
-    if method == "accuracy":
-        candidates = np.unique(scores)
-        accuracy = [np.mean((scores >= t) == y_true) for t in candidates]
-        return float(candidates[int(np.argmax(accuracy))])
-    raise ValueError(f"unknown threshold method {method!r}")
-
-
-def fpr_controlled_threshold(frame: pd.DataFrame, scores: np.ndarray, max_fpr: float = 0.05) -> float:
-    """The lowest threshold at which no real source of ``frame`` (validation data) has a false-positive
-    rate above ``max_fpr``: an operating point fixed before the test set is seen, paid for in recall."""
-    scores = np.asarray(scores, dtype=float)
-    reals = frame["label"].to_numpy() == "real"
-    threshold = 0.0
-    for source in np.unique(frame["source"].to_numpy()[reals]):
-        own = np.sort(scores[reals & (frame["source"].to_numpy() == source)])
-        allowed = int(np.floor(max_fpr * len(own)))       # at most this many of its images called fake
-        threshold = max(threshold, float(np.nextafter(own[len(own) - allowed - 1], np.inf)))
-    return min(threshold, 1.0)
-
-
-def miss_controlled_threshold(frame: pd.DataFrame, scores: np.ndarray, max_miss: float = 0.05) -> float:
-    """The highest threshold below which no fake source of ``frame`` (validation data) has more than
-    ``max_miss`` of its images: a score under it is called real with each generator's miss rate bounded."""
-    scores = np.asarray(scores, dtype=float)
-    fakes = frame["label"].to_numpy() == "fake"
-    threshold = 1.0
-    for source in np.unique(frame["source"].to_numpy()[fakes]):
-        own = np.sort(scores[fakes & (frame["source"].to_numpy() == source)])
-        allowed = int(np.floor(max_miss * len(own)))      # at most this many of its images below the threshold
-        threshold = min(threshold, float(own[allowed]))
-    return max(threshold, 0.0)
-
-
-def binary_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict:
-    """Accuracy, ROC AUC, average precision, precision, recall, F1 and confusion counts (fake = 1)."""
-    y_true = np.asarray(y_true).astype(int)
-    scores = np.asarray(scores, dtype=float)
-    y_pred = (scores >= threshold).astype(int)
-    tn, fp, fn, tp = skm.confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
-    both = len(np.unique(y_true)) == 2
-    return dict(
-        n=int(len(y_true)), threshold=float(threshold),
-        accuracy=float(skm.accuracy_score(y_true, y_pred)),
-        auc=float(skm.roc_auc_score(y_true, scores)) if both else float("nan"),
-        average_precision=float(skm.average_precision_score(y_true, scores)) if both else float("nan"),
-        precision=float(skm.precision_score(y_true, y_pred, zero_division=0)),
-        recall=float(skm.recall_score(y_true, y_pred, zero_division=0)),
-        f1=float(skm.f1_score(y_true, y_pred, zero_division=0)),
-        tn=int(tn), fp=int(fp), fn=int(fn), tp=int(tp),
-    )
-
-
-def bootstrap_ci(y_true: np.ndarray, scores: np.ndarray, statistic: str, threshold: float = 0.5,
-                 n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``auc`` or ``accuracy``, resampling within each class.
-
-    All replicates are computed at once: AUC from the rank sums of the positives
-    (Mann-Whitney, ties averaged), identical to ``roc_auc_score`` on each replicate.
-    """
-    from scipy.stats import rankdata
-
-    y_true = np.asarray(y_true).astype(int)
-    scores = np.asarray(scores, dtype=float)
-    if statistic not in ("auc", "accuracy"):
-        raise ValueError(f"unknown statistic {statistic!r}")
-    rng = np.random.default_rng(seed)
-    negatives, positives = (np.flatnonzero(y_true == c) for c in (0, 1))
-    if statistic == "auc" and (not len(negatives) or not len(positives)):
-        return (float("nan"), float("nan"))
-    idx = np.concatenate([rng.choice(members, (n_boot, len(members)))
-                          for members in (negatives, positives) if len(members)], axis=1)
-    resampled = scores[idx]
-    if statistic == "auc":
-        n0, n1 = len(negatives), len(positives)
-        ranks = rankdata(resampled, axis=1)
-        values = (ranks[:, n0:].sum(axis=1) - n1 * (n1 + 1) / 2) / (n0 * n1)
-    else:
-        values = ((resampled >= threshold) == y_true[idx]).mean(axis=1)
-    alpha = (1 - level) / 2
-    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
-
-
-def auc_ci(y_true: np.ndarray, scores: np.ndarray, n_boot: int = 1000, seed: int = 0,
-           level: float = 0.95) -> tuple[float, float, float]:
-    """``(auc, low, high)``: ROC AUC with its percentile-bootstrap interval; NaNs for a single class.
-
-    The one place the lab computes an AUC with its interval (tables, protocols, attributes).
-    """
-    y_true = np.asarray(y_true).astype(int)
-    if len(np.unique(y_true)) < 2:
-        return (float("nan"),) * 3
-    low, high = bootstrap_ci(y_true, scores, "auc", n_boot=n_boot, level=level, seed=seed)
-    return float(skm.roc_auc_score(y_true, np.asarray(scores, dtype=float))), low, high
-
-
-def wilson_ci(hits: int, total: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``hits / total`` (NaN for ``total == 0``)."""
-    from scipy.stats import norm
-
-    if total == 0:
-        return (float("nan"), float("nan"))
-    z = float(norm.ppf(0.5 + level / 2))
-    p = hits / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    # the interval always holds p itself (at 0 or n hits rounding could put a bound a hair past it)
-    return (float(min(p, max(0.0, centre - half))), float(max(p, min(1.0, centre + half))))
 
 
 def per_attribute_metrics(predictions: pd.DataFrame, annotations: pd.DataFrame, attributes: list[str],

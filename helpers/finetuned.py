@@ -25,9 +25,9 @@ import pandas as pd
 import tensorflow as tf
 
 from helpers import models, train
-from helpers.evaluate import choose_threshold
 from helpers.pipeline import labels_of, load_array
 from helpers.protocols import Recipe, checkpoint_name, epoch_positions, rows_of_sources
+from helpers.stats import choose_threshold
 
 
 @dataclass

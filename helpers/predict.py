@@ -43,11 +43,6 @@ def has_odd_name(path: str | os.PathLike) -> bool:
     return path_text(path) != os.fspath(path)
 
 
-def runs_root() -> Path:
-    """``$FAKEFACE_RUNS`` or ``runs/`` in the repository (:func:`helpers.config.default_runs_root`)."""
-    return config.default_runs_root()
-
-
 def metrics_for(model_path: str | Path) -> dict:
     """The metrics JSON written by notebook 05 for a model file (for the served detector, the same
     fields from its record), or ``{}``."""
@@ -73,7 +68,7 @@ def find_models(root: str | Path | None = None) -> pd.DataFrame:
     ``MIN_VAL_IMAGES`` images come after the others; models without metrics come last.
     """
     rows = []
-    for path in sorted(Path(root or runs_root()).glob("*/models/*.keras")):
+    for path in sorted(Path(root or config.default_runs_root()).glob("*/models/*.keras")):
         metrics = metrics_for(path)
         rows.append(dict(path=str(path), run=path.parent.parent.name, key=path.stem,
                          model=metrics.get("model", path.stem), served=bool(metrics.get("served")),
@@ -94,7 +89,7 @@ def default_model(root: str | Path | None = None) -> Path:
     images before any other); :class:`NoModelError` if none was."""
     models = find_models(root).dropna(subset=["val_auc"])
     if models.empty:
-        raise NoModelError(f"no evaluated model under {root or runs_root()}: train one with `make smoke` "
+        raise NoModelError(f"no evaluated model under {root or config.default_runs_root()}: train one with `make smoke` "
                            "(minutes) or `make reproduce`, or pass --model PATH")
     return Path(models.iloc[0]["path"])
 
@@ -106,7 +101,7 @@ def allowed_model_path(text: str, root: str | Path | None = None) -> Path:
     anything outside ``root`` (after resolving links and ``..``) gets the same answer whether
     it exists or not. Raises :class:`ModelUnusable` with a one-line reason.
     """
-    root = Path(root or runs_root()).resolve()
+    root = Path(root or config.default_runs_root()).resolve()
     candidate = Path(text.strip()).expanduser()
     candidate = (candidate if candidate.is_absolute() else root / candidate).resolve()
     if not candidate.is_relative_to(root) or candidate.suffix != ".keras":

@@ -33,9 +33,9 @@ import pandas as pd
 import tensorflow as tf
 
 from helpers import features, models, train
-from helpers.evaluate import auc_ci, choose_threshold, fpr_controlled_threshold, wilson_ci
 from helpers.perturb import ROBUSTNESS_GRID
 from helpers.pipeline import labels_of
+from helpers.stats import auc_ci, choose_threshold, fpr_controlled_threshold, wilson_ci
 
 
 @dataclass
@@ -280,7 +280,7 @@ def leave_one_real_source_out(recipe: Recipe, bank: Bank, out_dir: str | Path, n
     For each real source X (or each of ``held_outs``): train on every source but X; fix the
     operating point on validation rows of the training sources only (the lowest threshold keeping
     each of their real sources' false-positive rate at or below ``max_real_fpr``,
-    :func:`helpers.evaluate.fpr_controlled_threshold`); then report, on test, X's false-positive
+    :func:`helpers.stats.fpr_controlled_threshold`); then report, on test, X's false-positive
     rate and the fakes' detection rate at that threshold (Wilson 95% CIs), X's AUC against all
     fake test images (bootstrap CI), and X's false-positive rate at the Youden threshold for
     comparison.
@@ -337,25 +337,25 @@ def format_shortcut(trained, bank: Bank, recode: str = "recode:256", n_boot: int
                 change=float(grid.auc[1] - grid.auc[0]), recoded_ci=(float(grid.auc_lo[1]), float(grid.auc_hi[1])))
 
 
-def recipe_summary(trained, bank: Bank, checks: dict[str, tuple], n_boot: int = 1000,
-                   seed: int = 0) -> dict:
+def recipe_summary(trained, bank: Bank, checks: dict[str, tuple]) -> dict:
     """One ablation-table row: in-distribution and named pair AUCs, JPEG/rescale drops, worst real FPR,
-    format-shortcut change. ``checks`` maps a column name to ``(real_sources, fake_source)``."""
+    format-shortcut change (point estimates: the row shows no intervals, the protocol tables do).
+    ``checks`` maps a column name to ``(real_sources, fake_source)``."""
     test = bank.frames["test"]
     y, s = labels_of(test), score(trained, bank, "test")
     own = rows_of_sources(test, trained.recipe.train_sources)
     row = dict(recipe=trained.recipe.name, trained_on="+".join(trained.recipe.train_sources or ["all sources"]),
-               val_auc=trained.val_auc, in_distribution_auc=auc_ci(y[own], s[own], n_boot, seed)[0])
+               val_auc=trained.val_auc, in_distribution_auc=auc_ci(y[own], s[own], n_boot=0)[0])
     for name, (reals, fake) in checks.items():
-        row[name] = pair_auc(trained, bank, reals, fake, n_boot=n_boot, seed=seed)["auc"]
-    grid = robustness_grid(trained, bank, ("jpeg:50", "scale:0.5"), n_boot=50, seed=seed).set_index("perturbation")
+        row[name] = pair_auc(trained, bank, reals, fake, n_boot=0)["auc"]
+    grid = robustness_grid(trained, bank, ("jpeg:50", "scale:0.5"), n_boot=0).set_index("perturbation")
     row["jpeg50_drop"] = float(grid.loc["jpeg:50", "auc_drop"])
     row["scale0.5_drop"] = float(grid.loc["scale:0.5", "auc_drop"])
     reals = test["label"].to_numpy() == "real"
     fprs = {src: float((s[reals & (test.source.to_numpy() == src)] >= trained.threshold).mean())
             for src in test.loc[reals, "source"].unique()}
     row["worst_real_fpr"] = max(fprs.values()) if fprs else float("nan")
-    row["format_change"] = format_shortcut(trained, bank, n_boot=50, seed=seed)["change"]
+    row["format_change"] = format_shortcut(trained, bank, n_boot=0)["change"]
     row["train_seconds"] = round(trained.seconds, 1)
     return row
 

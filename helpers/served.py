@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers.evaluate import fpr_controlled_threshold, miss_controlled_threshold, wilson_ci
+from helpers.stats import fpr_controlled_threshold, miss_controlled_threshold, wilson_ci
 
 VERDICTS = ("fake", "real", "unsure")
 SERVED_KEY = "served"   # runs/<run>/models/served.keras

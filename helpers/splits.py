@@ -133,18 +133,25 @@ def split_summary(split_frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def leakage_report(split_frame: pd.DataFrame, max_distance: int = 6) -> pd.DataFrame:
-    """Pairs of identical or near-duplicate images that sit in different splits (should be empty)."""
+    """Pairs of images that sit in different splits but must not (should be empty): identical files,
+    near-duplicates (perceptual hash within ``max_distance`` bits) and generated pairs (a real face
+    and the fake made from it share a ``pair_id``). One row per pair, with its ``kind``."""
     rows = []
     for i, j in near_duplicate_pairs(split_frame["phash"].tolist(), max_distance):
         a, b = split_frame.iloc[i], split_frame.iloc[j]
         if a["split"] != b["split"]:
-            rows.append(dict(path_a=a["path"], split_a=a["split"], path_b=b["path"], split_b=b["split"]))
-    dup = split_frame[split_frame["sha256"].astype(bool)].groupby("sha256")["split"].nunique()
-    for sha in dup[dup > 1].index:
-        members = split_frame[split_frame["sha256"] == sha]
-        rows.append(dict(path_a=members.iloc[0]["path"], split_a=members.iloc[0]["split"],
-                         path_b=members.iloc[1]["path"], split_b=members.iloc[1]["split"]))
-    return pd.DataFrame(rows, columns=["path_a", "split_a", "path_b", "split_b"])
+            rows.append(dict(kind="near-duplicate", path_a=a["path"], split_a=a["split"], path_b=b["path"],
+                             split_b=b["split"]))
+    for column, kind in (("sha256", "identical file"), ("pair_id", "generated pair")):
+        if column not in split_frame:
+            continue
+        keyed = split_frame[split_frame[column].fillna("").astype(str) != ""]
+        spread = keyed.groupby(column)["split"].nunique()
+        for key in spread[spread > 1].index:
+            members = keyed[keyed[column] == key].drop_duplicates("split")
+            rows.append(dict(kind=kind, path_a=members.iloc[0]["path"], split_a=members.iloc[0]["split"],
+                             path_b=members.iloc[1]["path"], split_b=members.iloc[1]["split"]))
+    return pd.DataFrame(rows, columns=["kind", "path_a", "split_a", "path_b", "split_b"])
 
 
 def save_split(split_frame: pd.DataFrame, path: str | Path) -> Path:

@@ -1,7 +1,8 @@
 """Training: Adam + binary cross-entropy, best-validation-AUC checkpoints, reusable compiled heads.
 
 :func:`fit_detector` trains one stage; :func:`train_two_stage` runs the frozen-head stage and
-then fine-tuning (BatchNormalization frozen); :class:`ReusableFit` trains one compiled model again and
+then fine-tuning (BatchNormalization frozen); :func:`train_backbone_detector` is notebooks 03/04's step
+(with the from-scratch rule and the run's record); :class:`ReusableFit` trains one compiled model again and
 again from the same start (protocol folds, grid points). The grids live in :mod:`helpers.grid`.
 """
 
@@ -62,13 +63,18 @@ def fit_detector(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.
     start = time.perf_counter()
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
                         verbose=verbose)
-    seconds = time.perf_counter() - start
+    result = _result(checkpoint, history, time.perf_counter() - start)
+    if checkpoint.exists():
+        model.load_weights(checkpoint)
+    return result
+
+
+def _result(path: Path, history: keras.callbacks.History, seconds: float) -> TrainResult:
+    """A stage's outcome from Keras' history: per-epoch frame, best validation-AUC epoch (1-based)."""
     frame = pd.DataFrame(history.history)
     frame.insert(0, "epoch", range(1, len(frame) + 1))
     best = int(frame["val_auc"].idxmax())
-    if checkpoint.exists():
-        model.load_weights(checkpoint)
-    return TrainResult(checkpoint, frame, float(frame.at[best, "val_auc"]), best + 1, seconds)
+    return TrainResult(path, frame, float(frame.at[best, "val_auc"]), best + 1, seconds)
 
 
 class _KeepBestWeights(keras.callbacks.Callback):
@@ -127,11 +133,7 @@ class ReusableFit:
             callbacks.append(keras.callbacks.CSVLogger(str(log_path)))
         start = time.perf_counter()
         history = self.model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
-        frame = pd.DataFrame(history.history)
-        frame.insert(0, "epoch", range(1, len(frame) + 1))
-        best = int(frame["val_auc"].idxmax())
-        return TrainResult(Path(log_path or ""), frame, float(frame.at[best, "val_auc"]), best + 1,
-                           time.perf_counter() - start)
+        return _result(Path(log_path or ""), history, time.perf_counter() - start)
 
 
 def train_two_stage(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset,
@@ -142,12 +144,16 @@ def train_two_stage(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.da
     """Frozen-backbone head training, then fine-tuning of the backbone's top with BN frozen.
 
     Returns ``{"head": ..., "finetune": ...}``; checkpoints are ``<name>_head.keras`` and
-    ``<name>_finetune.keras``. With ``finetune_epochs=0`` only the head stage runs.
-    ``freeze_batchnorm=False`` is for a randomly initialised backbone only (see
-    :func:`helpers.models.prepare_finetune`).
+    ``<name>_finetune.keras``. With ``finetune_epochs=0`` only the head stage runs, with
+    ``head_epochs=0`` only fine-tuning. ``freeze_batchnorm=False`` is for a randomly initialised
+    backbone only (see :func:`helpers.models.prepare_finetune`).
     """
-    results = {"head": fit_detector(model, train_ds, val_ds, head_epochs, head_lr, out_dir,
-                                    f"{name}_head", patience, verbose, label_smoothing)}
+    if head_epochs <= 0 and finetune_epochs <= 0:
+        raise ValueError("nothing to train: head_epochs and finetune_epochs are both 0")
+    results = {}
+    if head_epochs > 0:
+        results["head"] = fit_detector(model, train_ds, val_ds, head_epochs, head_lr, out_dir, f"{name}_head",
+                                       patience, verbose, label_smoothing)
     if finetune_epochs > 0:
         unfrozen = prepare_finetune(model, trainable_fraction, freeze_batchnorm)
         result = fit_detector(model, train_ds, val_ds, finetune_epochs, finetune_lr, out_dir,
@@ -155,6 +161,35 @@ def train_two_stage(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.da
         result.notes.update(unfrozen)
         results["finetune"] = result
     return results
+
+
+def train_backbone_detector(model: keras.Model, weights, datasets: dict, cfg, arch: str, *, batch_size: int,
+                            head_epochs: int, head_lr: float, finetune_epochs: int, finetune_lr: float,
+                            trainable_fraction: float, patience: int, input_kind: str,
+                            verbose: int = 2) -> tuple[dict[str, TrainResult], dict]:
+    """Notebooks 03/04's training step: two stages, then the run's record and history of them.
+
+    ``weights`` is the :class:`helpers.models.WeightsInfo` the detector was built with. Without
+    pretrained weights (ResNet50 offline) there is nothing to keep: fine-tuning then trains the
+    whole backbone from scratch, BatchNormalization included (``trainable_fraction`` becomes 1).
+    Writes ``models/<arch>_{head,finetune}.keras``, ``training/<arch>.json`` and
+    ``training/<arch>_history.csv``; returns the stages' results and the record.
+    """
+    from_scratch = weights.source == "none"
+    if from_scratch:
+        trainable_fraction = 1.0
+        print("No pretrained weights: fine-tuning trains the whole backbone from scratch, BN included.")
+    results = train_two_stage(model, datasets["train"], datasets["val"], cfg.folder("models"), arch,
+                              head_epochs=head_epochs, head_lr=head_lr, finetune_epochs=finetune_epochs,
+                              finetune_lr=finetune_lr, trainable_fraction=trainable_fraction, patience=patience,
+                              verbose=verbose, freeze_batchnorm=not from_scratch)
+    parameters = dict(batch_size=batch_size, head_epochs=head_epochs, head_lr=head_lr,
+                      finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
+                      trainable_fraction=trainable_fraction, input_kind=input_kind, from_scratch=from_scratch)
+    record = save_training_record(cfg.path("training", f"{arch}.json"), arch, cfg.image_size, weights.to_dict(),
+                                  results, parameters)
+    combined_history(results).to_csv(cfg.path("training", f"{arch}_history.csv"), index=False)
+    return results, record
 
 
 def combined_history(results: dict[str, TrainResult]) -> pd.DataFrame:

@@ -8,8 +8,9 @@ import pytest
 from helpers import annotate, balance
 from helpers.config import REPO_ROOT
 from helpers.data import load_image
-from helpers.evaluate import per_attribute_metrics, wilson_ci
+from helpers.evaluate import per_attribute_metrics
 from helpers.faces import Face, FaceDetector
+from helpers.stats import wilson_ci
 
 LABELS = REPO_ROOT / "data" / "labels" / "glasses_check.csv"
 

@@ -93,8 +93,8 @@ def test_autograde_full_marks_for_the_solutions_zero_for_the_blank_release(tmp_p
                        _source(course.NOTEBOOKS_DIR / "05_evaluation.ipynb"))
     for cell in wrong.cells:
         if cell.metadata.get("nbgrader", {}).get("solution"):
-            cell.source = ("from helpers import evaluate\n\ndef youden_threshold(y_true, scores):\n"
-                           "    return evaluate.choose_threshold(y_true, scores, method='accuracy')\n")
+            cell.source = ("from helpers import stats\n\ndef youden_threshold(y_true, scores):\n"
+                           "    return stats.choose_threshold(y_true, scores, method='accuracy')\n")
     nbformat.write(wrong, submitted / "wrong" / "05_evaluation.ipynb")
     (submitted / "wrong" / "01_data_collection.ipynb").write_text("{not json")
 

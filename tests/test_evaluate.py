@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from helpers import evaluate
+from helpers import evaluate, stats
 
 
 def _scores(n=400, seed=0, separation=1.5):
@@ -17,7 +17,7 @@ def _scores(n=400, seed=0, separation=1.5):
 
 def test_binary_metrics_match_scikit_learn():
     y, s = _scores()
-    m = evaluate.binary_metrics(y, s, threshold=0.6)
+    m = stats.binary_metrics(y, s, threshold=0.6)
     pred = (s >= 0.6).astype(int)
     assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
     assert m["auc"] == pytest.approx(skm.roc_auc_score(y, s))
@@ -26,20 +26,20 @@ def test_binary_metrics_match_scikit_learn():
     assert m["f1"] == pytest.approx(skm.f1_score(y, pred))
     assert m["average_precision"] == pytest.approx(skm.average_precision_score(y, s))
     assert [m["tn"], m["fp"], m["fn"], m["tp"]] == skm.confusion_matrix(y, pred).ravel().tolist()
-    assert np.isnan(evaluate.binary_metrics(np.ones(5), np.linspace(0, 1, 5))["auc"])
+    assert np.isnan(stats.binary_metrics(np.ones(5), np.linspace(0, 1, 5))["auc"])
 
 
 def test_threshold_is_chosen_on_validation_data():
     y = np.array([0, 0, 0, 1, 1, 1])
     s = np.array([0.05, 0.1, 0.2, 0.3, 0.35, 0.9])  # perfectly separable below 0.5
-    t = evaluate.choose_threshold(y, s, "youden")
+    t = stats.choose_threshold(y, s, "youden")
     assert 0.2 < t <= 0.3
-    assert evaluate.binary_metrics(y, s, t)["accuracy"] == 1.0
-    assert evaluate.binary_metrics(y, s, 0.5)["accuracy"] < 1.0
-    assert evaluate.choose_threshold(y, s, "accuracy") == pytest.approx(0.3)
-    assert evaluate.choose_threshold(np.zeros(4), np.linspace(0, 1, 4)) == 0.5
+    assert stats.binary_metrics(y, s, t)["accuracy"] == 1.0
+    assert stats.binary_metrics(y, s, 0.5)["accuracy"] < 1.0
+    assert stats.choose_threshold(y, s, "accuracy") == pytest.approx(0.3)
+    assert stats.choose_threshold(np.zeros(4), np.linspace(0, 1, 4)) == 0.5
     with pytest.raises(ValueError):
-        evaluate.choose_threshold(y, s, "magic")
+        stats.choose_threshold(y, s, "magic")
 
 
 def test_fpr_controlled_threshold_bounds_every_real_source():
@@ -49,22 +49,22 @@ def test_fpr_controlled_threshold_bounds_every_real_source():
     scores = np.concatenate([rng.beta(1, 6, 200), rng.beta(3, 3, 100), rng.beta(6, 1, 100)])
     scores[:20] = scores[19]  # ties at the cut may not push a source over its budget
     for max_fpr in (0.0, 0.05, 0.2):
-        t = evaluate.fpr_controlled_threshold(frame, scores, max_fpr)
+        t = stats.fpr_controlled_threshold(frame, scores, max_fpr)
         rates = {src: float((scores[(frame.source == src).to_numpy()] >= t).mean()) for src in ("easy", "hard")}
         assert max(rates.values()) <= max_fpr
         assert rates["hard"] > max_fpr - 0.02  # the hard source sets it: not stricter than needed
-    youden = evaluate.choose_threshold((frame.label == "fake").astype(int), scores)
-    assert evaluate.fpr_controlled_threshold(frame, scores, 0.05) > youden  # stricter than the default here
+    youden = stats.choose_threshold((frame.label == "fake").astype(int), scores)
+    assert stats.fpr_controlled_threshold(frame, scores, 0.05) > youden  # stricter than the default here
 
 
 def test_bootstrap_interval_covers_the_estimate_and_narrows_with_data():
     y, s = _scores(200, seed=1)
-    lo, hi = evaluate.bootstrap_ci(y, s, "auc", n_boot=300, seed=0)
+    lo, hi = stats.bootstrap_ci(y, s, "auc", n_boot=300, seed=0)
     assert lo < skm.roc_auc_score(y, s) < hi
     y_big, s_big = _scores(3000, seed=1)
-    lo_big, hi_big = evaluate.bootstrap_ci(y_big, s_big, "auc", n_boot=300, seed=0)
+    lo_big, hi_big = stats.bootstrap_ci(y_big, s_big, "auc", n_boot=300, seed=0)
     assert hi_big - lo_big < hi - lo
-    acc_lo, acc_hi = evaluate.bootstrap_ci(y, s, "accuracy", threshold=0.5, n_boot=300)
+    acc_lo, acc_hi = stats.bootstrap_ci(y, s, "accuracy", threshold=0.5, n_boot=300)
     assert acc_lo <= np.mean((s >= 0.5) == y) <= acc_hi
 
 
@@ -90,7 +90,7 @@ def test_evaluate_scores_applies_the_validation_threshold_to_test(tmp_path):
     as_frame = lambda y: pd.DataFrame({"label": np.where(y == 1, "fake", "real"),  # noqa: E731
                                        "source": np.where(y == 1, "gan", "cam")})
     result = evaluate.evaluate_scores("m", as_frame(y_val), s_val, as_frame(y_test), s_test, n_boot=50)
-    expected = evaluate.choose_threshold(y_val, s_val)
+    expected = stats.choose_threshold(y_val, s_val)
     assert result["threshold"] == pytest.approx(expected)
     assert result["test"]["threshold"] == pytest.approx(expected)
     assert result["test"]["accuracy"] == pytest.approx(np.mean((s_test >= expected) == y_test))
@@ -132,7 +132,7 @@ def test_vectorised_bootstrap_auc_equals_scikit_learn_per_replicate():
     fast = (ranks[:, len(neg):].sum(axis=1) - len(pos) * (len(pos) + 1) / 2) / (len(neg) * len(pos))
     slow = [skm.roc_auc_score(y[row], s[row]) for row in idx]
     np.testing.assert_allclose(fast, slow)
-    lo, hi = evaluate.bootstrap_ci(y, s, "auc", n_boot=2000, seed=1)
+    lo, hi = stats.bootstrap_ci(y, s, "auc", n_boot=2000, seed=1)
     assert lo < skm.roc_auc_score(y, s) < hi
 
 
@@ -152,7 +152,7 @@ def test_accuracy_and_youden_rules_differ_where_they_should():
     # 90 reals and 10 fakes: calling the overlap "real" wins accuracy, catching every fake wins Youden's J.
     y = np.array([0] * 90 + [1] * 10)
     s = np.concatenate([np.linspace(0.0, 0.6, 90), np.linspace(0.5, 0.9, 10)])
-    youden, accuracy = evaluate.choose_threshold(y, s, "youden"), evaluate.choose_threshold(y, s, "accuracy")
+    youden, accuracy = stats.choose_threshold(y, s, "youden"), stats.choose_threshold(y, s, "accuracy")
     assert youden == pytest.approx(_brute_force_threshold(y, s, "youden"))
     assert accuracy == pytest.approx(_brute_force_threshold(y, s, "accuracy"))
     assert accuracy > youden + 0.05  # the data makes the two rules disagree
@@ -196,8 +196,8 @@ def test_evaluate_run_models_takes_the_threshold_from_validation_only(tmp_path, 
         return (rows.label == "fake").astype(int).to_numpy(), model.predict(images, verbose=0).reshape(-1)
 
     (y_val, s_val), (y_test, s_test) = scores_of("val"), scores_of("test")
-    assert result["threshold"] == pytest.approx(evaluate.choose_threshold(y_val, s_val), abs=1e-5)
-    assert evaluate.choose_threshold(y_val, s_val) != pytest.approx(evaluate.choose_threshold(y_test, s_test))
+    assert result["threshold"] == pytest.approx(stats.choose_threshold(y_val, s_val), abs=1e-5)
+    assert stats.choose_threshold(y_val, s_val) != pytest.approx(stats.choose_threshold(y_test, s_test))
     assert result["val"]["n"] == len(y_val) and result["test"]["n"] == len(y_test)
     assert result["test"]["auc"] == pytest.approx(skm.roc_auc_score(y_test, s_test), abs=1e-4)
     assert set(predictions["path"]) == set(split.loc[split.split == "test", "path"])
@@ -239,8 +239,8 @@ def test_auc_ci_is_the_auc_with_its_bootstrap_interval_and_nan_for_one_class():
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 60)
     s = rng.normal(y * 0.8, 1.0)
-    auc, low, high = evaluate.auc_ci(y, s, n_boot=200, seed=5)
+    auc, low, high = stats.auc_ci(y, s, n_boot=200, seed=5)
     assert auc == pytest.approx(roc_auc_score(y, s))
-    assert (low, high) == evaluate.bootstrap_ci(y, s, "auc", n_boot=200, seed=5)
+    assert (low, high) == stats.bootstrap_ci(y, s, "auc", n_boot=200, seed=5)
     assert low < auc < high
-    assert all(np.isnan(evaluate.auc_ci(np.zeros(5), np.arange(5.0))))
+    assert all(np.isnan(stats.auc_ci(np.zeros(5), np.arange(5.0))))

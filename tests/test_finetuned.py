@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import calibration, data, evaluate, finetuned, models, protocols, splits
+from helpers import calibration, data, finetuned, models, protocols, splits, stats
 from helpers.pipeline import labels_of
 
 
@@ -55,7 +55,7 @@ def test_finetuned_recipes_run_every_protocol(image_bank, tmp_path):
     # (whether 20 tiny images are learned depends on the random state left by earlier tests: the
     # wiring is checked here; learning is measured on the face sample in notebook 08)
     val_labels = labels_of(image_bank.frames["val"])
-    expected = evaluate.choose_threshold(val_labels, image_bank.score(trained, "val"))
+    expected = stats.choose_threshold(val_labels, image_bank.score(trained, "val"))
     assert trained.threshold == pytest.approx(expected)              # chosen on validation, with the flip
     log = pd.read_csv(tmp_path / "finetuned_improved_ft_finetune_log.csv")
     assert len(log) == 2 and trained.val_auc == pytest.approx(log.val_auc.max())  # best fine-tuning epoch kept
@@ -67,16 +67,16 @@ def test_finetuned_recipes_run_every_protocol(image_bank, tmp_path):
     mirrored = finetuned.predict_images(trained.model, images[:, :, ::-1].copy())
     np.testing.assert_allclose(image_bank.score(trained, "test"), (plain + mirrored) / 2, atol=1e-5)
 
-    grid = protocols.robustness_grid(trained, image_bank, ("jpeg:50",), n_boot=20)
+    grid = protocols.robustness_grid(trained, image_bank, ("jpeg:50",))
     assert grid.perturbation.tolist() == ["clean", "jpeg:50"] and grid.auc.between(0, 1).all()
     summary, _ = calibration.calibration_table(trained, image_bank)
     assert summary["temperature"] > 0
-    row = protocols.recipe_summary(trained, image_bank, {"gan_b vs cams": (["cam_a", "cam_b"], "gan_b")}, n_boot=20)
+    row = protocols.recipe_summary(trained, image_bank, {"gan_b vs cams": (["cam_a", "cam_b"], "gan_b")})
     assert 0 <= row["gan_b vs cams"] <= 1 and row["train_seconds"] > 0
 
     head_only = finetuned.FinetuneRecipe("frozen", ["cam_a", "gan_a"], epochs=1, trainable_fraction=0.0)
     matrix = protocols.cross_source_matrix(head_only, {"a": ["cam_a", "gan_a"]}, [(["cam_b"], "gan_b")],
-                                           image_bank, tmp_path, n_boot=20)
+                                           image_bank, tmp_path)
     assert matrix.trained_on.tolist() == ["a"] and matrix.auc.between(0, 1).all()
     logo = protocols.leave_one_generator_out(head_only, image_bank, tmp_path, n_boot=20, held_outs=["gan_b"])
     assert logo.held_out.tolist() == ["gan_b"] and not (tmp_path / "finetuned_frozen_a_finetune.keras").exists()

@@ -50,8 +50,8 @@ def test_smoke_profile_runs_every_notebook(shared_faces, tmp_path):
     for name in FIGURES:
         assert (run_dir / "figures" / name).stat().st_size > 5_000, name
     metrics = {p.stem: json.loads(p.read_text()) for p in (run_dir / "metrics").glob("*.json")}
-    keys = ("mobilenetv2_head", "mobilenetv2_finetune", "resnet50_head", "resnet50_finetune")
-    assert {f"{key}_metrics" for key in keys} <= set(metrics)
+    keys = ("mobilenetv2_head", "mobilenetv2_finetune", "resnet50_finetune")  # 04 smoke: fine-tuning only
+    assert {f"{key}_metrics" for key in keys} <= set(metrics) and "resnet50_head_metrics" not in metrics
     baselines = {k for k in metrics if k.startswith("baseline_")}
     assert {"baseline_fft_azimuthal_metrics", "baseline_dct_blocks_metrics", "baseline_custom_cnn_denoise_metrics",
             "baseline_mobilenetv2_ela_metrics"} <= baselines
@@ -63,7 +63,7 @@ def test_smoke_profile_runs_every_notebook(shared_faces, tmp_path):
         assert len(rows) and rows.note.str.startswith("skipped: no ImageNet weights").all(), arch
     metrics = {k: v for k, v in metrics.items() if k not in baselines}
     assert metrics["mobilenetv2_head_metrics"]["weights"]["source"] == "local"
-    resnet_weights = metrics["resnet50_head_metrics"]["weights"]
+    resnet_weights = metrics["resnet50_finetune_metrics"]["weights"]
     if resnet_weights["source"] == "none":  # offline: the warning travels into the metrics
         assert "RANDOMLY INITIALISED" in resnet_weights["warning"]
     for m in metrics.values():

@@ -184,3 +184,50 @@ def test_finetune_fraction_bounds():
     for bad in (-0.1, 1.01, 1.5):
         with pytest.raises(ValueError, match=r"trainable_fraction must be in \[0, 1\]"):
             models.prepare_finetune(model, trainable_fraction=bad)
+
+
+def _tiny_detector(size: int = 32) -> keras.Model:
+    """A detector with the real ones' layout (a nested "backbone" with BatchNormalization, a head), tiny."""
+    base = keras.Sequential([keras.Input((size, size, 3)), keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization(),
+                             keras.layers.ReLU(), keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization()],
+                            name=models.BACKBONE_NAME)
+    inputs = keras.Input((size, size, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(base(inputs))
+    base.trainable = False
+    return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="prediction")(pooled))
+
+
+@pytest.mark.parametrize("source", ["none", "local"])
+def test_the_training_step_of_notebooks_03_04_records_what_it_did(tmp_path, face_tree, source):
+    """Without pretrained weights the whole backbone trains, BN included; with them the top fraction, BN frozen.
+    ``head_epochs=0`` skips the head stage."""
+    import json
+
+    import pandas as pd
+
+    from helpers import config, data, pipeline, splits, train
+
+    cfg = config.RunConfig(run_name="r", data_root=face_tree, runs_root=tmp_path, image_size=32)
+    split = splits.split_manifest(data.scan_folder(face_tree, progress=False), seed=0)
+    datasets = pipeline.split_datasets(split, face_tree, 32, 8, seed=0)
+    model, weights = _tiny_detector(), models.WeightsInfo("tiny", source)
+    head_epochs = 0 if source == "none" else 1
+    results, record = train.train_backbone_detector(
+        model, weights, datasets, cfg, "tiny", batch_size=8, head_epochs=head_epochs, head_lr=1e-3,
+        finetune_epochs=1, finetune_lr=1e-4, trainable_fraction=0.5, patience=1, input_kind="image", verbose=0)
+    stages = ["finetune"] if source == "none" else ["head", "finetune"]
+    assert list(results) == stages and list(record["stages"]) == stages
+    assert json.loads(cfg.path("training", "tiny.json").read_text())["weights"]["source"] == source
+    history = pd.read_csv(cfg.path("training", "tiny_history.csv"))
+    assert history.stage.tolist() == stages and (tmp_path / "r" / "models" / "tiny_finetune.keras").exists()
+    layers = models.backbone_of(model).layers
+    if source == "none":  # nothing pretrained to keep
+        assert record["parameters"]["from_scratch"] and record["parameters"]["trainable_fraction"] == 1.0
+        assert all(layer.trainable for layer in layers)
+    else:
+        assert not record["parameters"]["from_scratch"] and record["parameters"]["trainable_fraction"] == 0.5
+        # conv, BN, ReLU | conv, BN: the top half (round(2.5) = 2 layers frozen) trains, its BN stays frozen
+        assert [layer.trainable for layer in layers] == [False, False, True, True, False]
+    with pytest.raises(ValueError, match="nothing to train"):
+        train.train_two_stage(model, datasets["train"], datasets["val"], tmp_path, "none", head_epochs=0,
+                              head_lr=1e-3, finetune_epochs=0, finetune_lr=1e-4)

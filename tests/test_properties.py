@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from helpers import data, evaluate, splits
+from helpers import data, evaluate, splits, stats
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -84,7 +84,7 @@ def scored_validation(draw):
 @given(scored_validation())
 def test_accuracy_threshold_is_optimal_among_all_cut_points(validation):
     y, s = validation
-    t = evaluate.choose_threshold(y, s, "accuracy")
+    t = stats.choose_threshold(y, s, "accuracy")
     best = max(np.mean((s >= c) == y) for c in np.unique(s))
     assert np.mean((s >= t) == y) == best
 
@@ -94,8 +94,8 @@ def test_accuracy_threshold_is_optimal_among_all_cut_points(validation):
 def test_thresholds_follow_a_monotone_change_of_scores(validation):
     y, s = validation
     for method in ("youden", "accuracy"):
-        t = evaluate.choose_threshold(y, s, method)
-        squashed = evaluate.choose_threshold(y, s**2, method)  # the same ranking, other numbers
+        t = stats.choose_threshold(y, s, method)
+        squashed = stats.choose_threshold(y, s**2, method)  # the same ranking, other numbers
         assert np.array_equal(s >= t, s**2 >= squashed)
 
 
@@ -109,7 +109,7 @@ def test_threshold_depends_on_validation_data_only(validation, seed):
     other = rng.uniform(size=len(y))
     first = evaluate.evaluate_scores("m", frame, s, frame, other, n_boot=10)
     second = evaluate.evaluate_scores("m", frame, s, frame, rng.uniform(size=len(y)), n_boot=10)
-    assert first["threshold"] == second["threshold"] == evaluate.choose_threshold(y, s)
+    assert first["threshold"] == second["threshold"] == stats.choose_threshold(y, s)
 
 
 @settings(max_examples=15, deadline=None)
@@ -122,10 +122,10 @@ def test_bootstrap_interval_contains_the_estimate_and_shrinks_with_n(seed, separ
         return y, rng.normal(size=n) + separation * y
 
     y, s = sample(150)
-    low, high = evaluate.bootstrap_ci(y, s, "auc", n_boot=200, seed=seed)
+    low, high = stats.bootstrap_ci(y, s, "auc", n_boot=200, seed=seed)
     assert low <= roc_auc_score(y, s) <= high
     y_big, s_big = sample(2400)
-    big_low, big_high = evaluate.bootstrap_ci(y_big, s_big, "auc", n_boot=200, seed=seed)
+    big_low, big_high = stats.bootstrap_ci(y_big, s_big, "auc", n_boot=200, seed=seed)
     assert big_high - big_low < high - low  # 16x the data: about a quarter of the width
 
 

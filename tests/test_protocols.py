@@ -307,7 +307,7 @@ def test_leave_one_real_source_out_never_trains_on_or_thresholds_with_the_held_o
         assert row.fpr == pytest.approx((p[own] >= t).mean())
         assert row.detection == pytest.approx((p[fakes] >= t).mean())
         assert row.n_real == own.sum() and row.n_fake == fakes.sum()
-        from helpers.evaluate import wilson_ci
+        from helpers.stats import wilson_ci
 
         assert (row.fpr_lo, row.fpr_hi) == pytest.approx(wilson_ci(int((p[own] >= t).sum()), int(own.sum())))
         assert (row.detection_lo, row.detection_hi) == pytest.approx(wilson_ci(int((p[fakes] >= t).sum()),

@@ -127,17 +127,24 @@ def test_leakage_report_lists_exactly_the_crossing_pairs():
     split = _frame([(f"real/a/{k:02d}.jpg", "real", "a", f"s{k}", f"{h:016x}", names[k]) for k, h in enumerate(hashes)]
                    + [("fake/b/x.jpg", "fake", "b", "s3", "", "test" if names[3] != "test" else "train")])
     report = splits.leakage_report(split)
-    assert list(report.columns) == ["path_a", "split_a", "path_b", "split_b"]
+    assert list(report.columns) == ["kind", "path_a", "split_a", "path_b", "split_b"]
     oracle = {(f"real/a/{i:02d}.jpg", names[i], f"real/a/{j:02d}.jpg", names[j])  # brute force, Python ints
               for i in range(len(hashes)) for j in range(i + 1, len(hashes))
               if bin(hashes[i] ^ hashes[j]).count("1") <= 6 and names[i] != names[j]}
     oracle.add(("real/a/03.jpg", names[3], "fake/b/x.jpg", split.split.iloc[-1]))  # same bytes, other split
-    assert {tuple(r) for r in report.itertuples(index=False)} == oracle and len(oracle) >= 3
+    assert {tuple(r) for r in report.drop(columns="kind").itertuples(index=False)} == oracle and len(oracle) >= 3
+    assert (report.kind == "identical file").sum() == 1 and (report.kind == "near-duplicate").sum() == len(oracle) - 1
     boundary = _frame([("a", "real", "a", "1", f"{base:016x}", "train"),
                        ("b", "real", "a", "2", f"{base ^ 0b111111:016x}", "val"),      # 6 bits from a
                        ("c", "real", "a", "3", f"{base ^ 0b1111111:016x}", "test")])   # 7 from a, 1 from b
     assert {(r.path_a, r.path_b) for r in splits.leakage_report(boundary).itertuples()} == {("a", "b"), ("b", "c")}
     assert splits.leakage_report(split.assign(split="train")).empty  # nothing crosses inside one split
+    # a real face and the fake made from it (one pair_id) in different splits; a pair inside one split is fine
+    paired = _frame([("real/r/1.jpg", "real", "r", "1", "", "train"), ("fake/g/1.jpg", "fake", "g", "2", "", "test"),
+                     ("real/r/2.jpg", "real", "r", "3", "", "val"), ("fake/g/2.jpg", "fake", "g", "4", "", "val")])
+    paired["pair_id"] = ["p1", "p1", "p2", "p2"]
+    report = splits.leakage_report(paired)
+    assert report.values.tolist() == [["generated pair", "real/r/1.jpg", "train", "fake/g/1.jpg", "test"]]
 
 
 def test_saved_split_reads_back_identically_with_hash_strings_kept():
