@@ -95,6 +95,11 @@ def weights_search_dirs(repo_root: Path = REPO_ROOT) -> list[Path]:
     return dirs
 
 
+# The report's input size: the default of every run and every model builder (a run's models record
+# the size they were trained at, and everything after training reads it from there).
+DEFAULT_IMAGE_SIZE = 180
+
+
 @dataclass
 class RunConfig:
     """Everything a notebook needs to know about the current run.
@@ -112,7 +117,7 @@ class RunConfig:
     data_root: Path | None = None
     figures_dir: Path = field(default_factory=default_figures_dir)
     runs_root: Path = field(default_factory=default_runs_root)
-    image_size: int = 180
+    image_size: int = DEFAULT_IMAGE_SIZE
     seed: int = 42
     limit_per_source: int | None = None
 
@@ -150,7 +155,7 @@ class RunConfig:
 
 
 def make_config(run_name: str = "dev", data_root: str | None = None, figures_dir: str | None = None,
-                runs_root: str | None = None, image_size: int = 180, seed: int = 42,
+                runs_root: str | None = None, image_size: int = DEFAULT_IMAGE_SIZE, seed: int = 42,
                 limit_per_source: int | None = None) -> RunConfig:
     """Build a :class:`RunConfig` from notebook parameters (relative paths are from the repo root;
     ``None`` means ``$FAKEFACE_FIGURES`` / ``$FAKEFACE_RUNS`` or the repository's folder)."""

@@ -23,7 +23,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from helpers.config import weights_search_dirs
+from helpers.config import DEFAULT_IMAGE_SIZE, weights_search_dirs
 
 ARCHITECTURES = {
     "mobilenetv2": dict(
@@ -183,7 +183,7 @@ def build_head(arch: str, dropout: float = 0.2, l2: float = 1e-4, hidden_units: 
     return keras.Model(inputs, report_head(inputs, dropout, l2, seed=seed), name=f"{arch}_head")
 
 
-def build_mobilenetv2(image_size: int = 180, dropout: float = 0.2, l2: float = 1e-4,
+def build_mobilenetv2(image_size: int = DEFAULT_IMAGE_SIZE, dropout: float = 0.2, l2: float = 1e-4,
                       dense_units: tuple[int, ...] = (256, 128, 64), augment: bool | str = True,
                       weights: str | None = "imagenet", seed: int = 42) -> tuple[keras.Model, WeightsInfo]:
     """MobileNetV2 detector: augmentation, frozen base, GAP, three Dense+ReLU (Dropout, L2), sigmoid."""
@@ -192,14 +192,14 @@ def build_mobilenetv2(image_size: int = 180, dropout: float = 0.2, l2: float = 1
     return keras.Model(inputs, outputs, name="mobilenetv2_detector"), info
 
 
-def build_resnet50(image_size: int = 180, hidden_units: int = 512, augment: bool | str = True,
+def build_resnet50(image_size: int = DEFAULT_IMAGE_SIZE, hidden_units: int = 512, augment: bool | str = True,
                    weights: str | None = "imagenet", seed: int = 42) -> tuple[keras.Model, WeightsInfo]:
     """ResNet50 detector: frozen base, GAP, Dense 512 ReLU, sigmoid."""
     inputs, x, info = _pooled_backbone("resnet50", image_size, weights, augment, seed)
     return keras.Model(inputs, resnet_head(x, hidden_units, seed), name="resnet50_detector"), info
 
 
-def build_transfer(arch: str, image_size: int = 180, dropout: float = 0.2, l2: float = 1e-4,
+def build_transfer(arch: str, image_size: int = DEFAULT_IMAGE_SIZE, dropout: float = 0.2, l2: float = 1e-4,
                    augment: bool | str = True, weights: str | None = "imagenet",
                    seed: int = 42) -> tuple[keras.Model, WeightsInfo]:
     """MobileNet V1 or InceptionResNetV2 with the report's MobileNetV2 head (same recipe, other base)."""
@@ -207,7 +207,7 @@ def build_transfer(arch: str, image_size: int = 180, dropout: float = 0.2, l2: f
     return keras.Model(inputs, report_head(x, dropout, l2, seed=seed), name=f"{arch}_detector"), info
 
 
-def build_custom_cnn(image_size: int = 180, dropout: float = 0.25, augment: bool | str = True,
+def build_custom_cnn(image_size: int = DEFAULT_IMAGE_SIZE, dropout: float = 0.25, augment: bool | str = True,
                      seed: int = 42, **_) -> tuple[keras.Model, WeightsInfo]:
     """The seed's small CNN: Conv 32 → pool → Conv 16 → pool, Dropout 0.25, Dense 64, one sigmoid.
 

@@ -45,6 +45,8 @@ def test_shrink_to_uses_the_smallest_factor_that_fits():
     ("I", [0, 100, 255, 255], [0, 100, 255, 255]),          # 32-bit values within 0..255 stay as they are
     ("I", [0, 500, 1000, 1000], [0, 128, 255, 255]),        # larger ones scale to their peak
     ("F", [0.0, 0.5, 1.0, 2.0], [0, 0, 1, 2]),              # float grey within 0..255: rounded
+    ("I", [0, 100, 200, 256], [0, 100, 199, 255]),          # one past 255: already scaled to its peak
+    ("F", [-5.0, -0.4, 3.0, 200.0], [0, 0, 3, 200]),        # below 0 is black, never wrapped round to white
 ])
 def test_high_bit_depth_grey_becomes_8_bit(mode, values, expected):
     dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]

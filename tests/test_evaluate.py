@@ -55,6 +55,7 @@ def test_fpr_controlled_threshold_bounds_every_real_source():
         assert rates["hard"] > max_fpr - 0.02  # the hard source sets it: not stricter than needed
     youden = stats.choose_threshold((frame.label == "fake").astype(int), scores)
     assert stats.fpr_controlled_threshold(frame, scores, 0.05) > youden  # stricter than the default here
+    assert stats.fpr_controlled_threshold(frame, scores) == stats.fpr_controlled_threshold(frame, scores, 0.05)
 
 
 def test_bootstrap_interval_covers_the_estimate_and_narrows_with_data():
@@ -244,3 +245,95 @@ def test_auc_ci_is_the_auc_with_its_bootstrap_interval_and_nan_for_one_class():
     assert (low, high) == stats.bootstrap_ci(y, s, "auc", n_boot=200, seed=5)
     assert low < auc < high
     assert all(np.isnan(stats.auc_ci(np.zeros(5), np.arange(5.0))))
+
+
+def _score_test_interval(hits: int, total: int, level: float) -> tuple[float, float]:
+    """Wilson's interval by its definition, not its formula: every p0 the score test does not reject,
+    |hits/total - p0| <= z * sqrt(p0 (1 - p0) / total), found by bisection on each side of hits/total."""
+    from statistics import NormalDist
+
+    z, p = NormalDist().inv_cdf(0.5 + level / 2), hits / total
+
+    def accepted(p0):
+        return abs(p - p0) <= z * (p0 * (1 - p0) / total) ** 0.5 + 1e-15
+
+    def edge(inside, outside):
+        for _ in range(100):
+            middle = (inside + outside) / 2
+            inside, outside = (middle, outside) if accepted(middle) else (inside, middle)
+        return inside
+
+    return edge(p, 0.0) if hits else 0.0, edge(p, 1.0) if hits < total else 1.0
+
+
+@pytest.mark.parametrize("hits, total, level", [(0, 10, 0.95), (1, 10, 0.95), (5, 10, 0.95), (10, 10, 0.95),
+                                                (113, 117, 0.95), (30, 400, 0.9), (7, 20, 0.99)])
+def test_wilson_interval_inverts_the_score_test(hits, total, level):
+    low, high = stats.wilson_ci(hits, total, level)
+    expected = _score_test_interval(hits, total, level)
+    assert (low, high) == pytest.approx(expected, abs=1e-9)
+    assert low <= hits / total <= high
+    if level == 0.95:
+        assert stats.wilson_ci(hits, total) == (low, high)  # 95% is the default
+    assert all(np.isnan(stats.wilson_ci(0, 0, level)))
+
+
+def test_miss_controlled_threshold_bounds_every_fake_source():
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"label": ["fake"] * 400 + ["real"] * 100,
+                          "source": ["easy_gan"] * 200 + ["hard_gan"] * 100 + ["mid_gan"] * 100 + ["cam"] * 100})
+    scores = np.concatenate([rng.beta(6, 1, 200), rng.beta(3, 3, 100), rng.beta(4, 2, 100), rng.beta(1, 6, 100)])
+    gans = ("easy_gan", "hard_gan", "mid_gan")
+    for max_miss in (0.0, 0.05, 0.2):
+        t = stats.miss_controlled_threshold(frame, scores, max_miss)
+        missed = {src: float((scores[(frame.source == src).to_numpy()] < t).mean()) for src in gans}
+        assert max(missed.values()) <= max_miss
+        assert missed["hard_gan"] > max_miss - 0.02  # the hard generator sets it
+    assert stats.miss_controlled_threshold(frame, scores) == stats.miss_controlled_threshold(frame, scores, 0.05)
+    no_fakes = frame[frame.label == "real"]
+    assert stats.miss_controlled_threshold(no_fakes, scores[300:]) == 1.0  # nothing to bound: calls nothing real
+
+
+def test_fpr_controlled_threshold_default_and_bounds():
+    frame = pd.DataFrame({"label": ["real"] * 4 + ["fake"] * 2, "source": ["cam"] * 4 + ["gan"] * 2})
+    scores = np.array([0.1, 0.2, 0.3, 1.0, 0.9, 1.0])
+    assert stats.fpr_controlled_threshold(frame, scores, 0.0) == 1.0  # a real photo at 1.0: capped, not past 1
+    assert stats.fpr_controlled_threshold(frame, scores) == stats.fpr_controlled_threshold(frame, scores, 0.05)
+    assert stats.fpr_controlled_threshold(frame, scores, 0.25) == pytest.approx(np.nextafter(0.3, 1))
+    assert stats.fpr_controlled_threshold(frame[frame.label == "fake"], scores[4:]) == 0.0  # no real source
+
+
+def test_auc_interval_options_and_single_class_answers():
+    y, s = _scores(150, seed=4)
+    auc = skm.roc_auc_score(y, s)
+    assert stats.auc_ci(y, s) == stats.auc_ci(y, s, 1000, 0, 0.95)  # the defaults
+    point, low, high = stats.auc_ci(y, s, n_boot=0)
+    assert point == pytest.approx(auc) and np.isnan(low) and np.isnan(high)  # no bootstrap asked
+    one = stats.auc_ci(y, s, n_boot=1, seed=3)  # one replicate: an interval of width 0 at that replicate
+    assert one[1] == one[2] and not np.isnan(one[1])
+    _, low50, high50 = stats.auc_ci(y, s, 400, 0, level=0.5)
+    _, low95, high95 = stats.auc_ci(y, s, 400, 0, level=0.95)
+    assert low95 < low50 <= auc <= high50 < high95  # the level is used
+    single = stats.auc_ci(np.ones(6), np.linspace(0, 1, 6))
+    assert len(single) == 3 and all(np.isnan(single))
+    assert stats.bootstrap_ci(y, s, "auc") == stats.bootstrap_ci(y, s, "auc", 0.5, 1000, 0.95, 0)
+    for y_one in (np.ones(6), np.zeros(6)):  # one class: no AUC, but an accuracy interval still exists
+        assert all(np.isnan(stats.bootstrap_ci(y_one, np.linspace(0, 1, 6), "auc", n_boot=20)))
+        low_acc, high_acc = stats.bootstrap_ci(y_one, np.linspace(0, 1, 6), "accuracy", 0.5, n_boot=20)
+        assert 0 <= low_acc <= high_acc <= 1
+    with pytest.raises(ValueError, match="unknown statistic 'median'"):
+        stats.bootstrap_ci(y, s, "median")
+
+
+def test_binary_metrics_when_nothing_is_called_fake_or_one_class_is_missing():
+    y = np.array([0, 0, 1, 1])
+    none_called = stats.binary_metrics(y, np.array([0.1, 0.2, 0.3, 0.4]), threshold=0.9)
+    assert (none_called["precision"], none_called["recall"], none_called["f1"]) == (0.0, 0.0, 0.0)
+    assert (none_called["tn"], none_called["fp"], none_called["fn"], none_called["tp"]) == (2, 0, 2, 0)
+    reals_only = stats.binary_metrics(np.zeros(3), np.array([0.1, 0.2, 0.3]), threshold=0.5)
+    assert (reals_only["tn"], reals_only["fp"], reals_only["fn"], reals_only["tp"]) == (3, 0, 0, 0)
+    assert (reals_only["precision"], reals_only["recall"], reals_only["f1"]) == (0.0, 0.0, 0.0)  # nothing to find
+    assert reals_only["accuracy"] == 1.0
+    y, s = _scores(100, seed=6)
+    assert stats.binary_metrics(y, s) == stats.binary_metrics(y, s, 0.5)  # the default threshold
+    assert stats.bootstrap_ci(y, s, "accuracy", n_boot=50) == stats.bootstrap_ci(y, s, "accuracy", 0.5, 50)

@@ -184,6 +184,10 @@ def test_finetune_fraction_bounds():
     for bad in (-0.1, 1.01, 1.5):
         with pytest.raises(ValueError, match=r"trainable_fraction must be in \[0, 1\]"):
             models.prepare_finetune(model, trainable_fraction=bad)
+    layers = models.backbone_of(model).layers
+    default = models.prepare_finetune(model)  # the default: the top 30% of the backbone's layers
+    assert default["unfrozen_from"] == round(len(layers) * 0.7)
+    assert [layer.trainable for layer in layers][:default["unfrozen_from"]] == [False] * default["unfrozen_from"]
 
 
 def _tiny_detector(size: int = 32) -> keras.Model:
