@@ -145,7 +145,7 @@ def train_finetuned(recipe: FinetuneRecipe, bank: ImageBank, out_dir: str | Path
                                     recipe.finetune_learning_rate, recipe.trainable_fraction,
                                     patience=max(recipe.epochs, finetune_epochs), verbose=verbose,
                                     label_smoothing=recipe.label_smoothing)
-    last = results.get("finetune", results["head"])
+    last = results["finetune"] if "finetune" in results else results["head"]
     notes = dict(weights=weights.source, weights_warning=weights.warning,
                  **{f"{stage}_best_val_auc": round(r.best_val_auc, 4) for stage, r in results.items()},
                  **last.notes)

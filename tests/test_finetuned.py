@@ -80,3 +80,8 @@ def test_finetuned_recipes_run_every_protocol(image_bank, tmp_path):
     assert matrix.trained_on.tolist() == ["a"] and matrix.auc.between(0, 1).all()
     logo = protocols.leave_one_generator_out(head_only, image_bank, tmp_path, n_boot=20, held_outs=["gan_b"])
     assert logo.held_out.tolist() == ["gan_b"] and not (tmp_path / "finetuned_frozen_a_finetune.keras").exists()
+    # no head stage (epochs 0, the smoke profile's setting): the fine-tuning stage alone trains and is kept
+    no_head = finetuned.FinetuneRecipe("no head", ["cam_a", "gan_a"], epochs=0, finetune_epochs=1, trainable_fraction=0.3)
+    trained = image_bank.train(no_head, tmp_path)
+    assert set(trained.notes) >= {"finetune_best_val_auc"} and "head_best_val_auc" not in trained.notes
+    assert 0 <= trained.threshold <= 1 and trained.seconds > 0
