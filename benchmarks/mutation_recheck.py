@@ -7,7 +7,7 @@ the given test files with pytest; a failing run kills the mutant. Usage::
 
     .venv/bin/python benchmarks/mutation_recheck.py --tests tests/test_evaluate.py -- NAME [NAME ...]
 
-Prints one line per mutant (``killed`` / ``survived``) and a count. Not a test: a benchmark tool.
+Prints one line per mutant (``killed`` / ``survived`` / ``error``) and a count. Not a test: a benchmark tool.
 """
 
 from __future__ import annotations
@@ -25,14 +25,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def recheck(names: list[str], tests: list[str]) -> dict[str, str]:
-    """``{mutant: "killed" | "survived"}`` with the mutated package first on ``sys.path``."""
+    """``{mutant: "killed" | "survived" | "error"}`` with the mutated package first on ``sys.path``; only
+    failing tests kill a mutant (pytest exit 1), a run that could not test it (bad path, no tests) is an error."""
     sys.path.insert(0, str(ROOT / "mutants"))
     results = {}
     for name in names:
         os.environ["MUTANT_UNDER_TEST"] = name
         with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-            code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *tests])
-        results[name] = "survived" if code == 0 else "killed"
+            code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", *tests])
+        results[name] = {0: "survived", 1: "killed"}.get(int(code), "error")
         print(f"{results[name]:8s} {name}", flush=True)
     os.environ["MUTANT_UNDER_TEST"] = ""
     return results
