@@ -22,8 +22,11 @@ reproduce: install
 	$(PY) -m helpers.reproduce --profile $(PROFILE)
 
 ## Unit tests, integration tests on ../shared/data/faces, and the smoke profile through papermill
+## Two pytest-xdist workers (the CI machine's 2 cores), a test file per worker at a time (a module's
+## fixtures are built once) in collection order: the smoke run's file first (tests/conftest.py)
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q -rs --durations=15 --timeout=1200
+	$(PY) -m pytest -q -rs --durations=15 --timeout=1200 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 ## Mutation testing (a benchmark, not a CI step; an hour or more on 2 cores): mutmut on the modules the
 ## tests must guard, then the score per module (results: benchmarks/README.md)

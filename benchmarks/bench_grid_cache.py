@@ -10,7 +10,7 @@ Measures, on the machine it runs on, for MobileNetV2 (offline ImageNet weights) 
   3. feature extraction images/s for each backbone at a few sizes (random weights where ImageNet
      weights cannot be had offline: the speed is the same).
 
-Usage:  .venv/bin/python benchmarks/bench_grid_cache.py [--per-source 150] [--size 180] [--out F]
+Usage:  .venv/bin/python benchmarks/bench_grid_cache.py [--per-source 150] [--size 180] [--out F] [--skip-extraction]
 Not a test: numbers depend on the machine.
 """
 
@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--extraction-images", type=int, default=256)
     parser.add_argument("--out", default="benchmarks/results_grid_cache.json")
+    parser.add_argument("--skip-extraction", action="store_true",
+                        help="grid only; keep the extraction rows (and their date) of the --out file")
     args = parser.parse_args()
     root, train_frame, val_frame = _split(args.per_source, args.seed)
     result = dict(date=time.strftime("%Y-%m-%d"), machine=f"{platform.machine()}, {os.cpu_count()} CPU cores",
@@ -96,7 +98,13 @@ def main() -> None:
                   epochs=args.epochs)
     result["grid"] = grid_benchmark(root, train_frame, val_frame, args.size, args.epochs, args.seed)
     print(json.dumps(result["grid"], indent=2))
-    result["extraction"] = extraction_benchmark(root, val_frame.head(args.extraction_images))
+    if args.skip_extraction and os.path.exists(args.out):
+        with open(args.out) as handle:
+            previous = json.load(handle)
+        result["extraction"] = previous["extraction"]
+        result["extraction_date"] = previous.get("extraction_date", previous["date"])
+    else:
+        result["extraction"] = extraction_benchmark(root, val_frame.head(args.extraction_images))
     with open(args.out, "w") as handle:
         json.dump(result, handle, indent=2)
     print(f"wrote {args.out}")

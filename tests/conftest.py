@@ -141,3 +141,23 @@ def served_run(tmp_path_factory, shared_faces):
                                  test_auc=0.6, test_rates=[])
     path = served.save_served(model, runs / "lab" / "models" / "served.keras", record, distance)
     return dict(runs=runs, inbox=inbox, path=path, point=point, references=references, model=model)
+
+
+# The longest tests start first (measured with --durations: the smoke run alone is a third of the
+# suite's work). `make test` runs two pytest-xdist workers with `--dist loadfile --no-loadscope-reorder`:
+# whole test files, handed out in collection order, so the first worker begins with the smoke run's file
+# while the other works through the rest; a serial run only changes order. Each name is a test function
+# (every parametrisation of it moves).
+LONGEST_FIRST = (
+    "test_integration.py::test_smoke_profile_runs_every_notebook",
+    "test_colab.py::test_notebook_05_opened_alone_prepares_what_it_needs",
+    "test_course.py::test_autograde_full_marks_for_the_solutions_zero_for_the_blank_release",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Move the :data:`LONGEST_FIRST` tests to the front, in that order; the rest keep pytest's order."""
+    def rank(item) -> int:
+        name = f"{item.path.name}::{item.originalname}"
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=rank)  # stable: equal ranks keep their collected order

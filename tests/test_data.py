@@ -172,6 +172,11 @@ def test_decode_cost_guard_and_longest_side(tmp_path):
     capped = data.load_image(tmp_path / "big.png", max_side=200)
     assert capped.image.shape == (200, 200, 3) and (capped.width, capped.height) == (600, 600)
     assert "downscaled from 600x600 to 200x200 (longest side limit 200)" in capped.conversions
+    Image.fromarray(np.zeros((300, 600, 3), np.uint8)).save(tmp_path / "wide.png")
+    wide = data.load_image(tmp_path / "wide.png", max_side=200)
+    assert wide.image.shape == (100, 200, 3) and "downscaled from 600x300 to 200x100 (longest side limit 200)" in \
+        wide.conversions
+    assert not data.load_image(tmp_path / "wide.png", max_side=600).conversions  # at the limit: kept as it is
     tiny = write_jpeg(tmp_path / "tiny.jpg", smooth_image(8, 20))
     assert "too small to judge: 20x20" in data.load_image(tiny, min_side=32).error
     assert data.load_image(tiny).ok  # no minimum unless asked (training data may hold small crops)
@@ -265,3 +270,25 @@ def test_every_limit_accepts_its_own_value_and_refuses_one_more(tmp_path):
         "image too large to decode: 40x40 RGB needs 0 MiB > limit 0 MiB"
     loaded = data.load_image(path)
     assert (loaded.format, loaded.mode, loaded.path) == ("JPEG", "RGB", path)
+
+
+def test_bombs_memory_errors_and_the_shared_decode_budget(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from helpers.decoding import DecodeBudget
+
+    path = write_jpeg(tmp_path / "face.jpg", smooth_image(4))
+    budget = DecodeBudget(10**9)
+    assert data.load_image(path, size=32, budget=budget).ok
+    assert budget.peak > 0 and budget.in_use == 0  # the decode reserved its bytes and gave them back
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow's own bomb guard: 64x64 > 2 x 100 pixels
+    bomb = data.load_image(path)
+    assert bomb.error.startswith("image too large (decompression bomb guard): ") and bomb.image is None
+    monkeypatch.undo()
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(data, "_decode", out_of_memory)
+    failed = data.load_image(path)
+    assert failed.error == "image too large to decode in memory" and failed.image is None and not failed.ok

@@ -1,5 +1,8 @@
 """Metrics against scikit-learn, validation thresholds, bootstrap intervals and per-source numbers."""
 
+import warnings
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -97,6 +100,11 @@ def test_evaluate_scores_applies_the_validation_threshold_to_test(tmp_path):
     assert result["test"]["accuracy"] == pytest.approx(np.mean((s_test >= expected) == y_test))
     path = evaluate.save_json(result, tmp_path / "m.json")
     assert '"threshold"' in path.read_text()
+    odd = {"ci": (np.float32(0.1234567), float("nan")), "n": np.int64(3), "rows": [{"auc": np.float64(0.5)}]}
+    import json
+
+    assert json.loads(evaluate.save_json(odd, tmp_path / "a" / "odd.json").read_text()) == \
+        {"ci": [0.123457, None], "n": 3, "rows": [{"auc": 0.5}]}  # NaN as null: valid JSON
     table5 = evaluate.table5_model_comparison([result])
     assert table5.loc[0, "Test images"] == 200 and "[" in table5.loc[0, "ROC AUC"]
     table8 = evaluate.table8_per_source([result])
@@ -204,6 +212,83 @@ def test_evaluate_run_models_takes_the_threshold_from_validation_only(tmp_path, 
     assert set(predictions["path"]) == set(split.loc[split.split == "test", "path"])
 
 
+def test_evaluate_run_models_reads_each_model_as_its_training_record_says(tmp_path, face_tree, capsys):
+    """Face crops and ELA from the record, the image size of the config without one, the threshold rule,
+    bootstrap settings and seed passed on, names, printed lines and the files, each against an oracle."""
+    import json
+
+    import keras
+    from PIL import Image
+
+    from helpers import config, data, splits
+
+    manifest = data.usable(data.scan_folder(face_tree, progress=False))
+    split = splits.split_manifest(manifest, fractions=(0.4, 0.3, 0.3), seed=0)
+    inputs = keras.Input((None, None, 3))  # any size: the size each model is read at is the record's
+    score = keras.layers.Dense(1, activation="sigmoid", name="prediction")(keras.layers.GlobalAveragePooling2D()(inputs))
+    model = keras.Model(inputs, score)
+    # colour weights whose scores overlap across the labels, so that the accuracy and Youden rules pick
+    # different validation thresholds on both inputs (found by a search over random weights)
+    model.get_layer("prediction").set_weights([np.array([[0.016], [-0.028], [-0.055]], np.float32),
+                                               np.array([-2.9], np.float32)])
+    cfg = config.RunConfig(run_name="r", data_root=face_tree, runs_root=tmp_path, image_size=40, seed=3)
+    crops_root = cfg.run_dir / "faces" / "crops"
+    crops, no_face = {}, split[split.split == "test"].path.iloc[0]  # one test image has no face: left out
+    for path in split.path:
+        if path != no_face:
+            crops[path] = f"{Path(path).stem}.png"
+            image = data.load_image(face_tree / path).image
+            crops_root.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[8:56, 4:60]).save(crops_root / crops[path])
+    pd.DataFrame({"path": list(crops) + [no_face], "crop_path": list(crops.values()) + [""]}).to_csv(
+        cfg.path("annotations.csv"), index=False)
+    faces_weights = {"source": "none", "warning": "RANDOMLY INITIALISED"}
+    cfg.path("training", "mobilenetv2.json").write_text(json.dumps(
+        {"image_size": 24, "weights": faces_weights, "parameters": {"input_kind": "face", "preprocessing": "ela"}}))
+    for key in ("mobilenetv2_extra", "resnet50_head"):  # resnet50: no training record, read as the config says
+        model.save(cfg.path("models", f"{key}.keras"))
+    results, predictions = evaluate.evaluate_run_models(cfg, split, ["mobilenetv2_finetune", "mobilenetv2_extra",
+                                                                     "resnet50_head"], n_boot=30,
+                                                        threshold_method="accuracy")
+    printed = capsys.readouterr().out
+    assert "skipping mobilenetv2_finetune" in printed
+    faces_result, image_result = results
+
+    def oracle(split_name, face: bool):
+        rows = split[split.split == split_name]
+        if face:
+            rows = rows[rows.path != no_face]
+        images = [data.load_for_model(crops_root / crops[p], 24, "ela").image if face else
+                  data.load_image(face_tree / p, size=40).image for p in rows.path]
+        scores = model.predict(np.stack(images).astype(np.float32), verbose=0).reshape(-1)
+        return rows.reset_index(drop=True), scores
+
+    for result, face, name, weights in ((faces_result, True, "mobilenetv2_extra", faces_weights),
+                                         (image_result, False, "ResNet50 frozen head", {})):
+        (val, s_val), (test, s_test) = oracle("val", face), oracle("test", face)
+        expected = evaluate.evaluate_scores(name, val, s_val, test, s_test, n_boot=30, threshold_method="accuracy",
+                                            seed=3)
+        assert result["model"] == name and result["weights"] == weights
+        youden = stats.choose_threshold((val.label == "fake").to_numpy().astype(int), s_val, "youden")
+        assert expected["threshold"] != pytest.approx(youden)  # the data tells the rules apart
+        assert result["threshold"] == pytest.approx(expected["threshold"], abs=1e-5)
+        assert result["test"]["auc"] == pytest.approx(expected["test"]["auc"], abs=1e-5)
+        assert np.allclose(result["test"]["auc_ci"], expected["test"]["auc_ci"], atol=1e-5)  # same draws: seed, n_boot
+        assert result["test"]["n"] == len(test) and result["image_size"] == (24 if face else 40)
+        assert result["input_kind"] == ("face" if face else "image")
+        written = pd.read_csv(cfg.path("predictions", f"{result['key']}.csv"))
+        part = predictions[predictions.model == result["key"]]
+        for table in (written, part):  # the original image's path, this model's key, the oracle's scores
+            assert table.path.tolist() == test.path.tolist() and (table.model == result["key"]).all()
+            assert np.allclose(table.score, s_test, atol=1e-5)
+    assert predictions.index.equals(pd.RangeIndex(len(predictions)))
+    lines = [line for line in printed.splitlines() if "test AUC" in line]
+    assert len(lines) == 2 and lines[0].endswith(f"{faces_result['threshold']:.3f} [RANDOM-INIT BACKBONE]")
+    assert lines[1].endswith(f"at val threshold {image_result['threshold']:.3f}")
+    none = evaluate.evaluate_run_models(cfg, split, ["mobilenetv2_finetune"])  # nothing trained: nothing to show
+    assert none[0] == [] and none[1].empty
+
+
 def test_report_tables_carry_the_numbers_they_are_given(tmp_path):
     frame = pd.DataFrame({"label": ["real"] * 6 + ["fake"] * 6, "source": ["cam"] * 6 + ["gan"] * 3 + ["sd"] * 3})
     val_scores = np.array([0.1, 0.2, 0.3, 0.35, 0.5, 0.6, 0.4, 0.7, 0.8, 0.9, 0.55, 0.65])
@@ -232,6 +317,49 @@ def test_report_tables_carry_the_numbers_they_are_given(tmp_path):
     evaluate.save_table(per_source.reset_index(), tmp_path / "deep" / "t8")
     assert pd.read_csv(tmp_path / "deep" / "t8.csv").columns[0] == "Source"  # no index column
     assert (tmp_path / "deep" / "t8.md").read_text().startswith("| Source")
+
+
+def test_report_tables_on_unround_numbers_a_score_on_the_threshold_and_one_class_sources(tmp_path):
+    """Values with more than three decimals (each table's rounding), a test score exactly at the validation
+    threshold (called fake), a model that calls nothing fake, and a one-class test set (AUC "n/a")."""
+    rng = np.random.default_rng(11)
+    frame = pd.DataFrame({"label": ["real"] * 20 + ["fake"] * 20, "source": ["cam"] * 20 + ["gan"] * 20})
+    val_scores = np.round(rng.uniform(0, 1, 40) * 0.6 + np.r_[np.zeros(20), np.full(20, 0.3)], 6)
+    result = evaluate.evaluate_scores("M", frame, val_scores, frame, val_scores[::-1].copy(), n_boot=40, seed=2)
+    test_scores = val_scores[::-1].copy()
+    test_scores[25] = result["threshold"]  # exactly on it: >= calls it fake
+    result = evaluate.evaluate_scores("M", frame, val_scores, frame, test_scores, n_boot=40, seed=2)
+    assert result["threshold"] != round(result["threshold"], 3)
+    y, pred = (frame.label == "fake").to_numpy().astype(int), (test_scores >= result["threshold"]).astype(int)
+    row = evaluate.table5_model_comparison([result]).iloc[0]
+    for column, value in (("Precision", skm.precision_score(y, pred)), ("Recall", skm.recall_score(y, pred)),
+                          ("F1", skm.f1_score(y, pred)), ("Threshold (val)", result["threshold"])):
+        assert row[column] == round(value, 3), column
+    report = evaluate.table7_class_report(result, frame, test_scores)
+    assert report.columns.tolist() == ["Class", "Model", "precision", "recall", "f1", "support"]
+    report = report.set_index("Class")
+    assert report.at["fake", "recall"] == round(skm.recall_score(y, pred), 3)
+    assert report.at["fake", "f1"] == round(skm.f1_score(y, pred), 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an undefined precision is reported as 0, without a warning
+        nothing_fake = evaluate.table7_class_report(dict(result, threshold=2.0), frame, test_scores).set_index("Class")
+    assert nothing_fake.at["fake", "precision"] == 0 and nothing_fake.at["fake", "recall"] == 0
+    # only real images, all called real: both classes still get a row
+    only_real = evaluate.table7_class_report(dict(result, threshold=2.0), frame[:20], test_scores[:20]).set_index("Class")
+    assert only_real.at["fake", "support"] == 0 and only_real.at["real", "support"] == 20
+    table8 = evaluate.table8_per_source([result]).set_index("Source")
+    gan = next(s for s in result["per_source"] if s["source"] == "gan")  # against every real image
+    assert table8.at["gan", "M AUC"] == f"{gan['auc']:.3f} [{gan['auc_lo']:.3f}, {gan['auc_hi']:.3f}]"
+    only_fakes = evaluate.evaluate_scores("F", frame[20:], val_scores[20:], frame[20:], test_scores[20:], n_boot=10)
+    assert evaluate.table8_per_source([only_fakes]).at[0, "F AUC"] == "n/a"  # one class: no AUC
+    assert table8.at["gan", "M accuracy"] == f"{gan['accuracy']:.3f} [{gan['accuracy_lo']:.3f}, {gan['accuracy_hi']:.3f}]"
+    predictions = pd.concat([frame.assign(model=m, score=test_scores + shift) for m, shift in (("z", 0.0), ("a", 0.1))])
+    pairwise = evaluate.pairwise_auc_table(predictions, n_boot=60, seed=4)
+    assert pairwise.model.tolist() == ["z", "a"]  # the order the models come in, not sorted
+    auc, low, high = stats.auc_ci(y, test_scores, 60, 4)
+    assert pairwise.iloc[0]["gan"] == f"{auc:.3f} [{low:.3f}, {high:.3f}]"
+    evaluate.save_table(table8.reset_index(), tmp_path / "a" / "b" / "t8")
+    assert (tmp_path / "a" / "b" / "t8.md").read_text().endswith("|\n")
 
 
 def test_auc_ci_is_the_auc_with_its_bootstrap_interval_and_nan_for_one_class():

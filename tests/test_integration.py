@@ -75,6 +75,9 @@ def test_smoke_profile_runs_every_notebook(shared_faces, tmp_path):
     assert head["val"]["auc"] >= 0.6 and head["test"]["auc"] >= 0.6, (head["val"]["auc"], head["test"]["auc"])
     for table in TABLES:
         assert (run_dir / "tables" / table).is_file(), table
+    glasses = pd.read_csv(run_dir / "tables" / "glasses_check.csv").set_index("half")  # smoke: 24 of the labels
+    assert glasses.loc["all", "n"] + glasses.loc["all", "not_scored"] == 24 and glasses.loc["all", "missing_files"] == 0
+    assert 1 <= glasses.loc["all", "with_glasses"] <= 12  # 12 with glasses among the 24 (some may not be scored)
     ablation = pd.read_csv(run_dir / "tables" / "table_ablation.csv").set_index("recipe")  # frozen, then fine-tuned
     assert ablation.trainable_fraction.isna()["improved"] and ablation.trainable_fraction["improved, fine-tuned"] == 0.3
     assert "improved, fine-tuned @72px" in ablation.index

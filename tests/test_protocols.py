@@ -376,3 +376,127 @@ def test_a_reused_compiled_head_trains_exactly_like_a_fresh_one(tmp_path):
     assert reused.threshold == pytest.approx(fresh.threshold) and reused.val_auc == pytest.approx(fresh.val_auc)
     for a, b in zip(reused.head.get_weights(), fresh.head.get_weights()):
         assert np.allclose(a, b, atol=1e-6)
+
+
+class TiedBank(RecordingBank):
+    """RecordingBank with every score on a 0.01 grid, so that test scores fall exactly on the trained
+    threshold 0.5; it records what each training was given and which variant was scored."""
+
+    def __init__(self):
+        super().__init__()
+        self.p = {split: np.round(p, 2) for split, p in self.p.items()}
+        self.train_settings, self.variants = [], []
+
+    def train(self, recipe, out_dir, seed=42):
+        self.train_settings.append((recipe.name, out_dir, seed))
+        return super().train(recipe, out_dir, seed)
+
+    def score(self, trained, split, variant="clean"):
+        self.variants.append(variant)
+        return np.round(super().score(trained, split, variant), 2)
+
+
+def test_leave_one_out_rows_count_scores_on_the_threshold_and_pass_their_settings_on(tmp_path):
+    from helpers import stats
+
+    bank = TiedBank()
+    val, test, p = bank.frames["val"], bank.frames["test"], bank.p["test"]
+    fakes = test.label.eq("fake").to_numpy()
+    lorso = protocols.leave_one_real_source_out(protocols.Recipe("r"), bank, tmp_path, n_boot=30, seed=5,
+                                                max_real_fpr=0.3)
+    assert lorso.columns.tolist() == ["recipe", "held_out", "threshold", "fpr", "fpr_lo", "fpr_hi", "n_real", "detection",
+                                      "detection_lo", "detection_hi", "n_fake", "auc", "auc_lo", "auc_hi",
+                                      "youden_threshold", "fpr_at_youden"]
+    assert bank.train_settings == [("r_without_cam_a", tmp_path, 5), ("r_without_cam_b", tmp_path, 5)]
+    assert set(bank.variants) == {"clean"}
+    val_scores = bank.score(object(), "val")
+    for row in lorso.itertuples():
+        seen = val.source.ne(row.held_out).to_numpy()
+        assert row.recipe == "r" and row.threshold == stats.fpr_controlled_threshold(val[seen], val_scores[seen], 0.3)
+        own = test.source.eq(row.held_out).to_numpy()
+        assert row.fpr == pytest.approx((p[own] >= row.threshold).mean()) and row.fpr > 0.1
+        assert row.detection == pytest.approx((p[fakes] >= row.threshold).mean())
+        keep = own | fakes
+        assert (row.auc, row.auc_lo, row.auc_hi) == pytest.approx(stats.auc_ci(fakes[keep].astype(int), p[keep], 30, 5))
+        assert row.youden_threshold == 0.5 and (p[own] == 0.5).any()
+        assert row.fpr_at_youden == pytest.approx((p[own] >= 0.5).mean())
+    defaults = protocols.leave_one_real_source_out(protocols.Recipe("r"), bank, tmp_path, held_outs=["cam_b"]).iloc[0]
+    seen = val.source.ne("cam_b").to_numpy()
+    assert defaults.threshold == stats.fpr_controlled_threshold(val[seen], val_scores[seen], 0.05)
+    keep = test.source.eq("cam_b").to_numpy() | fakes
+    assert (defaults.auc_lo, defaults.auc_hi) == pytest.approx(stats.auc_ci(fakes[keep].astype(int), p[keep], 1000, 42)[1:])
+    assert bank.train_settings[-1] == ("r_without_cam_b", tmp_path, 42)
+
+    logo = protocols.leave_one_generator_out(protocols.Recipe("g"), bank, tmp_path, n_boot=30, seed=6, held_outs=["sd"])
+    assert logo.columns.tolist() == ["recipe", "held_out", "auc", "auc_lo", "auc_hi", "n", "seen_generators_mean_auc"]
+    assert logo.recipe.tolist() == ["g"] and bank.train_settings[-1] == ("g_without_sd", tmp_path, 6)
+    keep = test.label.eq("real").to_numpy() | test.source.eq("sd").to_numpy()
+    assert tuple(logo.iloc[0][["auc", "auc_lo", "auc_hi"]]) == pytest.approx(
+        stats.auc_ci(fakes[keep].astype(int), p[keep], 30, 6))
+    pair = protocols.pair_auc(protocols.TrainedHead(protocols.Recipe("r"), None, 0.5, 0.9, 0.0), bank, ["cam_a"], "sd")
+    keep = test.source.isin(["cam_a", "sd"]).to_numpy()
+    assert (pair["auc_lo"], pair["auc_hi"]) == pytest.approx(stats.auc_ci(fakes[keep].astype(int), p[keep], 1000, 0)[1:])
+    assert bank.variants[-1] == "clean"
+    protocols.pair_auc(protocols.TrainedHead(protocols.Recipe("r"), None, 0.5, 0.9, 0.0), bank, ["cam_a"], "sd",
+                       variant="jpeg:50", n_boot=0)
+    assert bank.variants[-1] == "jpeg:50"
+
+
+def test_feature_bank_scores_average_each_variant_with_its_own_mirror():
+    import keras
+
+    rng = np.random.default_rng(4)
+    names = ("clean", "flipped", "jpeg:50", "jpeg:50|flipped")
+    arrays = {name: rng.normal(size=(7, 4)).astype(np.float32) for name in names}
+    inputs = keras.Input((4,))
+    head = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(keras.layers.Dropout(0.5)(inputs)))
+    w, b = head.layers[-1].get_weights()
+    frames = {"val": pd.DataFrame({"source": ["s"] * 7, "label": ["real"] * 7})}
+    bank = protocols.FeatureBank(image_size=8, frames=frames, arrays={"val": arrays})
+
+    def oracle(name):  # the head in inference mode: dropout off
+        return (1 / (1 + np.exp(-(arrays[name] @ w + b)))).reshape(-1)
+
+    flip = protocols.TrainedHead(protocols.Recipe("r", tta_flip=True), head, 0.5, 0.9, 0.0)
+    plain = protocols.TrainedHead(protocols.Recipe("r"), head, 0.5, 0.9, 0.0)
+    assert np.allclose(bank.score(flip, "val"), (oracle("clean") + oracle("flipped")) / 2, atol=1e-6)
+    assert np.allclose(bank.score(flip, "val", "jpeg:50"), (oracle("jpeg:50") + oracle("jpeg:50|flipped")) / 2, atol=1e-6)
+    assert np.allclose(bank.score(plain, "val", "jpeg:50"), oracle("jpeg:50"), atol=1e-6)
+    assert np.allclose(protocols._head_scores(head, arrays["clean"], batch_size=3), oracle("clean"), atol=1e-6)
+    empty = protocols._head_scores(head, np.zeros((0, 4), np.float32))
+    assert empty.shape == (0,) and empty.dtype == np.float32
+
+
+def test_checkpoint_names_keep_letters_digits_dots_and_dashes():
+    recipe = protocols.Recipe("+ blur/JPEG, fine-tuned 100% v1.5")
+    assert protocols.checkpoint_name("head", recipe) == "head_blur_JPEG_fine-tuned_100_v1.5"
+    assert protocols.checkpoint_name("head", protocols.Recipe("Xception +")) == "head_Xception"
+
+
+def test_epoch_positions_repeat_with_the_seed():
+    frame = pd.DataFrame({"source": ["a"] * 30 + ["b"] * 10})
+    rows = np.arange(40)
+    for balanced in (False, True):
+        first, again = ([int(i) for i in protocols.epoch_positions(frame, rows, balanced, seed=3)] for _ in range(2))
+        assert first == again and len(first) == 40, balanced
+        assert first != [int(i) for i in protocols.epoch_positions(frame, rows, balanced, seed=4)], balanced
+
+
+def test_targets_table_says_not_measured_where_a_protocol_did_not_run():
+    matrix = pd.DataFrame({"recipe": ["imp"], "trained_on": ["narrow"], "test_pair": ["a vs b"], "auc": [0.995]})
+    logo = pd.DataFrame({"recipe": ["other"], "held_out": ["g1"], "auc": [0.99]})  # not the improved recipe's
+    improved = {"jpeg50_drop": 0.01, "scale0.5_drop": 0.2, "worst_real_fpr": 0.01, "format_change": 0.0}
+    table = protocols.targets_table(improved, matrix, logo, "imp", "narrow", "a vs b", "c vs d", ["g1"],
+                                    ["missing check"]).set_index("target")
+    for target in ("trained on narrow: c vs d AUC", "leave-one-generator-out: g1 AUC",
+                   "trained on all sources: missing check AUC"):
+        assert np.isnan(table.at[target, "measured"]) and table.at[target, "met"] == "not measured", target
+    assert table.at["trained on narrow: in distribution (a vs b) AUC", "met"] is True
+    assert table.at["downscale 0.5: AUC drop", "met"] is False
+
+
+def test_feature_bank_trains_with_the_seed_it_is_given(monkeypatch, tmp_path):
+    monkeypatch.setattr(protocols, "train_recipe", lambda recipe, bank, out_dir, seed=0: (recipe.name, out_dir, seed))
+    bank = protocols.FeatureBank(image_size=8, frames={})
+    assert bank.train(protocols.Recipe("r"), tmp_path, seed=7) == ("r", tmp_path, 7)
+    assert bank.train(protocols.Recipe("r"), tmp_path)[2] == 42  # the lab's default seed

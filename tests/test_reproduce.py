@@ -94,3 +94,17 @@ def test_the_setup_cell_pins_this_release_of_this_repository():
         assert "-c\", \"/tmp/keep.txt\"" in cell  # Colab's TensorFlow/Keras/NumPy are kept
     assert 'CHECKOUT + "[annotate]"' in colab.setup_cell("02_annotation")
     assert 'CHECKOUT + ""' in colab.setup_cell("05_evaluation")
+
+
+def test_the_longest_tests_named_for_the_scheduler_exist():
+    """conftest.LONGEST_FIRST names tests by file and function; a rename would silently send the smoke run
+    last under `make test`'s two workers (and the suite would take minutes longer)."""
+    import ast
+
+    from conftest import LONGEST_FIRST
+
+    tests_dir = Path(__file__).resolve().parent
+    for name in LONGEST_FIRST:
+        file, function = name.split("::")
+        tree = ast.parse((tests_dir / file).read_text())
+        assert function in {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}, name
