@@ -319,7 +319,7 @@ def test_report_tables_carry_the_numbers_they_are_given(tmp_path):
     assert (tmp_path / "deep" / "t8.md").read_text().startswith("| Source")
 
 
-def test_report_tables_on_unround_numbers_a_score_on_the_threshold_and_one_class_sources(tmp_path):
+def test_report_tables_on_unround_numbers_a_score_on_the_threshold_and_a_one_class_test_set(tmp_path):
     """Values with more than three decimals (each table's rounding), a test score exactly at the validation
     threshold (called fake), a model that calls nothing fake, and a one-class test set (AUC "n/a")."""
     rng = np.random.default_rng(11)
