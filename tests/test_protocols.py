@@ -396,7 +396,7 @@ class TiedBank(RecordingBank):
         return np.round(super().score(trained, split, variant), 2)
 
 
-def test_leave_one_out_rows_count_scores_on_the_threshold_and_pass_their_settings_on(tmp_path):
+def test_leave_one_out_rows_carry_every_column_and_pass_each_training_its_settings(tmp_path):
     from helpers import stats
 
     bank = TiedBank()
