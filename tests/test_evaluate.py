@@ -167,19 +167,26 @@ def test_accuracy_and_youden_rules_differ_where_they_should():
     assert accuracy > youden + 0.05  # the data makes the two rules disagree
 
 
+def _colour_mean_detector(input_shape: tuple, weights: list[float], bias: float):
+    """A detector whose score is a fixed function of the image's mean colour: sigmoid(weights . mean + bias)."""
+    import keras
+
+    inputs = keras.Input(input_shape)
+    score = keras.layers.Dense(1, activation="sigmoid", name="prediction")(keras.layers.GlobalAveragePooling2D()(inputs))
+    model = keras.Model(inputs, score)
+    model.get_layer("prediction").set_weights([np.array(weights, np.float32).reshape(3, 1),
+                                               np.array([bias], np.float32)])
+    return model
+
+
 def test_evaluate_run_models_takes_the_threshold_from_validation_only(tmp_path, face_tree):
     """Notebook 05's path, on a detector whose scores are a fixed function of brightness."""
-    import keras
 
     from helpers import config, data, splits
 
     manifest = data.usable(data.scan_folder(face_tree, progress=False))
     split = splits.split_manifest(manifest, fractions=(0.4, 0.3, 0.3), seed=0)
-    inputs = keras.Input((32, 32, 3))
-    mean = keras.layers.GlobalAveragePooling2D()(inputs)
-    score = keras.layers.Dense(1, activation="sigmoid", name="prediction")(mean)
-    model = keras.Model(inputs, score)
-    model.get_layer("prediction").set_weights([np.full((3, 1), 0.02, np.float32), np.array([-6.0], np.float32)])
+    model = _colour_mean_detector((32, 32, 3), [0.02, 0.02, 0.02], -6.0)
     import json
 
     cfg = config.RunConfig(run_name="r", data_root=face_tree, runs_root=tmp_path, image_size=48)  # not the model's
@@ -217,20 +224,16 @@ def test_evaluate_run_models_reads_each_model_as_its_training_record_says(tmp_pa
     bootstrap settings and seed passed on, names, printed lines and the files, each against an oracle."""
     import json
 
-    import keras
     from PIL import Image
 
     from helpers import config, data, splits
 
     manifest = data.usable(data.scan_folder(face_tree, progress=False))
     split = splits.split_manifest(manifest, fractions=(0.4, 0.3, 0.3), seed=0)
-    inputs = keras.Input((None, None, 3))  # any size: the size each model is read at is the record's
-    score = keras.layers.Dense(1, activation="sigmoid", name="prediction")(keras.layers.GlobalAveragePooling2D()(inputs))
-    model = keras.Model(inputs, score)
-    # colour weights whose scores overlap across the labels, so that the accuracy and Youden rules pick
-    # different validation thresholds on both inputs (found by a search over random weights)
-    model.get_layer("prediction").set_weights([np.array([[0.016], [-0.028], [-0.055]], np.float32),
-                                               np.array([-2.9], np.float32)])
+    # any input size (each model is read at its record's size); colour weights whose scores overlap across
+    # the labels, so that the accuracy and Youden rules pick different validation thresholds on both inputs
+    # (found by a search over random weights)
+    model = _colour_mean_detector((None, None, 3), [0.016, -0.028, -0.055], -2.9)
     cfg = config.RunConfig(run_name="r", data_root=face_tree, runs_root=tmp_path, image_size=40, seed=3)
     crops_root = cfg.run_dir / "faces" / "crops"
     crops, no_face = {}, split[split.split == "test"].path.iloc[0]  # one test image has no face: left out
