@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import config, evaluate, finetuned, protocols, served, splits
+from helpers import config, evaluate, faces, finetuned, protocols, served, splits
 
 FROZEN = [
     {"name": "all sources", "train_sources": None},
@@ -56,14 +56,14 @@ def in_distribution(trained, bank, n_boot: int, seed: int) -> tuple[dict, pd.Dat
     return row, per_source.assign(recipe=trained.recipe.name)
 
 
-def serve_candidate(cfg, split: pd.DataFrame, out: Path, size: int) -> None:
+def serve_candidate(cfg, split: pd.DataFrame, data_root: Path, out: Path, size: int) -> None:
     """Save the kept all-sources fine-tuned candidate as ``runs/<run>/models/served.keras``."""
     from helpers import models
 
     recipe = finetuned.FinetuneRecipe(**FINETUNED[0])
     model = models.load_detector(out / f"{protocols.checkpoint_name('served_candidate', recipe)}.keras")
     summary = pd.read_csv(out / "summary.csv").set_index("recipe").loc[recipe.name]
-    bank = finetuned.ImageBank(split, cfg.data_root, size)
+    bank = finetuned.ImageBank(split, data_root, size)
     notes = dict(weights="local" if models.find_local_weights("mobilenetv2", size) else "download", weights_warning=None)
     trained = finetuned.TrainedDetector(recipe, model, 0.5, float(summary.val_auc), float(summary.train_seconds), notes)
     tables = {}
@@ -83,6 +83,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--out", default=None)
     parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--input", choices=("image", "face"), default="image",
+                        help="train and test on whole images, or on notebook 02's MTCNN face crops (one margin; "
+                             "images without a face are left out and counted)")
     parser.add_argument("--skip-frozen", action="store_true")
     parser.add_argument("--skip-finetuned", action="store_true")
     parser.add_argument("--candidates", nargs="*", type=int, default=[0],
@@ -96,10 +99,13 @@ def main() -> None:
                         help="only save the fine-tuned candidate trained on every source (kept from an earlier run) "
                              "as the run's served detector, with the protocol tables of that run")
     args = parser.parse_args()
+    if args.serve and args.input == "face":
+        parser.error("--serve saves a whole-image detector: the served model does not record a face-crop input yet")
     cfg = config.load_run_config(args.run)
     out = Path(args.out or config.REPO_ROOT / "runs" / "experiments" / "served_recipe")
     out.mkdir(parents=True, exist_ok=True)
-    split = splits.load_split(cfg.path("split.csv"))
+    split, data_root = faces.input_view(splits.load_split(cfg.path("split.csv")), cfg.data_root, cfg.run_dir,
+                                        args.input)
     tables: dict[str, list] = {"lorso": [], "logo": [], "summary": [], "per_source": []}
     timings = {}
 
@@ -133,18 +139,18 @@ def main() -> None:
         print(f"{recipe.name}: {timings[recipe.name]:.0f}s", flush=True)
 
     if args.serve:
-        serve_candidate(cfg, split, out, args.size)
+        serve_candidate(cfg, split, data_root, out, args.size)
         return
     if not args.skip_frozen:
         start = time.perf_counter()
-        bank = protocols.build_bank(split, cfg.data_root, args.size, 3, ("jpeg:50", "scale:0.5", "recode:256"),
+        bank = protocols.build_bank(split, data_root, args.size, 3, ("jpeg:50", "scale:0.5", "recode:256"),
                                     cache_dir=cfg.cache_dir("features"), seed=cfg.seed)
         timings["feature bank"] = round(time.perf_counter() - start, 1)
         for spec in FROZEN:
             run(protocols.Recipe(**spec), bank, "frozen")
         del bank
     if not args.skip_finetuned:
-        image_bank = finetuned.ImageBank(split, cfg.data_root, args.size)
+        image_bank = finetuned.ImageBank(split, data_root, args.size)
         for position in args.candidates:
             run(finetuned.FinetuneRecipe(**FINETUNED[position]), image_bank, "finetuned")
     save()
