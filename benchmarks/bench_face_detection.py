@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from datetime import date
@@ -47,33 +48,46 @@ def iou(a: Face | None, b: Face | None) -> float:
     return inter / float(aw * ah + bw * bh - inter)
 
 
+def compare(chosen: dict[int, list[Face | None]], sources: np.ndarray, reference: int) -> list[dict]:
+    """Per setting: faces found, the same face / no-face answer as ``reference`` and the chosen boxes'
+    overlap with it (IoU), overall and per source."""
+    rows = []
+    for side, faces_found in chosen.items():
+        expected = chosen[reference]
+        same = np.array([(a is None) == (b is None) for a, b in zip(faces_found, expected)])
+        overlaps = np.array([iou(a, b) for a, b in zip(faces_found, expected)])
+        found = np.array([a is not None for a in faces_found])
+        per_source = {}
+        for source in sorted(set(sources)):
+            index = np.flatnonzero(sources == source)
+            both = overlaps[index][~np.isnan(overlaps[index])]
+            per_source[source] = dict(found=round(float(found[index].mean()), 4),
+                                      same_answer=round(float(same[index].mean()), 4),
+                                      median_iou=round(float(np.median(both)), 3) if len(both) else None)
+        measured = overlaps[~np.isnan(overlaps)]
+        rows.append(dict(max_side=side, same_answer=round(float(same.mean()), 4),
+                         iou_below_0_5=int(np.sum(measured < 0.5)), median_iou=round(float(np.median(measured)), 3),
+                         iou_5th_percentile=round(float(np.percentile(measured, 5)), 3), per_source=per_source))
+    return rows
+
+
 def compare_run(run: str, sides: list[int]) -> dict:
     """Every image of a run's split at each setting (cached per file hash), compared with the first."""
     cfg = config.load_run_config(run)
     split = splits.load_split(cfg.path("split.csv"))
-    tables, seconds = {}, {}
+    chosen, seconds, cached = {}, {}, {}
     for side in sides:
         start = time.perf_counter()
-        tables[side] = faces.detect_manifest(split, cfg.data_root, FaceDetector(max_side=side),
-                                             cache_dir=cfg.cache_dir("faces"), progress=False)
+        table = faces.detect_manifest(split, cfg.data_root, FaceDetector(max_side=side),
+                                      cache_dir=cfg.cache_dir("faces"), progress=False)
         seconds[side] = round(time.perf_counter() - start, 1)
-    reference = tables[sides[0]]
-    rows = []
-    for side in sides:
-        table = tables[side]
-        chosen = [faces.chosen_face(r) for r in table.itertuples(index=False)]
-        expected = [faces.chosen_face(r) for r in reference.itertuples(index=False)]
-        overlaps = np.array([iou(a, b) for a, b in zip(chosen, expected)])
-        same = (table.face_status.to_numpy() == reference.face_status.to_numpy())
-        per_source = {f"{label}/{source}": dict(found=round(float((group.face_status == "face").mean()), 4),
-                                                same_answer=round(float(same[group.index].mean()), 4))
-                      for (label, source), group in table.groupby(["label", "source"])}
-        rows.append(dict(max_side=side, seconds=seconds[side], read_from_cache=int(table.cached.sum()),
-                         same_answer=round(float(same.mean()), 4),
-                         iou_below_0_5=int(np.sum(overlaps[~np.isnan(overlaps)] < 0.5)),
-                         median_iou=round(float(np.nanmedian(overlaps)), 3),
-                         iou_5th_percentile=round(float(np.nanpercentile(overlaps, 5)), 3), per_source=per_source))
-        print({k: v for k, v in rows[-1].items() if k != "per_source"}, flush=True)
+        chosen[side] = [faces.chosen_face(record) for record in table.itertuples(index=False)]
+        cached[side] = int(table.cached.sum())
+    sources = (split["label"] + "/" + split["source"]).to_numpy()
+    rows = [dict(row, seconds=seconds[row["max_side"]], read_from_cache=cached[row["max_side"]])
+            for row in compare(chosen, sources, sides[0])]
+    for row in rows:
+        print({k: v for k, v in row.items() if k != "per_source"}, flush=True)
     return dict(run=run, images=len(split), reference=sides[0], runs=rows)
 
 
@@ -108,32 +122,16 @@ def main() -> None:
             start = time.perf_counter()
             found[side] = detectors[side].detect_batch(images)
             seconds[side] = min(seconds.get(side, np.inf), time.perf_counter() - start)
-    reference = args.sides[0]
-    chosen = {side: [faces[0] if faces else None for faces in found[side]] for side in args.sides}
-    rows = []
-    for side in args.sides:
-        per_source = {}
-        for source in sorted(set(sources)):
-            index = np.flatnonzero(sources == source)
-            same = [(chosen[side][i] is None) == (chosen[reference][i] is None) for i in index]
-            overlaps = np.array([iou(chosen[side][i], chosen[reference][i]) for i in index])
-            both = overlaps[~np.isnan(overlaps)]
-            per_source[source] = dict(found=round(float(np.mean([chosen[side][i] is not None for i in index])), 3),
-                                      same_answer=round(float(np.mean(same)), 3),
-                                      median_iou=round(float(np.median(both)), 3) if len(both) else None)
-        overlaps = np.array([iou(a, b) for a, b in zip(chosen[side], chosen[reference])])
-        rows.append(dict(max_side=side, seconds=round(seconds[side], 1),
-                         ms_per_image=round(1000 * seconds[side] / len(images), 1),
-                         speedup=round(seconds[reference] / seconds[side], 2),
-                         same_answer=round(float(np.mean([(a is None) == (b is None) for a, b in
-                                                          zip(chosen[side], chosen[reference])])), 4),
-                         iou_below_0_5=int(np.sum(overlaps[~np.isnan(overlaps)] < 0.5)),
-                         median_iou=round(float(np.nanmedian(overlaps)), 3), per_source=per_source))
-        print(f"max_side {side}: {rows[-1]['ms_per_image']} ms/img, x{rows[-1]['speedup']}, same answer "
-              f"{rows[-1]['same_answer']:.3f}, median IoU {rows[-1]['median_iou']}, IoU<0.5: {rows[-1]['iou_below_0_5']}",
-              flush=True)
-    result = dict(date=str(date.today()), machine=f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores",
-                  images=len(images), per_source=args.per_source, reference=reference, runs=rows)
+    chosen = {side: [found_faces[0] if found_faces else None for found_faces in found[side]] for side in args.sides}
+    rows = [dict(row, seconds=round(seconds[row["max_side"]], 1),
+                 ms_per_image=round(1000 * seconds[row["max_side"]] / len(images), 1),
+                 speedup=round(seconds[args.sides[0]] / seconds[row["max_side"]], 2))
+            for row in compare(chosen, sources, args.sides[0])]
+    for row in rows:
+        print(f"max_side {row['max_side']}: {row['ms_per_image']} ms/img, x{row['speedup']}, same answer "
+              f"{row['same_answer']:.3f}, median IoU {row['median_iou']}, IoU<0.5: {row['iou_below_0_5']}", flush=True)
+    result = dict(date=str(date.today()), machine=f"{platform.machine()}, {os.cpu_count()} CPU cores",
+                  images=len(images), per_source=args.per_source, reference=args.sides[0], runs=rows)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
 
