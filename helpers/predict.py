@@ -192,11 +192,6 @@ class Predictor:
 
         return self.point or OperatingPoint(self.threshold, self.threshold)
 
-    def verdict(self, score: float) -> str:
-        """``fake`` at or above the threshold, ``real`` below the unsure band, else ``unsure`` (from the score
-        alone; :meth:`assess` also checks how unlike the training images an image is)."""
-        return str(self.operating_point.verdicts(np.array([score]))[0])
-
     def single_pass_scores(self, images: np.ndarray) -> np.ndarray:
         """P(fake) from one pass of the model, without the mirror: what an exported model computes."""
         return np.asarray(self.model.predict(images.astype(np.float32), verbose=0)).reshape(-1)
