@@ -202,7 +202,7 @@ def prepare(missing: dict[str, list[str]], run_name: str, runs_root: Path, profi
         print(f"[prepare] running {notebook} (profile {profile or 'notebook defaults'}) ...", flush=True)
         seconds = reproduce.run_notebook(source, runs_root / run_name / "notebooks" / f"{notebook}.ipynb",
                                          {k: v for k, v in params.items() if k in declared},
-                                         timeout=loaded.get("cell_timeout"))
+                                         timeout=loaded.get("cell_timeout"), environment=loaded.get("environment"))
         print(f"[prepare] {notebook} done in {seconds:.0f}s", flush=True)
     return sorted(order)
 

@@ -18,6 +18,7 @@ WEIGHTS_ENV = "FAKEFACE_WEIGHTS"
 RUNS_ENV = "FAKEFACE_RUNS"
 FIGURES_ENV = "FAKEFACE_FIGURES"
 DOWNLOADS_ENV = "FAKEFACE_DOWNLOADS"
+EAGER_ENV = "FAKEFACE_EAGER"   # "1": TensorFlow functions run eagerly (the smoke profile sets it)
 
 GET_DATA_HELP = (
     "Put a face folder laid out <label>/<source>/<file> (label is 'real' or 'fake') at one of "
@@ -190,6 +191,22 @@ def seed_everything(seed: int) -> None:
         pass
 
 
+def apply_execution_mode() -> bool:
+    """Run TensorFlow functions (Keras train, test and predict steps) eagerly when ``$FAKEFACE_EAGER``
+    is ``"1"``; return whether it did.
+
+    The smoke profile sets it for its kernels: on its tiny batches tracing a step costs more than
+    graph execution saves (the nine smoke notebooks: 558 s traced, 347 s eager on 2 cores;
+    ``benchmarks/README.md``). Every other run keeps graphs; ``tf.data`` functions are traced either way.
+    """
+    if os.environ.get(EAGER_ENV) != "1":
+        return False
+    import tensorflow as tf
+
+    tf.config.run_functions_eagerly(True)
+    return True
+
+
 def save_run_config(cfg: RunConfig, **extra) -> Path:
     """Record the run's data root and settings so later notebooks of the run find them."""
     import json
@@ -216,4 +233,5 @@ def load_run_config(run_name: str, runs_root: str | None = None, figures_dir: st
     cfg = make_config(run_name=run_name, data_root=record["data_root"], figures_dir=figures_dir,
                       runs_root=str(root), image_size=image_size or record["image_size"],
                       seed=record["seed"], limit_per_source=record["limit_per_source"])
+    apply_execution_mode()
     return cfg

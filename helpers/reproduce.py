@@ -1,9 +1,10 @@
 """Run the notebook series with papermill: ``python -m helpers.reproduce --profile sample``.
 
-Each profile (``helpers/profiles/<name>.yml``) gives common parameters and per-notebook
-parameters. Executed copies go to ``runs/<run>/notebooks/``; the run stops at the first
-failing notebook and names it and the failing cell; a summary (time per notebook and the
-headline metrics) is printed and written to ``runs/<run>/summary.json``.
+Each profile (``helpers/profiles/<name>.yml``) gives common parameters, per-notebook
+parameters and, optionally, ``environment:`` variables for the notebooks' kernels. Executed
+copies go to ``runs/<run>/notebooks/``; the run stops at the first failing notebook and names it
+and the failing cell; a summary (time per notebook and the headline metrics) is printed and
+written to ``runs/<run>/summary.json``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,16 +73,36 @@ def _failed_cell(exc: Exception) -> str:
     return f"{where}: {ename}: {str(evalue)[:500]}"
 
 
-def run_notebook(notebook: Path, output: Path, parameters: dict, timeout: int | None = None) -> float:
-    """Execute one notebook with papermill; raise :class:`NotebookFailed` naming the cell."""
+@contextmanager
+def kernel_environment(values: dict | None) -> Iterator[None]:
+    """Set a profile's ``environment:`` variables while its notebook runs (the kernel inherits them when
+    it starts), then put the previous values back, so the calling process is left as it was."""
+    values = {str(k): str(v) for k, v in (values or {}).items()}
+    previous = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_notebook(notebook: Path, output: Path, parameters: dict, timeout: int | None = None,
+                 environment: dict | None = None) -> float:
+    """Execute one notebook with papermill (its kernel gets ``environment`` on top of ours); raise
+    :class:`NotebookFailed` naming the cell."""
     import papermill as pm
 
     output.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
-        pm.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name="python3",
-                            cwd=str(notebook.parent), progress_bar=False, log_output=False,
-                            execution_timeout=timeout)
+        with kernel_environment(environment):
+            pm.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name="python3",
+                                cwd=str(notebook.parent), progress_bar=False, log_output=False,
+                                execution_timeout=timeout)
     except Exception as exc:  # papermill raises PapermillExecutionError with the cell details
         raise NotebookFailed(f"{notebook.name} failed at {_failed_cell(exc)} "
                              f"(executed copy: {output})") from exc
@@ -140,7 +163,8 @@ def reproduce(profile_name: str, run_name: str | None = None, runs_root: Path | 
         declared = set(pm.inspect_notebook(str(source)))
         params = {k: v for k, v in params.items() if k in declared}
         print(f"[reproduce] {notebook} ...", flush=True)
-        seconds = run_notebook(source, output, params, timeout=profile.get("cell_timeout"))
+        seconds = run_notebook(source, output, params, timeout=profile.get("cell_timeout"),
+                               environment=profile.get("environment"))
         timings.append(NotebookRun(notebook, seconds, output))
         print(f"[reproduce] {notebook} done in {seconds:.0f}s", flush=True)
     summary = dict(profile=profile_name, run=run_name, run_dir=str(run_dir),

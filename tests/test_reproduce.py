@@ -1,6 +1,7 @@
 """Profiles, notebook hygiene and the papermill runner's failure reporting."""
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -70,6 +71,35 @@ def test_a_failing_notebook_is_named_with_its_cell(tmp_path):
     assert "99_broken.ipynb" in message and "ValueError" in message and "broken on purpose" in message
     assert "cell 4" in message  # counted in the executed copy, after papermill's parameters cell
     assert "raise ValueError('broken on purpose')" in message
+
+
+def test_a_profile_environment_reaches_the_kernel_only(tmp_path, face_tree, monkeypatch):
+    """The smoke profile's FAKEFACE_EAGER reaches the notebook's kernel, whose run config then runs Keras
+    steps eagerly; this process's environment is left as it was (a variable it had keeps its value)."""
+    from helpers import config
+
+    cfg = config.make_config(run_name="t", data_root=str(face_tree), runs_root=str(tmp_path / "runs"))
+    config.save_run_config(cfg)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("runs_root = None", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(
+                    "import os, tensorflow as tf\nfrom helpers import config\n"
+                    "config.load_run_config('t', runs_root)\n"
+                    "assert tf.config.functions_run_eagerly(), 'Keras steps traced'\n"
+                    "assert os.environ['FAKEFACE_EAGER'] == '1' and os.environ['KEPT'] == 'profile'")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    source = tmp_path / "99_env.ipynb"
+    nbformat.write(nb, source)
+    monkeypatch.delenv("FAKEFACE_EAGER", raising=False)
+    monkeypatch.setenv("KEPT", "ours")
+    environment = reproduce.load_profile("smoke")["environment"]
+    assert environment == {"FAKEFACE_EAGER": "1"}
+    reproduce.run_notebook(source, tmp_path / "out.ipynb", {"runs_root": str(tmp_path / "runs")},
+                           environment={**environment, "KEPT": "profile"})
+    assert "FAKEFACE_EAGER" not in os.environ and os.environ["KEPT"] == "ours"
+    with pytest.raises(reproduce.NotebookFailed, match="Keras steps traced"):  # without it: graphs
+        reproduce.run_notebook(source, tmp_path / "out.ipynb", {"runs_root": str(tmp_path / "runs")},
+                               environment={"KEPT": "profile"})
 
 
 def test_summary_formatting(tmp_path):
