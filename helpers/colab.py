@@ -177,8 +177,6 @@ def prepare(missing: dict[str, list[str]], run_name: str, runs_root: Path, profi
     """Run the notebooks in ``missing`` (and what they need in turn) through papermill, in series
     order, with ``profile``'s parameters (or the notebooks' defaults); executed copies go to
     ``runs/<run>/notebooks/``. Returns the notebooks run."""
-    import papermill as pm
-
     from helpers import reproduce
 
     loaded = reproduce.load_profile(profile) if profile else {"common": {}, "notebooks": {}}
@@ -193,16 +191,10 @@ def prepare(missing: dict[str, list[str]], run_name: str, runs_root: Path, profi
 
     for notebook in missing:
         visit(notebook)
-    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
     for notebook in sorted(order):
-        source = reproduce.NOTEBOOKS_DIR / f"{notebook}.ipynb"
-        params = reproduce.notebook_parameters(loaded, notebook, run_name, runs_root,
-                                               {"profile": profile, "prepare_missing": False})
-        declared = set(pm.inspect_notebook(str(source)))
         print(f"[prepare] running {notebook} (profile {profile or 'notebook defaults'}) ...", flush=True)
-        seconds = reproduce.run_notebook(source, runs_root / run_name / "notebooks" / f"{notebook}.ipynb",
-                                         {k: v for k, v in params.items() if k in declared},
-                                         timeout=loaded.get("cell_timeout"), environment=loaded.get("environment"))
+        seconds = reproduce.run_profile_notebook(loaded, notebook, run_name, runs_root,
+                                                 {"profile": profile, "prepare_missing": False})
         print(f"[prepare] {notebook} done in {seconds:.0f}s", flush=True)
     return sorted(order)
 

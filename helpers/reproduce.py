@@ -109,6 +109,24 @@ def run_notebook(notebook: Path, output: Path, parameters: dict, timeout: int | 
     return time.perf_counter() - start
 
 
+def run_profile_notebook(profile: dict, notebook: str, run_name: str, runs_root: Path,
+                         overrides: dict | None = None) -> float:
+    """Run one of the series' notebooks as ``profile`` says: its parameters (those the notebook
+    declares), the profile's ``cell_timeout`` and kernel ``environment``; the executed copy goes to
+    ``runs/<run>/notebooks/``. Returns the seconds it took (:func:`run_notebook`)."""
+    import papermill as pm
+
+    python_dir = os.path.dirname(sys.executable)  # the kernel spec runs "python": this interpreter's
+    if not os.environ.get("PATH", "").startswith(python_dir + os.pathsep):
+        os.environ["PATH"] = python_dir + os.pathsep + os.environ.get("PATH", "")
+    source = NOTEBOOKS_DIR / f"{notebook}.ipynb"
+    params = notebook_parameters(profile, notebook, run_name, runs_root, overrides)
+    declared = set(pm.inspect_notebook(str(source)))
+    return run_notebook(source, runs_root / run_name / "notebooks" / f"{notebook}.ipynb",
+                        {k: v for k, v in params.items() if k in declared},
+                        timeout=profile.get("cell_timeout"), environment=profile.get("environment"))
+
+
 def headline_metrics(run_dir: Path) -> dict:
     """Test AUC (with CI) and accuracy of every evaluated model, from ``metrics/*.json``."""
     headlines = {}
@@ -142,30 +160,20 @@ def environment_versions() -> dict:
 def reproduce(profile_name: str, run_name: str | None = None, runs_root: Path | None = None,
               only: list[str] | None = None, overrides: dict | None = None) -> dict:
     """Run the profile's notebooks in order; return (and save) the run summary."""
-    import papermill as pm
-
     profile = load_profile(profile_name)
     run_name = run_name or profile.get("run_name", Path(profile_name).stem)
     runs_root = Path(runs_root or config.default_runs_root()).resolve()
     run_dir = runs_root / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
-    # The kernel spec runs "python": make that this interpreter (the one with the package).
-    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     notebooks = [nb for nb in profile["notebooks"] if not only or any(nb.startswith(o) for o in only)]
     timings: list[NotebookRun] = []
     started = time.perf_counter()
     for notebook in notebooks:
-        source = NOTEBOOKS_DIR / f"{notebook}.ipynb"
-        output = run_dir / "notebooks" / f"{notebook}.ipynb"
-        params = notebook_parameters(profile, notebook, run_name, runs_root,
-                                     {"profile": profile_name, **(overrides or {})})
-        declared = set(pm.inspect_notebook(str(source)))
-        params = {k: v for k, v in params.items() if k in declared}
         print(f"[reproduce] {notebook} ...", flush=True)
-        seconds = run_notebook(source, output, params, timeout=profile.get("cell_timeout"),
-                               environment=profile.get("environment"))
-        timings.append(NotebookRun(notebook, seconds, output))
+        seconds = run_profile_notebook(profile, notebook, run_name, runs_root,
+                                       {"profile": profile_name, **(overrides or {})})
+        timings.append(NotebookRun(notebook, seconds, run_dir / "notebooks" / f"{notebook}.ipynb"))
         print(f"[reproduce] {notebook} done in {seconds:.0f}s", flush=True)
     summary = dict(profile=profile_name, run=run_name, run_dir=str(run_dir),
                    total_seconds=round(time.perf_counter() - started, 1),

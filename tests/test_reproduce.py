@@ -102,6 +102,30 @@ def test_a_profile_environment_reaches_the_kernel_only(tmp_path, face_tree, monk
                                environment={"KEPT": "profile"})
 
 
+def test_one_profile_notebook_gets_its_declared_parameters_timeout_and_environment(tmp_path, monkeypatch):
+    """The one runner that `make reproduce` and Colab's prepare step share: a parameter the notebook does
+    not declare is left out (papermill would add it anyway), the notebook's own value beats the common
+    one, the profile's environment reaches the kernel and its cell timeout stops a hanging cell."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 0\nrun_name = ''\nsleep = 0", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("import os, time\nassert 'undeclared' not in globals()\n"
+                                          "assert os.environ['PROFILE_VAR'] == 'on'\ntime.sleep(sleep)\n"
+                                          "open(os.path.join(os.environ['OUT_DIR'], 'seen.txt'), 'w').write(f'{x} {run_name}')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    monkeypatch.setattr(reproduce, "NOTEBOOKS_DIR", tmp_path)
+    nbformat.write(nb, tmp_path / "99_tiny.ipynb")
+    monkeypatch.setenv("OUT_DIR", str(tmp_path))
+    profile = {"common": {"x": 1, "undeclared": 2}, "notebooks": {"99_tiny": {"x": 5}},
+               "environment": {"PROFILE_VAR": "on"}, "cell_timeout": 20}
+    reproduce.run_profile_notebook(profile, "99_tiny", "r1", tmp_path / "runs")
+    assert (tmp_path / "seen.txt").read_text() == "5 r1"
+    assert (tmp_path / "runs" / "r1" / "notebooks" / "99_tiny.ipynb").is_file()
+    assert "PROFILE_VAR" not in os.environ
+    with pytest.raises(reproduce.NotebookFailed, match="99_tiny"):
+        reproduce.run_profile_notebook({**profile, "cell_timeout": 2}, "99_tiny", "r1", tmp_path / "runs",
+                                       {"sleep": 30})
+
+
 def test_summary_formatting(tmp_path):
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "m_metrics.json").write_text(json.dumps(
