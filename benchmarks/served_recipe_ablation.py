@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--input", choices=("image", "face"), default="image",
                         help="train and test on whole images, or on notebook 02's MTCNN face crops (one margin; "
                              "images without a face are left out and counted)")
+    parser.add_argument("--framing", choices=finetuned.FRAMINGS, default="resize",
+                        help="fine-tuned candidates: whole image resized, or a native-resolution patch of --size px")
     parser.add_argument("--skip-frozen", action="store_true")
     parser.add_argument("--skip-finetuned", action="store_true")
     parser.add_argument("--candidates", nargs="*", type=int, default=[0],
@@ -150,7 +152,7 @@ def main() -> None:
             run(protocols.Recipe(**spec), bank, "frozen")
         del bank
     if not args.skip_finetuned:
-        image_bank = finetuned.ImageBank(split, data_root, args.size)
+        image_bank = finetuned.ImageBank(split, data_root, args.size, framing=args.framing)
         for position in args.candidates:
             run(finetuned.FinetuneRecipe(**FINETUNED[position]), image_bank, "finetuned")
     save()

@@ -25,7 +25,7 @@ import pandas as pd
 import tensorflow as tf
 
 from helpers import models, train
-from helpers.pipeline import labels_of, load_array
+from helpers.pipeline import labels_of, load_array, load_patch_array
 from helpers.protocols import Recipe, checkpoint_name, epoch_positions, rows_of_sources
 from helpers.stats import choose_threshold
 
@@ -58,11 +58,22 @@ class TrainedDetector:
     scores: dict[tuple[str, str], np.ndarray] = field(default_factory=dict, repr=False)
 
 
-class ImageBank:
-    """The split's images at one size, decoded once and held in memory; trains and scores detectors."""
+FRAMINGS = ("resize", "native_patch")
 
-    def __init__(self, split_frame: pd.DataFrame, root: str | Path, image_size: int, batch_size: int = 32):
-        self.root, self.image_size, self.batch_size = Path(root), image_size, batch_size
+
+class ImageBank:
+    """The split's images at one size, decoded once and held in memory; trains and scores detectors.
+
+    ``framing``: ``resize`` (the whole image resized to ``image_size``) or ``native_patch`` (a patch of
+    ``image_size`` pixels at the file's own resolution — centred for scoring, at a seeded random
+    position in each augmentation copy; :func:`helpers.pipeline.load_patch_array`).
+    """
+
+    def __init__(self, split_frame: pd.DataFrame, root: str | Path, image_size: int, batch_size: int = 32,
+                 framing: str = "resize"):
+        if framing not in FRAMINGS:
+            raise ValueError(f"framing must be one of {FRAMINGS}, not {framing!r}")
+        self.root, self.image_size, self.batch_size, self.framing = Path(root), image_size, batch_size, framing
         self.frames = {s: split_frame[split_frame["split"] == s].reset_index(drop=True)
                        for s in ("train", "val", "test")}
         self.images: dict[str, dict[str, np.ndarray]] = {s: {} for s in self.frames}
@@ -72,8 +83,9 @@ class ImageBank:
         """uint8 ``(n, size, size, 3)`` images of ``split``, ``clean`` or under a perturbation."""
         if variant not in self.images[split]:
             start = time.perf_counter()
-            self.images[split][variant] = load_array(self.frames[split], self.root, self.image_size,
-                                                     perturbation=None if variant == "clean" else variant)
+            load = load_patch_array if self.framing == "native_patch" else load_array
+            self.images[split][variant] = load(self.frames[split], self.root, self.image_size,
+                                               perturbation=None if variant == "clean" else variant)
             self.seconds += time.perf_counter() - start
         return self.images[split][variant]
 

@@ -8,13 +8,16 @@ pass (as uint8), and batches are prefetched. Models receive uint8-range float im
 
 from __future__ import annotations
 
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from PIL import Image
 
-from helpers.data import LABEL_TO_INT, labels_of, load_for_model  # noqa: F401 (labels_of: re-exported)
+from helpers.data import LABEL_TO_INT, labels_of, load_for_model, load_image  # noqa: F401 (labels_of: re-exported)
 
 
 class ImageLoadError(RuntimeError):
@@ -91,3 +94,48 @@ def load_array(frame: pd.DataFrame, root: str | Path, image_size: int,
     return np.concatenate(batches)
 
 
+def native_patch(image: np.ndarray, size: int, seed: int | None = None) -> np.ndarray:
+    """A ``size x size`` patch of ``image`` at its own resolution, not resized: centred, or at a random
+    position drawn from ``seed``. An image whose shorter side is below ``size`` is first enlarged
+    (bilinear) just enough for that side to equal ``size``."""
+    height, width = image.shape[:2]
+    if min(height, width) < size:
+        factor = size / min(height, width)
+        new_width, new_height = max(size, round(width * factor)), max(size, round(height * factor))
+        image = np.asarray(Image.fromarray(image).resize((new_width, new_height), Image.Resampling.BILINEAR))
+        height, width = image.shape[:2]
+    if seed is None:
+        top, left = (height - size) // 2, (width - size) // 2
+    else:
+        rng = np.random.default_rng(seed)
+        top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
+    return np.ascontiguousarray(image[top:top + size, left:left + size])
+
+
+def load_patch_array(frame: pd.DataFrame, root: str | Path, size: int, perturbation: str | None = None,
+                     workers: int = 4) -> np.ndarray:
+    """Like :func:`load_array`, framed as a native-resolution patch (:func:`native_patch`) instead of a
+    whole-image resize: the file is decoded at its own size, perturbed there (e.g. ``"jpeg:50"``), and
+    cut to its centre patch; an ``augment:K`` copy takes its patch at a position seeded by the file
+    and ``K`` (the same every time it is computed)."""
+    root = Path(root)
+    paths = frame["path"].astype(str).tolist()
+    out = np.zeros((len(paths), size, size, 3), np.uint8)
+
+    def one(position: int) -> None:
+        rel = paths[position]
+        loaded = load_image(root / rel)
+        if not loaded.ok:
+            raise ImageLoadError(f"{rel}: {loaded.error} (re-run the scan in notebook 01)")
+        image, seed = loaded.image, None
+        if perturbation:
+            from helpers.perturb import apply
+
+            image = apply(image, perturbation, key=rel)
+            if perturbation.startswith("augment:"):
+                seed = int.from_bytes(hashlib.sha1(f"patch|{rel}|{perturbation}".encode()).digest()[:4], "little")
+        out[position] = native_patch(image, size, seed)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(one, range(len(paths))))
+    return out

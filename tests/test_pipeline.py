@@ -1,8 +1,10 @@
 """The tf.data pipeline built on the validated loader."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from helpers import data, pipeline, splits
 
@@ -35,3 +37,46 @@ def test_a_file_that_changed_after_the_scan_fails_with_its_name(face_tree):
     dataset = pipeline.make_dataset(manifest.head(4), face_tree, 32, batch_size=4)
     with pytest.raises(Exception, match="re-run the scan"):
         next(iter(dataset))
+
+
+def _coordinate_image(height: int, width: int) -> np.ndarray:
+    """Each pixel encodes its own position: R = row % 256, G = column % 256, B = row // 256 * 16 + column // 256."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    return np.stack([rows % 256, cols % 256, rows // 256 * 16 + cols // 256], -1).astype(np.uint8)
+
+
+def test_a_native_patch_is_the_files_own_pixels_not_resized(tmp_path):
+    image = _coordinate_image(300, 500)
+    (tmp_path / "real" / "cam").mkdir(parents=True)
+    Image.fromarray(image).save(tmp_path / "real" / "cam" / "wide.png")
+    frame = pd.DataFrame({"path": ["real/cam/wide.png"], "label": ["real"]})
+    centre = pipeline.load_patch_array(frame, tmp_path, 64)[0]
+    assert np.array_equal(centre, image[118:182, 218:282])  # (300 - 64) // 2, (500 - 64) // 2
+    copies = [pipeline.load_patch_array(frame, tmp_path, 64, perturbation=f"augment:{k}")[0] for k in range(6)]
+    again = pipeline.load_patch_array(frame, tmp_path, 64, perturbation="augment:0")[0]
+    assert np.array_equal(copies[0], again)  # seeded by the file and the copy number
+    assert len({c.tobytes() for c in copies}) == 6
+    assert set(np.unique(np.diff(centre[..., 1].astype(int), axis=1))) == {1, -255}  # scale 1: one column a step
+
+
+def test_a_native_patch_enlarges_only_an_image_smaller_than_the_patch():
+    small = _coordinate_image(40, 80)
+    patch = pipeline.native_patch(small, 64)
+    assert patch.shape == (64, 64, 3)
+    enlarged = np.asarray(Image.fromarray(small).resize((128, 64), Image.Resampling.BILINEAR))
+    assert np.array_equal(patch, enlarged[:, 32:96])  # shorter side 40 -> 64 (x1.6), then the centre
+    big = _coordinate_image(64, 64)
+    assert np.array_equal(pipeline.native_patch(big, 64), big)
+    positions = {pipeline.native_patch(_coordinate_image(200, 200), 64, seed=s)[0, 0, :2].tobytes() for s in range(20)}
+    assert len(positions) > 10  # random positions, not always one
+
+
+def test_native_patch_framing_reaches_the_image_bank(face_tree):
+    from helpers import finetuned
+
+    split = splits.split_manifest(data.scan_folder(face_tree, progress=False), seed=0)
+    resized = finetuned.ImageBank(split, face_tree, 32).images_of("test")
+    patches = finetuned.ImageBank(split, face_tree, 32, framing="native_patch").images_of("test")
+    assert patches.shape == resized.shape and not np.array_equal(patches, resized)
+    with pytest.raises(ValueError, match="framing"):
+        finetuned.ImageBank(split, face_tree, 32, framing="zoom")
