@@ -110,7 +110,8 @@ def test_one_profile_notebook_gets_its_declared_parameters_timeout_and_environme
     nb.cells = [nbformat.v4.new_code_cell("x = 0\nrun_name = ''\nsleep = 0", metadata={"tags": ["parameters"]}),
                 nbformat.v4.new_code_cell("import os, time\nassert 'undeclared' not in globals()\n"
                                           "assert os.environ['PROFILE_VAR'] == 'on'\ntime.sleep(sleep)\n"
-                                          "open(os.path.join(os.environ['OUT_DIR'], 'seen.txt'), 'w').write(f'{x} {run_name}')")]
+                                          "path = os.path.join(os.environ['OUT_DIR'], 'seen.txt')\n"
+                                          "open(path, 'w').write(f'{x} {run_name}')")]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     monkeypatch.setattr(reproduce, "NOTEBOOKS_DIR", tmp_path)
     nbformat.write(nb, tmp_path / "99_tiny.ipynb")
