@@ -208,10 +208,9 @@ class _ListedFaces:
     """A face detector that finds the faces it is given for each image's top-left pixel value."""
 
     def __init__(self, by_key):
-        self.by_key, self.calls = by_key, 0
+        self.by_key = by_key
 
     def detect(self, image):
-        self.calls += 1
         return list(self.by_key.get(int(image[0, 0, 0]), []))
 
 
@@ -231,7 +230,7 @@ def test_predict_faces_scores_each_crop_and_says_when_there_is_none(known_model_
     assert found == many[:5] and crops.shape == (5, SIZE, SIZE, 3)  # at most five, in the detector's order
     assert np.array_equal(crops[2], resize_square(faces.crop_face(with_faces, many[2], 0.4), SIZE))
     _, wider = predictor.face_crops(with_faces, detector, margin=0.1, max_faces=2)
-    assert np.array_equal(wider[1], resize_square(faces.crop_face(with_faces, many[1], 0.1), SIZE))
+    assert len(wider) == 2 and np.array_equal(wider[1], resize_square(faces.crop_face(with_faces, many[1], 0.1), SIZE))
     none_found = predictor.face_crops(without, detector)[1]
     assert none_found.shape == (0, SIZE, SIZE, 3) and none_found.dtype == crops.dtype == np.uint8
     table = predictor.predict_faces(paths, detector, progress=False)
