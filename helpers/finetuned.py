@@ -36,13 +36,16 @@ class FinetuneRecipe(Recipe):
 
     ``epochs`` and ``learning_rate`` are the head stage (frozen base); then ``finetune_epochs`` at
     ``finetune_learning_rate`` with the top ``trainable_fraction`` of the base unfrozen
-    (0: the head stage only, i.e. the frozen recipe trained on images).
+    (0: the head stage only, i.e. the frozen recipe trained on images). ``weight_averaging`` > 0:
+    each stage validates, keeps and serves the exponential moving average of its weights with that
+    momentum (:func:`helpers.train.compile_detector`); 0 serves the weights as trained.
     """
 
     epochs: int = 2
     trainable_fraction: float = 0.3
     finetune_epochs: int = 5
     finetune_learning_rate: float = 1e-4
+    weight_averaging: float = 0.0
 
 
 @dataclass
@@ -156,7 +159,7 @@ def train_finetuned(recipe: FinetuneRecipe, bank: ImageBank, out_dir: str | Path
                                     out_dir, name, recipe.epochs, recipe.learning_rate, finetune_epochs,
                                     recipe.finetune_learning_rate, recipe.trainable_fraction,
                                     patience=max(recipe.epochs, finetune_epochs), verbose=verbose,
-                                    label_smoothing=recipe.label_smoothing)
+                                    label_smoothing=recipe.label_smoothing, ema_momentum=recipe.weight_averaging)
     last = results["finetune"] if "finetune" in results else results["head"]
     notes = dict(weights=weights.source, weights_warning=weights.warning,
                  **{f"{stage}_best_val_auc": round(r.best_val_auc, 4) for stage, r in results.items()},

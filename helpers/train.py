@@ -36,26 +36,36 @@ class TrainResult:
                     best_epoch=self.best_epoch, seconds=round(self.seconds, 1), **self.notes)
 
 
-def compile_detector(model: keras.Model, learning_rate: float, label_smoothing: float = 0.0) -> None:
-    """Compile with Adam, binary cross-entropy (optionally label-smoothed), ROC AUC and accuracy."""
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+def compile_detector(model: keras.Model, learning_rate: float, label_smoothing: float = 0.0,
+                     ema_momentum: float = 0.0) -> None:
+    """Compile with Adam, binary cross-entropy (optionally label-smoothed), ROC AUC and accuracy.
+
+    ``ema_momentum`` > 0 keeps an exponential moving average of the weights (Polyak averaging:
+    ``average = m * average + (1 - m) * weights`` after each step, the first step's weights to start).
+    """
+    optimizer = (keras.optimizers.Adam(learning_rate, use_ema=True, ema_momentum=ema_momentum) if ema_momentum > 0
+                 else keras.optimizers.Adam(learning_rate))
+    model.compile(optimizer=optimizer,
                   loss=keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
                   metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")])
 
 
 def fit_detector(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset, epochs: int,
                  learning_rate: float, out_dir: str | Path, name: str, patience: int = 3,
-                 verbose: int = 2, label_smoothing: float = 0.0) -> TrainResult:
+                 verbose: int = 2, label_smoothing: float = 0.0, ema_momentum: float = 0.0) -> TrainResult:
     """Train one stage; keep the weights of the best validation-AUC epoch.
 
     Writes ``<name>.keras`` (best checkpoint) and ``<name>_log.csv`` (per-epoch metrics) into
-    ``out_dir``; the model in memory ends with the best weights.
+    ``out_dir``; the model in memory ends with the best weights. With ``ema_momentum`` > 0 the
+    weights validated, checkpointed and kept are the moving average (:func:`compile_detector`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = out_dir / f"{name}.keras"
-    compile_detector(model, learning_rate, label_smoothing)
-    callbacks = [
+    compile_detector(model, learning_rate, label_smoothing, ema_momentum)
+    # The average goes into the model before validation and before the checkpoint callback (Keras's own order).
+    callbacks = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema_momentum > 0 else []
+    callbacks += [
         keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_auc", mode="max", save_best_only=True),
         keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience),
         keras.callbacks.CSVLogger(str(out_dir / f"{name}_log.csv")),
@@ -140,24 +150,26 @@ def train_two_stage(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.da
                     out_dir: str | Path, name: str, head_epochs: int, head_lr: float,
                     finetune_epochs: int, finetune_lr: float, trainable_fraction: float = 0.3,
                     patience: int = 3, verbose: int = 2,
-                    freeze_batchnorm: bool = True, label_smoothing: float = 0.0) -> dict[str, TrainResult]:
+                    freeze_batchnorm: bool = True, label_smoothing: float = 0.0,
+                    ema_momentum: float = 0.0) -> dict[str, TrainResult]:
     """Frozen-backbone head training, then fine-tuning of the backbone's top with BN frozen.
 
     Returns ``{"head": ..., "finetune": ...}``; checkpoints are ``<name>_head.keras`` and
     ``<name>_finetune.keras``. With ``finetune_epochs=0`` only the head stage runs, with
     ``head_epochs=0`` only fine-tuning. ``freeze_batchnorm=False`` is for a randomly initialised
-    backbone only (see :func:`helpers.models.prepare_finetune`).
+    backbone only (see :func:`helpers.models.prepare_finetune`). ``ema_momentum`` > 0: each stage
+    keeps the moving average of its weights (:func:`fit_detector`).
     """
     if head_epochs <= 0 and finetune_epochs <= 0:
         raise ValueError("nothing to train: head_epochs and finetune_epochs are both 0")
     results = {}
     if head_epochs > 0:
         results["head"] = fit_detector(model, train_ds, val_ds, head_epochs, head_lr, out_dir, f"{name}_head",
-                                       patience, verbose, label_smoothing)
+                                       patience, verbose, label_smoothing, ema_momentum)
     if finetune_epochs > 0:
         unfrozen = prepare_finetune(model, trainable_fraction, freeze_batchnorm)
         result = fit_detector(model, train_ds, val_ds, finetune_epochs, finetune_lr, out_dir,
-                              f"{name}_finetune", patience, verbose, label_smoothing)
+                              f"{name}_finetune", patience, verbose, label_smoothing, ema_momentum)
         result.notes.update(unfrozen)
         results["finetune"] = result
     return results
