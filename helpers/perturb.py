@@ -75,8 +75,12 @@ def apply(image: np.ndarray, perturbation: str, key: str = "") -> np.ndarray:
     if kind == "recode":
         square = np.asarray(Image.fromarray(image).resize((int(level), int(level)), Image.Resampling.BILINEAR))
         return jpeg(square, 90)
-    seed = int.from_bytes(hashlib.sha1(f"{key}|{int(level)}".encode()).digest()[:4], "little")
-    return augment(image, seed)
+    return augment(image, stable_seed(f"{key}|{int(level)}"))
+
+
+def stable_seed(text: str) -> int:
+    """A 32-bit seed from ``text``, the same in every process and on every machine (unlike ``hash``)."""
+    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:4], "little")
 
 
 ROBUSTNESS_GRID = ("jpeg:95", "jpeg:75", "jpeg:50", "jpeg:30", "scale:0.5", "scale:0.75", "scale:1.5",

@@ -8,7 +8,6 @@ pass (as uint8), and batches are prefetched. Models receive uint8-range float im
 
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -129,11 +128,11 @@ def load_patch_array(frame: pd.DataFrame, root: str | Path, size: int, perturbat
             raise ImageLoadError(f"{rel}: {loaded.error} (re-run the scan in notebook 01)")
         image, seed = loaded.image, None
         if perturbation:
-            from helpers.perturb import apply
+            from helpers.perturb import apply, stable_seed
 
             image = apply(image, perturbation, key=rel)
             if perturbation.startswith("augment:"):
-                seed = int.from_bytes(hashlib.sha1(f"patch|{rel}|{perturbation}".encode()).digest()[:4], "little")
+                seed = stable_seed(f"patch|{rel}|{perturbation}")
         out[position] = native_patch(image, size, seed)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -109,11 +109,16 @@ def run_notebook(notebook: Path, output: Path, parameters: dict, timeout: int | 
     return time.perf_counter() - start
 
 
+def executed_notebook(runs_root: Path, run_name: str, notebook: str) -> Path:
+    """Where the executed copy of ``notebook`` goes: ``runs/<run>/notebooks/<notebook>.ipynb``."""
+    return runs_root / run_name / "notebooks" / f"{notebook}.ipynb"
+
+
 def run_profile_notebook(profile: dict, notebook: str, run_name: str, runs_root: Path,
                          overrides: dict | None = None) -> float:
     """Run one of the series' notebooks as ``profile`` says: its parameters (those the notebook
     declares), the profile's ``cell_timeout`` and kernel ``environment``; the executed copy goes to
-    ``runs/<run>/notebooks/``. Returns the seconds it took (:func:`run_notebook`)."""
+    :func:`executed_notebook`. Returns the seconds it took (:func:`run_notebook`)."""
     import papermill as pm
 
     python_dir = os.path.dirname(sys.executable)  # the kernel spec runs "python": this interpreter's
@@ -122,7 +127,7 @@ def run_profile_notebook(profile: dict, notebook: str, run_name: str, runs_root:
     source = NOTEBOOKS_DIR / f"{notebook}.ipynb"
     params = notebook_parameters(profile, notebook, run_name, runs_root, overrides)
     declared = set(pm.inspect_notebook(str(source)))
-    return run_notebook(source, runs_root / run_name / "notebooks" / f"{notebook}.ipynb",
+    return run_notebook(source, executed_notebook(runs_root, run_name, notebook),
                         {k: v for k, v in params.items() if k in declared},
                         timeout=profile.get("cell_timeout"), environment=profile.get("environment"))
 
@@ -173,7 +178,7 @@ def reproduce(profile_name: str, run_name: str | None = None, runs_root: Path | 
         print(f"[reproduce] {notebook} ...", flush=True)
         seconds = run_profile_notebook(profile, notebook, run_name, runs_root,
                                        {"profile": profile_name, **(overrides or {})})
-        timings.append(NotebookRun(notebook, seconds, run_dir / "notebooks" / f"{notebook}.ipynb"))
+        timings.append(NotebookRun(notebook, seconds, executed_notebook(runs_root, run_name, notebook)))
         print(f"[reproduce] {notebook} done in {seconds:.0f}s", flush=True)
     summary = dict(profile=profile_name, run=run_name, run_dir=str(run_dir),
                    total_seconds=round(time.perf_counter() - started, 1),

@@ -80,3 +80,19 @@ def test_native_patch_framing_reaches_the_image_bank(face_tree):
     assert patches.shape == resized.shape and not np.array_equal(patches, resized)
     with pytest.raises(ValueError, match="framing"):
         finetuned.ImageBank(split, face_tree, 32, framing="zoom")
+
+
+def test_stable_seed_is_the_same_in_another_process_and_differs_between_texts():
+    import subprocess
+    import sys
+
+    from helpers.perturb import stable_seed
+
+    texts = ["patch|real/ffhq/a.png|augment:1", "patch|real/ffhq/a.png|augment:2", "x|0"]
+    here = [stable_seed(t) for t in texts]
+    code = f"from helpers.perturb import stable_seed; print([stable_seed(t) for t in {texts!r}])"
+    # a different hash seed: Python's own hash() would change, the stable seed must not
+    there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": "123", "PATH": ""}).stdout.strip()
+    assert there == str(here)
+    assert len(set(here)) == 3 and all(0 <= seed < 2**32 for seed in here)
