@@ -274,7 +274,7 @@ def leave_one_generator_out(recipe: Recipe, bank: Bank, out_dir: str | Path, n_b
 
 def leave_one_real_source_out(recipe: Recipe, bank: Bank, out_dir: str | Path, n_boot: int = 1000,
                               seed: int = 42, held_outs: list[str] | None = None,
-                              max_real_fpr: float = 0.05) -> pd.DataFrame:
+                              max_real_fpr: float = 0.05, served_answers: bool = False) -> pd.DataFrame:
     """The failure users meet first: real photos unlike any the detector was trained on.
 
     For each real source X (or each of ``held_outs``): train on every source but X; fix the
@@ -283,7 +283,9 @@ def leave_one_real_source_out(recipe: Recipe, bank: Bank, out_dir: str | Path, n
     :func:`helpers.stats.fpr_controlled_threshold`); then report, on test, X's false-positive
     rate and the fakes' detection rate at that threshold (Wilson 95% CIs), X's AUC against all
     fake test images (bootstrap CI), and X's false-positive rate at the Youden threshold for
-    comparison.
+    comparison. ``served_answers`` (fine-tuned detectors, :class:`helpers.finetuned.ImageBank`): also
+    the served detector's three answers fitted without X (:func:`helpers.served.fit_answers`) — how
+    much of X, and of the fakes, is called fake, real or unsure, and unsure for being unfamiliar.
     """
     frame = bank.frames["train"]
     reals = sorted(frame.loc[frame.label == "real", "source"].unique())
@@ -310,6 +312,11 @@ def leave_one_real_source_out(recipe: Recipe, bank: Bank, out_dir: str | Path, n
                          detection_hi=detection_ci[1], n_fake=n_fake,
                          auc=auc, auc_lo=low, auc_hi=high, youden_threshold=trained.threshold,
                          fpr_at_youden=float((s[own] >= trained.threshold).mean())))
+        if served_answers:
+            from helpers import served
+
+            fitted = served.fit_answers(trained, bank, sources, seed=seed, max_real_fpr=max_real_fpr)
+            rows[-1].update(served.held_out_answers(fitted, test, held_out))
     return pd.DataFrame(rows)
 
 

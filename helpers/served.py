@@ -206,6 +206,60 @@ def load_distance(model_path: str | Path, record: ServedRecord) -> FeatureDistan
     return FeatureDistance(reference, record.distance_k, record.max_distance, record.distance_quantile)
 
 
+@dataclass
+class FittedAnswers:
+    """The served rule fitted for one trained detector: its operating point, its feature distance, and
+    its scores and answers for every validation and test image."""
+
+    point: OperatingPoint
+    distance: FeatureDistance
+    scores: dict[str, np.ndarray]
+    answers: dict[str, ServedAnswers]
+
+
+def fit_answers(trained, bank, sources: list[str] | None = None, seed: int = 42, k: int = 5, quantile: float = 0.99,
+                max_real_fpr: float = 0.05, max_fake_miss: float = 0.05) -> FittedAnswers:
+    """Fit the served rule on the rows of ``sources`` only (every source: ``None``) and answer every
+    validation and test image: the operating point from their validation rows, the distance's
+    reference from (at most 2,000 of) their training images, its limit from their validation images.
+
+    ``trained`` is a :class:`helpers.finetuned.TrainedDetector` (a model with pooled backbone
+    features) and ``bank`` its :class:`helpers.finetuned.ImageBank`.
+    """
+    from helpers import features
+    from helpers.protocols import rows_of_sources
+
+    frames = bank.frames
+    val_rows, train_rows = rows_of_sources(frames["val"], sources), rows_of_sources(frames["train"], sources)
+    scores = {s: bank.score(trained, s) for s in ("val", "test")}
+    point = choose_operating_point(frames["val"].iloc[val_rows], scores["val"][val_rows], max_real_fpr, max_fake_miss)
+    extractor = features.pooled_extractor(trained.model)
+    reference = train_rows[reference_rows(len(train_rows), seed=seed)]  # only these training images are kept
+    pooled = {s: extractor.predict(bank.images_of(s)[rows].astype(np.float32), batch_size=64, verbose=0)
+              for s, rows in (("train", reference), ("val", slice(None)), ("test", slice(None)))}
+    distance = FeatureDistance.fit(pooled["train"], pooled["val"][val_rows], k=k, quantile=quantile,
+                                   max_reference=len(reference), seed=seed)
+    answers = {s: answer(point, scores[s], distance.distances(pooled[s]), distance.max_distance) for s in scores}
+    return FittedAnswers(point, distance, scores, answers)
+
+
+def held_out_answers(fitted: FittedAnswers, test: pd.DataFrame, held_out: str) -> dict:
+    """What the served rule (fitted without ``held_out``) says on test: the share of the held-out
+    source's images called fake, real or unsure (and unsure for being unfamiliar), and the same
+    shares over every fake test image."""
+    labels = fitted.answers["test"].labels
+    unfamiliar = np.array([r.startswith("unlike") for r in fitted.answers["test"].reasons], dtype=bool)
+    own = (test["source"] == held_out).to_numpy()
+    fake = (test["label"] == "fake").to_numpy()
+    shares = {}
+    for prefix, rows in (("held_out", own), ("fakes", fake)):
+        for verdict in ("fake", "real"):
+            shares[f"{prefix}_called_{verdict}"] = float((labels[rows] == verdict).mean()) if rows.any() else np.nan
+        shares[f"{prefix}_unsure"] = float((labels[rows] == "unsure").mean()) if rows.any() else np.nan
+        shares[f"{prefix}_unfamiliar"] = float(unfamiliar[rows].mean()) if rows.any() else np.nan
+    return shares
+
+
 def serve_trained(trained, bank, models_dir: str | Path, seed: int = 42,
                   protocol_tables: dict[str, pd.DataFrame] | None = None, k: int = 5, quantile: float = 0.99,
                   max_real_fpr: float = 0.05, max_fake_miss: float = 0.05) -> tuple[ServedRecord, pd.DataFrame]:
@@ -214,31 +268,22 @@ def serve_trained(trained, bank, models_dir: str | Path, seed: int = 42,
     feature distance, its record and card; returns the record and the per-source answers on test."""
     from sklearn.metrics import roc_auc_score
 
-    from helpers import features
     from helpers.pipeline import labels_of
 
     val, test = bank.frames["val"], bank.frames["test"]
-    val_scores, test_scores = bank.score(trained, "val"), bank.score(trained, "test")
-    point = choose_operating_point(val, val_scores, max_real_fpr, max_fake_miss)
-    extractor = features.pooled_extractor(trained.model)
-    reference = reference_rows(len(bank.frames["train"]), seed=seed)  # only these training images are kept
-    pooled = {s: extractor.predict(bank.images_of(s)[reference if s == "train" else slice(None)].astype(np.float32),
-                                   batch_size=64, verbose=0) for s in bank.frames}
-    distance = FeatureDistance.fit(pooled["train"], pooled["val"], k=k, quantile=quantile, max_reference=len(reference),
-                                   seed=seed)
-    answers = {s: answer(point, scores, distance.distances(pooled[s]), distance.max_distance)
-               for s, scores in (("val", val_scores), ("test", test_scores))}
-    rates = answer_rates(test, answers["test"], test_scores, point)
+    fitted = fit_answers(trained, bank, None, seed, k, quantile, max_real_fpr, max_fake_miss)
+    point, scores = fitted.point, fitted.scores
+    rates = answer_rates(test, fitted.answers["test"], scores["test"], point)
     record = ServedRecord(
         recipe=trained.recipe.to_dict(), image_size=bank.image_size, operating_point=point, distance_k=k,
-        distance_quantile=quantile, max_distance=distance.max_distance, tta_flip=bool(trained.recipe.tta_flip),
+        distance_quantile=quantile, max_distance=fitted.distance.max_distance, tta_flip=bool(trained.recipe.tta_flip),
         weights=dict(source=trained.notes.get("weights"), warning=trained.notes.get("weights_warning")),
-        validation=dict(n=len(val), auc=float(roc_auc_score(labels_of(val), val_scores)),
-                        rates=answer_rates(val, answers["val"], val_scores, point).to_dict("records")),
-        test_auc=float(roc_auc_score(labels_of(test), test_scores)), test_rates=rates.to_dict("records"),
+        validation=dict(n=len(val), auc=float(roc_auc_score(labels_of(val), scores["val"])),
+                        rates=answer_rates(val, fitted.answers["val"], scores["val"], point).to_dict("records")),
+        test_auc=float(roc_auc_score(labels_of(test), scores["test"])), test_rates=rates.to_dict("records"),
         protocols={name: table.to_dict("records") for name, table in (protocol_tables or {}).items()},
         train_seconds=round(trained.seconds, 1), created=time.strftime("%Y-%m-%d %H:%M"))
-    save_served(trained.model, Path(models_dir) / f"{SERVED_KEY}.keras", record, distance)
+    save_served(trained.model, Path(models_dir) / f"{SERVED_KEY}.keras", record, fitted.distance)
     return record, rates
 
 

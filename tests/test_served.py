@@ -47,6 +47,90 @@ def test_answers_give_reasons_only_for_unsure():
     assert result.reasons[3].startswith("unlike the training images") and "0.800 > 0.500" in result.reasons[3]
 
 
+class _ColourBank:
+    """An image bank of flat-colour images scored by a detector with the real layout whose two pooled
+    features are brightness and redness (red minus blue) and whose score is sigmoid(6 · redness):
+    real "dim" (dark grey), real "pale" (bright, pinkish: scored like the fakes, unlike anything else), fake
+    "red" (reddish)."""
+
+    SIZE = 8
+
+    def __init__(self, n: int = 30, seed: int = 0):
+        import keras
+
+        from helpers import models
+
+        rng = np.random.default_rng(seed)
+        colours = {"dim": (50, 50, 50), "pale": (250, 200, 170), "red": (160, 110, 60)}
+        frames, self.images = {}, {}
+        for split in ("train", "val", "test"):
+            rows = [(label, source) for label, source in (("real", "dim"), ("real", "pale"), ("fake", "red"))
+                    for _ in range(n)]
+            frames[split] = pd.DataFrame(rows, columns=["label", "source"])
+            jitter = rng.integers(-6, 7, size=(len(rows), 3))
+            pixels = np.clip(np.array([colours[s] for _, s in rows]) + jitter, 0, 255).astype(np.uint8)
+            self.images[split] = np.broadcast_to(pixels[:, None, None, :], (len(rows), self.SIZE, self.SIZE, 3)).copy()
+        self.frames = frames
+        base = keras.Sequential([keras.Input((self.SIZE, self.SIZE, 3)), keras.layers.Conv2D(2, 1, use_bias=False)],
+                                name=models.BACKBONE_NAME)
+        base.layers[0].set_weights([np.array([[1, 1], [1, 0], [1, -1]], np.float32).reshape(1, 1, 3, 2) / 255])
+        inputs = keras.Input((self.SIZE, self.SIZE, 3))
+        head = keras.layers.Dense(1, activation="sigmoid", name="prediction")
+        self.model = keras.Model(inputs, head(keras.layers.GlobalAveragePooling2D(name="gap")(base(inputs))))
+        head.set_weights([np.array([[0.0], [6.0]], np.float32), np.zeros(1, np.float32)])
+
+    def features(self, split: str) -> np.ndarray:
+        """The pooled features, in NumPy: (R + G + B, R - B) / 255."""
+        pixel = self.images[split][:, 0, 0].astype(np.float64)
+        return np.stack([pixel.sum(1), pixel[:, 0] - pixel[:, 2]], 1) / 255
+
+    def score(self, trained, split: str, variant: str = "clean") -> np.ndarray:
+        return 1 / (1 + np.exp(-6 * self.features(split)[:, 1]))
+
+    def images_of(self, split: str, variant: str = "clean") -> np.ndarray:
+        return self.images[split]
+
+
+def test_served_answers_for_a_held_out_source_are_fitted_without_it():
+    from types import SimpleNamespace
+
+    from helpers import protocols
+
+    bank = _ColourBank()
+    trained = SimpleNamespace(model=bank.model)
+    test, sources = bank.frames["test"], ["dim", "red"]
+    fitted = served.fit_answers(trained, bank, sources, seed=3, k=3)
+    # oracle: the operating point from the validation rows of the training sources only, the distance's
+    # reference all their training images (60 < 2,000), its limit the 99% quantile of their validation distances
+    val_rows = bank.frames["val"].source.isin(sources).to_numpy()
+    point = served.choose_operating_point(bank.frames["val"][val_rows], bank.score(None, "val")[val_rows])
+    assert (fitted.point.fake_threshold, fitted.point.real_threshold) == (point.fake_threshold, point.real_threshold)
+    reference = bank.features("train")[bank.frames["train"].source.isin(sources).to_numpy()]
+    limit = np.quantile(_brute_force_distance(bank.features("val")[val_rows], reference, 3), 0.99)
+    assert fitted.distance.max_distance == pytest.approx(limit, abs=1e-5)
+    far = _brute_force_distance(bank.features("test"), reference, 3) > limit
+    scores = bank.score(None, "test")
+    expected = np.where(far, "unsure", np.where(scores >= point.fake_threshold, "fake",
+                                                np.where(scores < point.real_threshold, "real", "unsure")))
+    assert fitted.answers["test"].labels.tolist() == expected.tolist()
+    shares = served.held_out_answers(fitted, test, "pale")
+    pale, fake = (test.source == "pale").to_numpy(), (test.label == "fake").to_numpy()
+    assert shares["held_out_unfamiliar"] == pytest.approx(far[pale].mean()) and far[pale].mean() > 0.9
+    assert shares["fakes_called_fake"] == pytest.approx((expected[fake] == "fake").mean())
+    for prefix in ("held_out", "fakes"):
+        assert sum(shares[f"{prefix}_{k}"] for k in ("called_fake", "called_real", "unsure")) == pytest.approx(1)
+    # control: fitted with the pale photos among the training sources, they are familiar
+    assert served.held_out_answers(served.fit_answers(trained, bank, None, seed=3, k=3), test,
+                                   "pale")["held_out_unfamiliar"] < 0.1
+    # the protocol adds the same shares to each held-out row (the bank "trains" by handing out the detector)
+    bank.train = lambda recipe, out_dir, seed=42: SimpleNamespace(model=bank.model, threshold=0.5)
+    table = protocols.leave_one_real_source_out(protocols.Recipe(name="colour"), bank, None, n_boot=20,
+                                                held_outs=["pale"], served_answers=True)
+    assert table.loc[0, "held_out_unfamiliar"] == pytest.approx(shares["held_out_unfamiliar"])
+    assert "held_out_unsure" not in protocols.leave_one_real_source_out(
+        protocols.Recipe(name="colour"), bank, None, n_boot=20, held_outs=["pale"]).columns
+
+
 def test_the_served_detector_is_the_default_and_lists_first(served_run, monkeypatch, capsys):
     table = predict.find_models(served_run["runs"])
     assert table.key.tolist() == ["served", "mobilenetv2_finetune"] and table.served.tolist() == [True, False]
