@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from served_recipe_ablation import FINETUNED
+from served_recipe_ablation import FINETUNED, load_fold
 
-from helpers import config, finetuned, models, protocols, splits
+from helpers import config, finetuned, protocols, splits
 from helpers.pipeline import labels_of
 from helpers.stats import choose_threshold
 
@@ -33,11 +33,7 @@ class CheckpointBank(finetuned.ImageBank):
         self.checkpoints = checkpoints
 
     def train(self, recipe: finetuned.FinetuneRecipe, out_dir=None, seed: int = 42) -> finetuned.TrainedDetector:
-        path = self.checkpoints / f"{protocols.checkpoint_name('finetuned', recipe)}_finetune.keras"
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: run served_recipe_ablation.py for this recipe first")
-        trained = finetuned.TrainedDetector(recipe, models.inference_model(models.load_detector(path)), 0.5,
-                                            float("nan"), 0.0, {"checkpoint": str(path)})
+        trained = load_fold(self.checkpoints, recipe)
         val_rows = protocols.rows_of_sources(self.frames["val"], recipe.train_sources)
         trained.threshold = choose_threshold(labels_of(self.frames["val"].iloc[val_rows]),
                                              self.score(trained, "val")[val_rows])

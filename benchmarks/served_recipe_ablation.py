@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import config, evaluate, faces, finetuned, protocols, served, splits
+from helpers import config, evaluate, faces, finetuned, models, protocols, served, splits
 
 FROZEN = [
     {"name": "all sources", "train_sources": None},
@@ -44,6 +44,16 @@ FINETUNED = [
      "finetune_epochs": 4, "finetune_learning_rate": 1e-4, "weight_averaging": 0.995},
 ]
 CHECKS = {f"{fake} vs reals": fake for fake in ("stylegan1", "stylegan2", "sd21")}
+
+
+def load_fold(checkpoints: Path, recipe: finetuned.FinetuneRecipe) -> finetuned.TrainedDetector:
+    """The fine-tuned detector this script kept for ``recipe``'s fold (``<out>/checkpoints``), loaded for
+    inference; its threshold is left at 0.5 for the caller to choose on validation."""
+    path = checkpoints / f"{protocols.checkpoint_name('finetuned', recipe)}_finetune.keras"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: run served_recipe_ablation.py for this recipe first")
+    model = models.inference_model(models.load_detector(path))
+    return finetuned.TrainedDetector(recipe, model, 0.5, float("nan"), 0.0, {"checkpoint": str(path)})
 
 
 def in_distribution(trained, bank, n_boot: int, seed: int) -> tuple[dict, pd.DataFrame]:

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from served_recipe_ablation import FINETUNED, in_distribution
+from served_recipe_ablation import FINETUNED, in_distribution, load_fold
 
-from helpers import config, faces, finetuned, models, protocols, splits
+from helpers import config, faces, finetuned, protocols, splits
 from helpers.pipeline import labels_of
 from helpers.stats import auc_ci, choose_threshold
 
@@ -52,18 +52,12 @@ class FramingBank:
             where = pd.Series(np.arange(len(face.frames[split])), index=face.frames[split]["image_path"])
             self.face_rows[split] = where.reindex(frame["path"]).fillna(-1).astype(int).to_numpy()
 
-    def _member(self, recipe: finetuned.FinetuneRecipe, kind: str) -> finetuned.TrainedDetector:
-        path = self.dirs[kind] / "checkpoints" / f"{protocols.checkpoint_name('finetuned', recipe)}_finetune.keras"
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: run served_recipe_ablation.py for this framing first")
-        model = models.inference_model(models.load_detector(path))
-        return finetuned.TrainedDetector(recipe, model, 0.5, float("nan"), 0.0, {"checkpoint": str(path)})
-
     def train(self, recipe: finetuned.FinetuneRecipe, out_dir=None, seed: int = 42):
         """The fold's two trained members (loaded, not trained), with this combination's Youden threshold on
         the validation rows of the fold's training sources (as :func:`helpers.finetuned.train_finetuned`)."""
         if recipe.name not in self.members:
-            self.members[recipe.name] = {kind: self._member(recipe, kind) for kind in ("whole", "face")}
+            self.members[recipe.name] = {kind: load_fold(self.dirs[kind] / "checkpoints", recipe)
+                                           for kind in ("whole", "face")}
         trained = finetuned.TrainedDetector(recipe, None, 0.5, float("nan"), 0.0,
                                             {"members": self.members[recipe.name]})
         val_rows = protocols.rows_of_sources(self.frames["val"], recipe.train_sources)

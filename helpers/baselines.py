@@ -104,10 +104,7 @@ def load_center_crops(frame, root, size: int = 256) -> np.ndarray:
 
     crops = []
     for path in frame["path"].astype(str):
-        loaded = load_image(Path(root) / path)
-        if not loaded.ok:
-            raise RuntimeError(f"{path}: {loaded.error} (re-run the scan in notebook 01)")
-        image = loaded.image
+        image = load_image(Path(root) / path).required(path)
         height, width = image.shape[:2]
         side = min(height, width)
         top, left = (height - side) // 2, (width - side) // 2

@@ -51,6 +51,10 @@ def labels_of(frame: pd.DataFrame) -> np.ndarray:
     return frame["label"].map(LABEL_TO_INT).astype(int).to_numpy()
 
 
+class ImageLoadError(RuntimeError):
+    """An image that passed the scan failed to load later (file changed on disk)."""
+
+
 @dataclass
 class LoadedImage:
     """Result of :func:`load_image`.
@@ -71,6 +75,12 @@ class LoadedImage:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def required(self, name: str | os.PathLike) -> np.ndarray:
+        """The image of a file the scan accepted; :class:`ImageLoadError` (named ``name``) if it fails now."""
+        if self.error is not None:
+            raise ImageLoadError(f"{name}: {self.error} (re-run the scan in notebook 01)")
+        return self.image
 
 
 def _file_problem(path: Path) -> str | None:

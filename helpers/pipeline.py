@@ -16,20 +16,13 @@ import pandas as pd
 import tensorflow as tf
 from PIL import Image
 
-from helpers.data import LABEL_TO_INT, labels_of, load_for_model, load_image  # noqa: F401 (labels_of: re-exported)
-
-
-class ImageLoadError(RuntimeError):
-    """An image that passed the scan failed to load later (file changed on disk)."""
+from helpers.data import LABEL_TO_INT, ImageLoadError, labels_of, load_for_model, load_image  # noqa: F401 (re-exported)
 
 
 def _decode_fn(root: Path, size: int, preprocessing: str = "none", perturbation: str | None = None):
     def decode(path_bytes: bytes) -> np.ndarray:
         rel = path_bytes.decode() if isinstance(path_bytes, bytes) else str(path_bytes)
-        loaded = load_for_model(root / rel, size, preprocessing, perturbation)
-        if not loaded.ok:
-            raise ImageLoadError(f"{rel}: {loaded.error} (re-run the scan in notebook 01)")
-        return loaded.image
+        return load_for_model(root / rel, size, preprocessing, perturbation).required(rel)
 
     return decode
 
@@ -123,10 +116,7 @@ def load_patch_array(frame: pd.DataFrame, root: str | Path, size: int, perturbat
 
     def one(position: int) -> None:
         rel = paths[position]
-        loaded = load_image(root / rel)
-        if not loaded.ok:
-            raise ImageLoadError(f"{rel}: {loaded.error} (re-run the scan in notebook 01)")
-        image, seed = loaded.image, None
+        image, seed = load_image(root / rel).required(rel), None
         if perturbation:
             from helpers.perturb import apply, stable_seed
 

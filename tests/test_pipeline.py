@@ -1,12 +1,14 @@
 """The tf.data pipeline built on the validated loader."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-from helpers import data, pipeline, splits
+from helpers import baselines, data, pipeline, splits
 
 
 def test_batches_have_the_right_shape_order_and_labels(face_tree):
@@ -37,6 +39,12 @@ def test_a_file_that_changed_after_the_scan_fails_with_its_name(face_tree):
     dataset = pipeline.make_dataset(manifest.head(4), face_tree, 32, batch_size=4)
     with pytest.raises(Exception, match="re-run the scan"):
         next(iter(dataset))
+    # every other reader of scanned files says the same, naming the file and why
+    name = manifest.iloc[0]["path"]
+    for read in (lambda: pipeline.load_patch_array(manifest.head(4), face_tree, 32),
+                 lambda: baselines.load_center_crops(manifest.head(4), face_tree, 32)):
+        with pytest.raises(data.ImageLoadError, match=re.escape(name) + r": .+ \(re-run the scan in notebook 01\)"):
+            read()
 
 
 def _coordinate_image(height: int, width: int) -> np.ndarray:
