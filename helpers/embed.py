@@ -8,8 +8,8 @@ table tells whether clusters follow the label or only the source.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -18,9 +18,14 @@ from sklearn.metrics import adjusted_rand_score
 
 from helpers.plots import save_figure
 
+if TYPE_CHECKING:  # Keras is imported where a model is used: clustering alone (notebook 07's exercise) needs none
+    import keras
+
 
 def embedding_model(model: keras.Model) -> keras.Model:
     """A model that outputs the detector's last hidden Dense layer (the input of its prediction)."""
+    import keras
+
     dense = [layer for layer in model.layers
              if isinstance(layer, keras.layers.Dense) and layer.name != "prediction"]
     if not dense:

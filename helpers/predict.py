@@ -149,14 +149,14 @@ class Predictor:
     @classmethod
     def load(cls, model_path: str | Path) -> Predictor:
         """Load a ``.keras`` detector and its metrics; :class:`NoModelError` / :class:`ModelUnusable` say why not."""
-        from helpers import served
-        from helpers.models import load_detector
-
         model_path = Path(model_path)
         if not model_path.exists():
             raise NoModelError(f"model file {path_text(model_path)} not found")
         if not model_path.is_file() or model_path.suffix != ".keras":
             raise ModelUnusable(f"{path_text(model_path)} is not a .keras model file")
+        from helpers import served  # TensorFlow: only once there is a model file to load (a wrong path answers at once)
+        from helpers.models import load_detector
+
         try:
             model = load_detector(model_path)
             metrics = metrics_for(model_path)

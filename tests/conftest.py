@@ -58,6 +58,19 @@ def make_face_tree(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture
+def eager_steps():
+    """Keras train/test/predict steps run eagerly for one test, as the smoke profile's kernels do: on a
+    test's few tiny batches tracing a step costs more than graph execution saves (benchmarks/README.md,
+    "Smoke profile and eager unit tests"). Graph execution stays covered by every training test that
+    does not ask for this one (protocols, train, models' training step, served, export)."""
+    import tensorflow as tf
+
+    tf.config.run_functions_eagerly(True)
+    yield
+    tf.config.run_functions_eagerly(False)
+
+
 @pytest.fixture(scope="session")
 def shared_faces() -> Path:
     """The real face sample; CI must have it, a developer machine without it skips."""

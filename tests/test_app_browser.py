@@ -79,7 +79,16 @@ def browser():
         instance.close()
 
 
-def test_upload_real_fake_non_image_no_face_and_two_faces(browser, trained_run, shared_faces, tmp_path):
+@pytest.fixture(scope="module")
+def trained_app(trained_run):
+    """One app on the trained run for the tests that only read it (each page is its own Streamlit session);
+    its whole log is checked once it has stopped."""
+    with AppServer(trained_run) as app:
+        yield app
+    assert "deprecat" not in app.log.lower(), app.log[-2000:]  # e.g. use_container_width filled the log
+
+
+def test_upload_real_fake_non_image_no_face_and_two_faces(browser, trained_app, shared_faces, tmp_path):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     real = sorted((shared_faces / "real" / "ffhq").iterdir())[0]
     fake = sorted((shared_faces / "fake" / "sd21").iterdir())[0]
@@ -89,34 +98,32 @@ def test_upload_real_fake_non_image_no_face_and_two_faces(browser, trained_run, 
     Image.fromarray(np.full((200, 300, 3), 90, np.uint8)).save(wall)
     pair = [load_image(p).image for p in (real, sorted((shared_faces / "fake" / "stylegan1").iterdir())[0])]
     Image.fromarray(np.concatenate(pair, axis=1)).save(two_faces)
-    with AppServer(trained_run) as app:
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(app.url)
-        page.get_by_text("MobileNetV2 demo").first.wait_for(timeout=60_000)
-        page.locator("input[type=file]").first.set_input_files([str(real), str(fake)])
-        for path in (real, fake):
-            page.get_by_text(f"{path.name}: ", exact=False).first.wait_for(timeout=60_000)
-        body = page.inner_text("body")
-        assert body.count("P(fake) =") == 2 and "Grad-CAM" in body
-        verdicts = re.findall(r": (REAL|FAKE)\s+P\(fake\) = ([0-9.]+) \(threshold ([0-9.]+)\)", body)
-        assert len(verdicts) == 2, body
-        for verdict, score, threshold in verdicts:  # the label is the score against the threshold
-            assert float(threshold) != 0.5  # the validation-chosen one from the metrics, not the default
-            if float(score) != float(threshold):
-                assert verdict == ("FAKE" if float(score) > float(threshold) else "REAL"), (verdict, score, threshold)
-        assert "validated on only 20 images" in body  # the smoke-sized model is flagged
-        page.screenshot(path=str(ARTIFACTS / "01_real_and_fake.png"), full_page=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(trained_app.url)
+    page.get_by_text("MobileNetV2 demo").first.wait_for(timeout=60_000)
+    page.locator("input[type=file]").first.set_input_files([str(real), str(fake)])
+    for path in (real, fake):
+        page.get_by_text(f"{path.name}: ", exact=False).first.wait_for(timeout=60_000)
+    body = page.inner_text("body")
+    assert body.count("P(fake) =") == 2 and "Grad-CAM" in body
+    verdicts = re.findall(r": (REAL|FAKE)\s+P\(fake\) = ([0-9.]+) \(threshold ([0-9.]+)\)", body)
+    assert len(verdicts) == 2, body
+    for verdict, score, threshold in verdicts:  # the label is the score against the threshold
+        assert float(threshold) != 0.5  # the validation-chosen one from the metrics, not the default
+        if float(score) != float(threshold):
+            assert verdict == ("FAKE" if float(score) > float(threshold) else "REAL"), (verdict, score, threshold)
+    assert "validated on only 20 images" in body  # the smoke-sized model is flagged
+    page.screenshot(path=str(ARTIFACTS / "01_real_and_fake.png"), full_page=True)
 
-        page.locator("input[type=file]").first.set_input_files([str(not_image), str(wall), str(two_faces)])
-        page.get_by_text("cannot be checked").first.wait_for(timeout=60_000)
-        page.get_by_text("No face detected").first.wait_for(timeout=60_000)
-        page.get_by_text("2 faces found").first.wait_for(timeout=60_000)
-        page.get_by_text("two.png · face 2: ", exact=False).first.wait_for(timeout=60_000)
-        body = page.inner_text("body")
-        assert "notes.jpg: cannot be checked: not an image" in body
-        assert "wall.png: No face detected" in body
-        page.screenshot(path=str(ARTIFACTS / "02_errors_no_face_two_faces.png"), full_page=True)
-    assert "deprecat" not in app.log.lower(), app.log[-2000:]  # e.g. use_container_width filled the log
+    page.locator("input[type=file]").first.set_input_files([str(not_image), str(wall), str(two_faces)])
+    page.get_by_text("cannot be checked").first.wait_for(timeout=60_000)
+    page.get_by_text("No face detected").first.wait_for(timeout=60_000)
+    page.get_by_text("2 faces found").first.wait_for(timeout=60_000)
+    page.get_by_text("two.png · face 2: ", exact=False).first.wait_for(timeout=60_000)
+    body = page.inner_text("body")
+    assert "notes.jpg: cannot be checked: not an image" in body
+    assert "wall.png: No face detected" in body
+    page.screenshot(path=str(ARTIFACTS / "02_errors_no_face_two_faces.png"), full_page=True)
 
 
 def test_no_model_yet_says_how_to_train_one(browser, tmp_path):
@@ -140,27 +147,26 @@ def _listening_addresses(port: int) -> set[str]:
     return found
 
 
-def test_the_app_is_private_and_never_shows_a_traceback(browser, trained_run):
-    with AppServer(trained_run) as app:
-        assert _listening_addresses(app.port) == {"0100007F"}  # 127.0.0.1 only, not every interface
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(app.url)
-        page.get_by_text("MobileNetV2 demo").first.wait_for(timeout=60_000)
-        box = page.get_by_label("...or a path to a .keras model inside the runs folder")
-        answers = []
-        for typed in ("/etc/passwd", "/", "../../../../etc/shadow", "demo/models/typo.keras"):
-            box.fill(typed)
-            box.press("Enter")
-            page.get_by_text("Model not loaded:").first.wait_for(timeout=60_000)
-            body = page.inner_text("body")
-            assert "Traceback" not in body and 'File "' not in body and "No trained model yet" not in body
-            answers.append(body[body.index("Model not loaded:"):].splitlines()[0])
-            page.screenshot(path=str(ARTIFACTS / "04_refused_path.png"), full_page=True)
-            box.fill("")  # back to the picked model: the error goes, so the next answer is a fresh one
-            box.press("Enter")
-            page.get_by_text("Model not loaded:").first.wait_for(state="detached", timeout=60_000)
-        assert len(set(answers[:3])) == 1 and "inside the runs folder" in answers[0]  # nothing learnt of /etc
-        assert "no model file demo/models/typo.keras" in answers[3]
+def test_the_app_is_private_and_never_shows_a_traceback(browser, trained_app):
+    assert _listening_addresses(trained_app.port) == {"0100007F"}  # 127.0.0.1 only, not every interface
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(trained_app.url)
+    page.get_by_text("MobileNetV2 demo").first.wait_for(timeout=60_000)
+    box = page.get_by_label("...or a path to a .keras model inside the runs folder")
+    answers = []
+    for typed in ("/etc/passwd", "/", "../../../../etc/shadow", "demo/models/typo.keras"):
+        box.fill(typed)
+        box.press("Enter")
+        page.get_by_text("Model not loaded:").first.wait_for(timeout=60_000)
+        body = page.inner_text("body")
+        assert "Traceback" not in body and 'File "' not in body and "No trained model yet" not in body
+        answers.append(body[body.index("Model not loaded:"):].splitlines()[0])
+        page.screenshot(path=str(ARTIFACTS / "04_refused_path.png"), full_page=True)
+        box.fill("")  # back to the picked model: the error goes, so the next answer is a fresh one
+        box.press("Enter")
+        page.get_by_text("Model not loaded:").first.wait_for(state="detached", timeout=60_000)
+    assert len(set(answers[:3])) == 1 and "inside the runs folder" in answers[0]  # nothing learnt of /etc
+    assert "no model file demo/models/typo.keras" in answers[3]
 
 
 def test_the_app_serves_the_served_detector_and_says_unsure_with_the_reason(browser, served_run):

@@ -134,7 +134,7 @@ def test_cached_training_draws_both_mirror_images():
     assert (plain == 0).all()
 
 
-def test_cached_grid_selects_the_same_point_as_the_naive_grid(face_tree, tmp_path):
+def test_cached_grid_selects_the_same_point_as_the_naive_grid(face_tree, tmp_path, eager_steps):
     frame = data.usable(data.scan_folder(face_tree, progress=False))
     split = splits.split_manifest(frame, fractions=(0.6, 0.4, 0.0), seed=0)
     train_frame, val_frame = split[split.split == "train"], split[split.split == "val"]

@@ -40,7 +40,7 @@ def test_training_batches_mix_versions_and_balance_sources(image_bank):
     assert abs(np.concatenate(fake_share).mean() - 0.5) < 0.1        # 1 fake row, half of the draws
 
 
-def test_finetuned_recipes_run_every_protocol(image_bank, tmp_path):
+def test_finetuned_recipes_run_every_protocol(image_bank, tmp_path, eager_steps):
     recipe = finetuned.FinetuneRecipe("improved ft", None, augment_copies=1, balanced=True, tta_flip=True,
                                       epochs=4, learning_rate=3e-3, finetune_epochs=2, trainable_fraction=0.3)
     trained = image_bank.train(recipe, tmp_path)

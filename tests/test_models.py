@@ -90,7 +90,7 @@ def _batchnorm_state(model):
             for w in (bn.moving_mean, bn.moving_variance)]
 
 
-def test_batchnorm_statistics_do_not_move_during_finetuning(monkeypatch):
+def test_batchnorm_statistics_do_not_move_during_finetuning(monkeypatch, eager_steps):
     """The Keras 3 pitfall: only trainable=False on BN layers keeps their statistics fixed.
 
     Uses the offline ImageNet weights when present: with random weights and BN statistics
