@@ -42,6 +42,10 @@ FINETUNED = [
     {"name": "improved, fine-tuned 100%, weight averaging", "train_sources": None, "balanced": True,
      "augment_copies": 3, "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2, "learning_rate": 1e-3,
      "finetune_epochs": 4, "finetune_learning_rate": 1e-4, "weight_averaging": 0.995},
+    # the served recipe with a noise-residual branch beside MobileNetV2 (helpers.models.with_residual_branch)
+    {"name": "improved, fine-tuned 100%, residual branch", "train_sources": None, "balanced": True,
+     "augment_copies": 3, "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2, "learning_rate": 1e-3,
+     "finetune_epochs": 4, "finetune_learning_rate": 1e-4, "residual_branch": True},
 ]
 CHECKS = {f"{fake} vs reals": fake for fake in ("stylegan1", "stylegan2", "sd21")}
 
@@ -109,6 +113,8 @@ def main() -> None:
     parser.add_argument("--real-held-outs", nargs="*", default=None,
                         help="leave only these real sources out (default: each in turn; none when given without names)")
     parser.add_argument("--skip-logo", action="store_true", help="no leave-one-generator-out runs")
+    parser.add_argument("--generator-held-outs", nargs="*", default=None,
+                        help="leave only these generators out (default: each in turn)")
     parser.add_argument("--protocols-only", action="store_true",
                         help="only the protocol folds, not the recipe trained on every source (measured earlier)")
     parser.add_argument("--serve", action="store_true",
@@ -144,7 +150,9 @@ def main() -> None:
                 trained.model.save(out / f"{protocols.checkpoint_name('served_candidate', recipe)}.keras")
         if not args.skip_logo:
             tables["logo"].append(protocols.leave_one_generator_out(recipe, bank, out / "checkpoints",
-                                                                    n_boot=args.n_boot, seed=cfg.seed).assign(kind=kind))
+                                                                    n_boot=args.n_boot, seed=cfg.seed,
+                                                                    held_outs=args.generator_held_outs)
+                                  .assign(kind=kind))
             save()
         if args.real_held_outs != []:
             tables["lorso"].append(protocols.leave_one_real_source_out(recipe, bank, out / "checkpoints",

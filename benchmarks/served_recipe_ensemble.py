@@ -17,6 +17,10 @@ model (the served pipeline would crop the perturbed photo; close, not identical)
 
     .venv/bin/python benchmarks/served_recipe_ensemble.py --run sample \\
         --whole runs/experiments/served_recipe --face runs/experiments/served_recipe_face
+
+``--second-whole DIR --second-candidate K`` makes the second member another whole-image training
+(candidate ``K`` of the ablation script, kept in ``DIR``) instead of the face crop: a two-member
+ensemble of trainings (the columns are then the first training, the second, and their mean).
 """
 
 from __future__ import annotations
@@ -35,29 +39,44 @@ from helpers.pipeline import labels_of
 from helpers.stats import auc_ci, choose_threshold
 
 COMBINATIONS = ("whole image", "face crop, whole image without a face", "mean of both")
+TRAININGS = ("first training", "second training", "mean of both")
 
 
 class FramingBank:
     """A :class:`helpers.protocols.Bank` whose ``train`` loads the two framings' checkpoints of a fold
     and whose ``score`` combines them for every row of the whole-image split (``combination``)."""
 
-    def __init__(self, whole: finetuned.ImageBank, face: finetuned.ImageBank, whole_dir: Path, face_dir: Path):
+    def __init__(self, whole: finetuned.ImageBank, face: finetuned.ImageBank, whole_dir: Path, face_dir: Path,
+                 face_recipe: dict | None = None):
         self.whole, self.face, self.dirs = whole, face, {"whole": whole_dir, "face": face_dir}
         self.image_size, self.frames = whole.image_size, whole.frames
         self.combination = COMBINATIONS[0]
+        self.face_recipe = face_recipe  # the second member's recipe when it is not the first's (another training)
         self.members: dict[str, dict[str, finetuned.TrainedDetector]] = {}
         # position in the face split of each whole-image row (-1: no face found)
         self.face_rows = {}
         for split, frame in self.frames.items():
+            if face is whole:  # a second whole-image member: row for row
+                self.face_rows[split] = np.arange(len(frame))
+                continue
             where = pd.Series(np.arange(len(face.frames[split])), index=face.frames[split]["image_path"])
             self.face_rows[split] = where.reindex(frame["path"]).fillna(-1).astype(int).to_numpy()
+
+    def second_recipe(self, recipe: finetuned.FinetuneRecipe) -> finetuned.FinetuneRecipe:
+        """The second member's recipe for ``recipe``'s fold (the same, or ``face_recipe`` with the fold's sources)."""
+        if self.face_recipe is None:
+            return recipe
+        fold = recipe.name[len(FINETUNED[0]["name"]):]  # "" or "_without_<source>"
+        return finetuned.FinetuneRecipe(**{**self.face_recipe, "name": self.face_recipe["name"] + fold,
+                                           "train_sources": recipe.train_sources})
 
     def train(self, recipe: finetuned.FinetuneRecipe, out_dir=None, seed: int = 42):
         """The fold's two trained members (loaded, not trained), with this combination's Youden threshold on
         the validation rows of the fold's training sources (as :func:`helpers.finetuned.train_finetuned`)."""
         if recipe.name not in self.members:
-            self.members[recipe.name] = {kind: load_fold(self.dirs[kind] / "checkpoints", recipe)
-                                           for kind in ("whole", "face")}
+            self.members[recipe.name] = {"whole": load_fold(self.dirs["whole"] / "checkpoints", recipe),
+                                         "face": load_fold(self.dirs["face"] / "checkpoints",
+                                                           self.second_recipe(recipe))}
         trained = finetuned.TrainedDetector(recipe, None, 0.5, float("nan"), 0.0,
                                             {"members": self.members[recipe.name]})
         val_rows = protocols.rows_of_sources(self.frames["val"], recipe.train_sources)
@@ -90,15 +109,22 @@ def main() -> None:
     parser.add_argument("--face", type=Path, default=config.REPO_ROOT / "runs/experiments/served_recipe_face")
     parser.add_argument("--out", type=Path, default=config.REPO_ROOT / "runs/experiments/served_recipe_framings")
     parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--second-whole", type=Path, default=None,
+                        help="a second whole-image training's ablation folder, instead of the face crops")
+    parser.add_argument("--second-candidate", type=int, default=0, help="its candidate index in FINETUNED")
     parser.add_argument("--real-held-outs", nargs="*", default=None,
                         help="leave only these real sources out (default: each in turn)")
     args = parser.parse_args()
     cfg = config.load_run_config(args.run)
     args.out.mkdir(parents=True, exist_ok=True)
     split = splits.load_split(cfg.path("split.csv"))
-    face_split, face_root = faces.input_view(split, cfg.data_root, cfg.run_dir, "face")
-    bank = FramingBank(finetuned.ImageBank(split, cfg.data_root, args.size),
-                       finetuned.ImageBank(face_split, face_root, args.size), args.whole, args.face)
+    whole = finetuned.ImageBank(split, cfg.data_root, args.size)
+    if args.second_whole is not None:
+        bank = FramingBank(whole, whole, args.whole, args.second_whole, FINETUNED[args.second_candidate])
+    else:
+        face_split, face_root = faces.input_view(split, cfg.data_root, cfg.run_dir, "face")
+        bank = FramingBank(whole, finetuned.ImageBank(face_split, face_root, args.size), args.whole, args.face)
+    labels = dict(zip(COMBINATIONS, TRAININGS if args.second_whole is not None else COMBINATIONS))
     recipe = finetuned.FinetuneRecipe(**FINETUNED[0])
     tables: dict[str, list] = {"lorso": [], "logo": [], "summary": [], "per_source": []}
     start = time.perf_counter()
@@ -106,16 +132,17 @@ def main() -> None:
         bank.combination = combination
         trained = bank.train(recipe, seed=cfg.seed)
         row, per_source = in_distribution(trained, bank, args.n_boot, cfg.seed)
-        tables["summary"].append(pd.DataFrame([{**row, "framing": combination}]))
-        tables["per_source"].append(per_source.assign(framing=combination))
+        label = labels[combination]
+        tables["summary"].append(pd.DataFrame([{**row, "framing": label}]))
+        tables["per_source"].append(per_source.assign(framing=label))
         tables["logo"].append(protocols.leave_one_generator_out(recipe, bank, None, n_boot=args.n_boot,
-                                                                seed=cfg.seed).assign(framing=combination))
+                                                                seed=cfg.seed).assign(framing=label))
         tables["lorso"].append(protocols.leave_one_real_source_out(recipe, bank, None, n_boot=args.n_boot,
                                                                    seed=cfg.seed, held_outs=args.real_held_outs)
-                               .assign(framing=combination))
+                               .assign(framing=label))
         for name, parts in tables.items():
             pd.concat(parts).to_csv(args.out / f"{name}.csv", index=False)
-        print(f"{combination}: {time.perf_counter() - start:.0f}s", flush=True)
+        print(f"{label}: {time.perf_counter() - start:.0f}s", flush=True)
     (args.out / "timings.json").write_text(json.dumps({"seconds": round(time.perf_counter() - start, 1)}))
     lorso = pd.concat(tables["lorso"]).pivot(index="held_out", columns="framing", values=["fpr", "detection", "auc"])
     print(lorso.round(3).to_string(), pd.concat(tables["logo"]).round(3).to_string(),

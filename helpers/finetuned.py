@@ -39,6 +39,7 @@ class FinetuneRecipe(Recipe):
     (0: the head stage only, i.e. the frozen recipe trained on images). ``weight_averaging`` > 0:
     each stage validates, keeps and serves the exponential moving average of its weights with that
     momentum (:func:`helpers.train.compile_detector`); 0 serves the weights as trained.
+    ``residual_branch``: a noise-residual branch beside MobileNetV2 (:func:`helpers.models.with_residual_branch`).
     """
 
     epochs: int = 2
@@ -46,6 +47,7 @@ class FinetuneRecipe(Recipe):
     finetune_epochs: int = 5
     finetune_learning_rate: float = 1e-4
     weight_averaging: float = 0.0
+    residual_branch: bool = False
 
 
 @dataclass
@@ -147,7 +149,7 @@ def train_finetuned(recipe: FinetuneRecipe, bank: ImageBank, out_dir: str | Path
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     detector, weights = models.build_mobilenetv2(image_size=bank.image_size, dropout=recipe.dropout,
-                                                 augment="flip", seed=seed)
+                                                 augment="flip", seed=seed, residual=recipe.residual_branch)
     rows = rows_of_sources(bank.frames["train"], recipe.train_sources)
     val_rows = rows_of_sources(bank.frames["val"], recipe.train_sources)
     val_labels = labels_of(bank.frames["val"].iloc[val_rows]).astype(np.float32)

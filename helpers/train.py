@@ -178,19 +178,28 @@ def train_two_stage(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.da
 def train_backbone_detector(model: keras.Model, weights, datasets: dict, cfg, arch: str, *, batch_size: int,
                             head_epochs: int, head_lr: float, finetune_epochs: int, finetune_lr: float,
                             trainable_fraction: float, patience: int, input_kind: str,
+                            finetune_epochs_without_weights: int | None = None,
                             verbose: int = 2) -> tuple[dict[str, TrainResult], dict]:
     """Notebooks 03/04's training step: two stages, then the run's record and history of them.
 
     ``weights`` is the :class:`helpers.models.WeightsInfo` the detector was built with. Without
     pretrained weights (ResNet50 offline) there is nothing to keep: fine-tuning then trains the
-    whole backbone from scratch, BatchNormalization included (``trainable_fraction`` becomes 1).
-    Writes ``models/<arch>_{head,finetune}.keras``, ``training/<arch>.json`` and
-    ``training/<arch>_history.csv``; returns the stages' results and the record.
+    whole backbone from scratch, BatchNormalization included (``trainable_fraction`` becomes 1),
+    for ``finetune_epochs_without_weights`` epochs when given (0: the head stage only), else
+    ``finetune_epochs``. Writes ``models/<arch>_{head,finetune}.keras`` (a ``_finetune`` checkpoint
+    left by an earlier run is removed when this one does not fine-tune), ``training/<arch>.json``
+    and ``training/<arch>_history.csv``; returns the stages' results and the record.
     """
     from_scratch = weights.source == "none"
     if from_scratch:
         trainable_fraction = 1.0
-        print("No pretrained weights: fine-tuning trains the whole backbone from scratch, BN included.")
+        if finetune_epochs_without_weights is not None:
+            finetune_epochs = finetune_epochs_without_weights
+        print("No pretrained weights: " + (f"fine-tuning trains the whole backbone from scratch, BN included, "
+                                           f"for {finetune_epochs} epochs." if finetune_epochs > 0 else
+                                           "the head trains on the random frozen backbone; no fine-tuning."))
+    if finetune_epochs <= 0:
+        cfg.path("models", f"{arch}_finetune.keras").unlink(missing_ok=True)
     results = train_two_stage(model, datasets["train"], datasets["val"], cfg.folder("models"), arch,
                               head_epochs=head_epochs, head_lr=head_lr, finetune_epochs=finetune_epochs,
                               finetune_lr=finetune_lr, trainable_fraction=trainable_fraction, patience=patience,

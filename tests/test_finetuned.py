@@ -85,3 +85,21 @@ def test_finetuned_recipes_run_every_protocol(image_bank, tmp_path, eager_steps)
     trained = image_bank.train(no_head, tmp_path)
     assert set(trained.notes) >= {"finetune_best_val_auc"} and "head_best_val_auc" not in trained.notes
     assert 0 <= trained.threshold <= 1 and trained.seconds > 0
+
+
+def test_a_recipe_with_a_residual_branch_trains_a_model_with_one(monkeypatch, tmp_path):
+    """``FinetuneRecipe.residual_branch`` reaches the builder (the branch itself: tests/test_models.py)."""
+    from types import SimpleNamespace
+
+    built = []
+
+    def builder(**kwargs):
+        built.append(kwargs)
+        raise RuntimeError("built")
+
+    monkeypatch.setattr(finetuned.models, "build_mobilenetv2", builder)
+    for flag in (True, False):
+        with pytest.raises(RuntimeError, match="built"):
+            finetuned.train_finetuned(finetuned.FinetuneRecipe(name="r", residual_branch=flag),
+                                      SimpleNamespace(image_size=32), tmp_path)
+    assert [kwargs["residual"] for kwargs in built] == [True, False]

@@ -235,3 +235,57 @@ def test_the_training_step_of_notebooks_03_04_records_what_it_did(tmp_path, face
     with pytest.raises(ValueError, match="nothing to train"):
         train.train_two_stage(model, datasets["train"], datasets["val"], tmp_path, "none", head_epochs=0,
                               head_lr=1e-3, finetune_epochs=0, finetune_lr=1e-4)
+
+
+@pytest.mark.parametrize("source", ["none", "local"])
+def test_fine_tuning_without_weights_can_be_cut_to_the_head_stage(tmp_path, face_tree, source):
+    """``finetune_epochs_without_weights=0`` (the sample profile's offline ResNet50) trains only the head when the
+    backbone has no pretrained weights, removes a fine-tuned checkpoint an earlier run left (notebook 05 would
+    evaluate it as this run's), and changes nothing when the weights are there."""
+    from helpers import config, data, pipeline, splits, train
+
+    cfg = config.RunConfig(run_name="r", data_root=face_tree, runs_root=tmp_path, image_size=32)
+    split = splits.split_manifest(data.scan_folder(face_tree, progress=False), seed=0)
+    datasets = pipeline.split_datasets(split, face_tree, 32, 8, seed=0)
+    stale = cfg.path("models", "tiny_finetune.keras")
+    stale.write_bytes(b"an earlier run's checkpoint")
+    model = _tiny_detector()
+    results, record = train.train_backbone_detector(
+        model, models.WeightsInfo("tiny", source), datasets, cfg, "tiny", batch_size=8, head_epochs=1, head_lr=1e-3,
+        finetune_epochs=1, finetune_lr=1e-4, trainable_fraction=0.5, patience=1, input_kind="image",
+        finetune_epochs_without_weights=0, verbose=0)
+    if source == "none":
+        assert list(results) == ["head"] and record["parameters"]["finetune_epochs"] == 0
+        assert not stale.exists() and (tmp_path / "r" / "models" / "tiny_head.keras").exists()
+        assert not any(layer.trainable for layer in models.backbone_of(model).layers)  # the random base stays frozen
+    else:
+        assert list(results) == ["head", "finetune"] and record["parameters"]["finetune_epochs"] == 1
+        assert stale.stat().st_size > 100  # overwritten by this run's fine-tuned model
+
+
+def test_the_residual_branch_sits_inside_the_backbone_and_trains_from_the_head_stage(tmp_path):
+    """The noise-residual candidate (issue 14) keeps the detectors' layout (one nested ``backbone``, ``gap``, the
+    head), so fine-tuning, serving and saving work unchanged. Its high-pass filter removes content; its convolutions
+    train in the head stage while MobileNetV2 stays frozen; fine-tuning keeps every BatchNormalization frozen."""
+    model, _ = models.build_mobilenetv2(image_size=64, weights=None, augment=False, residual=True)
+    base = models.backbone_of(model)
+    mobilenet = base.get_layer("mobilenetv2")
+    assert tuple(base.output.shape[1:]) == (2, 2, 1280 + 128) and model.get_layer("gap").output.shape[-1] == 1408
+    branch = [base.get_layer(f"residual_conv_{i}") for i in range(1, 6)]
+    trainable = {id(w) for w in model.trainable_weights}
+    assert not any(id(w) in trainable for w in mobilenet.weights)
+    assert all(id(w) in trainable for layer in branch for w in layer.weights)
+    residual = keras.Model(base.input, base.get_layer("noise_residual").output)
+    flat = np.full((1, 64, 64, 3), 0.3, np.float32)                      # no content edge: nothing left
+    checker = np.indices((64, 64)).sum(axis=0) % 2 * 2.0 - 1.0           # pixel-level pattern: kept
+    checker = np.repeat(checker[None, ..., None], 3, axis=-1).astype(np.float32)
+    assert np.abs(residual.predict(flat, verbose=0)).max() < 1e-6
+    assert np.abs(residual.predict(checker, verbose=0)[0, 8:-8, 8:-8]).min() == pytest.approx(8 / 9, abs=1e-5)
+    models.prepare_finetune(model, 1.0)
+    assert mobilenet.trainable and all(layer.trainable for layer in branch)
+    assert models.batchnorm_layers(model) and not any(bn.trainable for bn in models.batchnorm_layers(model))
+    inference = models.inference_model(model)
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3)).astype(np.float32)
+    inference.save(tmp_path / "residual.keras")
+    np.testing.assert_allclose(models.load_detector(tmp_path / "residual.keras").predict(images, verbose=0),
+                               inference.predict(images, verbose=0), atol=1e-5)
