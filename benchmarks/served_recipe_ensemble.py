@@ -43,31 +43,32 @@ TRAININGS = ("first training", "second training", "mean of both")
 
 
 class FramingBank:
-    """A :class:`helpers.protocols.Bank` whose ``train`` loads the two framings' checkpoints of a fold
-    and whose ``score`` combines them for every row of the whole-image split (``combination``)."""
+    """A :class:`helpers.protocols.Bank` whose ``train`` loads a fold's two members — the whole-image
+    checkpoint and a second one (the face-crop framing, or another whole-image training) — and whose
+    ``score`` combines them for every row of the whole-image split (``combination``)."""
 
-    def __init__(self, whole: finetuned.ImageBank, face: finetuned.ImageBank, whole_dir: Path, face_dir: Path,
-                 face_recipe: dict | None = None):
-        self.whole, self.face, self.dirs = whole, face, {"whole": whole_dir, "face": face_dir}
+    def __init__(self, whole: finetuned.ImageBank, second: finetuned.ImageBank, whole_dir: Path, second_dir: Path,
+                 second_spec: dict | None = None):
+        self.whole, self.second, self.dirs = whole, second, {"whole": whole_dir, "second": second_dir}
         self.image_size, self.frames = whole.image_size, whole.frames
         self.combination = COMBINATIONS[0]
-        self.face_recipe = face_recipe  # the second member's recipe when it is not the first's (another training)
+        self.second_spec = second_spec  # the second member's recipe when it is not the first's (another training)
         self.members: dict[str, dict[str, finetuned.TrainedDetector]] = {}
-        # position in the face split of each whole-image row (-1: no face found)
-        self.face_rows = {}
+        # position in the second member's split of each whole-image row (-1: no face found)
+        self.second_rows = {}
         for split, frame in self.frames.items():
-            if face is whole:  # a second whole-image member: row for row
-                self.face_rows[split] = np.arange(len(frame))
+            if second is whole:  # a second whole-image member: row for row
+                self.second_rows[split] = np.arange(len(frame))
                 continue
-            where = pd.Series(np.arange(len(face.frames[split])), index=face.frames[split]["image_path"])
-            self.face_rows[split] = where.reindex(frame["path"]).fillna(-1).astype(int).to_numpy()
+            where = pd.Series(np.arange(len(second.frames[split])), index=second.frames[split]["image_path"])
+            self.second_rows[split] = where.reindex(frame["path"]).fillna(-1).astype(int).to_numpy()
 
     def second_recipe(self, recipe: finetuned.FinetuneRecipe) -> finetuned.FinetuneRecipe:
-        """The second member's recipe for ``recipe``'s fold (the same, or ``face_recipe`` with the fold's sources)."""
-        if self.face_recipe is None:
+        """The second member's recipe for ``recipe``'s fold (the same, or ``second_spec`` with the fold's sources)."""
+        if self.second_spec is None:
             return recipe
         fold = recipe.name[len(FINETUNED[0]["name"]):]  # "" or "_without_<source>"
-        return finetuned.FinetuneRecipe(**{**self.face_recipe, "name": self.face_recipe["name"] + fold,
+        return finetuned.FinetuneRecipe(**{**self.second_spec, "name": self.second_spec["name"] + fold,
                                            "train_sources": recipe.train_sources})
 
     def train(self, recipe: finetuned.FinetuneRecipe, out_dir=None, seed: int = 42):
@@ -75,8 +76,8 @@ class FramingBank:
         the validation rows of the fold's training sources (as :func:`helpers.finetuned.train_finetuned`)."""
         if recipe.name not in self.members:
             self.members[recipe.name] = {"whole": load_fold(self.dirs["whole"] / "checkpoints", recipe),
-                                         "face": load_fold(self.dirs["face"] / "checkpoints",
-                                                           self.second_recipe(recipe))}
+                                         "second": load_fold(self.dirs["second"] / "checkpoints",
+                                                             self.second_recipe(recipe))}
         trained = finetuned.TrainedDetector(recipe, None, 0.5, float("nan"), 0.0,
                                             {"members": self.members[recipe.name]})
         val_rows = protocols.rows_of_sources(self.frames["val"], recipe.train_sources)
@@ -94,10 +95,10 @@ class FramingBank:
             if self.combination == COMBINATIONS[0]:
                 trained.scores[key] = whole
             else:
-                rows = self.face_rows[split]
-                crop = np.where(rows >= 0, self.face.score(members["face"], split, variant)[np.maximum(rows, 0)],
-                                whole)
-                trained.scores[key] = crop if self.combination == COMBINATIONS[1] else (whole + crop) / 2
+                rows = self.second_rows[split]
+                second = np.where(rows >= 0,
+                                  self.second.score(members["second"], split, variant)[np.maximum(rows, 0)], whole)
+                trained.scores[key] = second if self.combination == COMBINATIONS[1] else (whole + second) / 2
         return trained.scores[key]
 
 
