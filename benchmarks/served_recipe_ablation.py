@@ -106,6 +106,9 @@ def main() -> None:
                              "images without a face are left out and counted)")
     parser.add_argument("--framing", choices=finetuned.FRAMINGS, default="resize",
                         help="fine-tuned candidates: whole image resized, or a native-resolution patch of --size px")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="training seed (default: the run's); another seed retrains the same recipe on the same "
+                             "split: weight initialisation, batch order and augmentation draws change")
     parser.add_argument("--skip-frozen", action="store_true")
     parser.add_argument("--skip-finetuned", action="store_true")
     parser.add_argument("--candidates", nargs="*", type=int, default=[0],
@@ -124,6 +127,7 @@ def main() -> None:
     if args.serve and args.input == "face":
         parser.error("--serve saves a whole-image detector: the served model does not record a face-crop input yet")
     cfg = config.load_run_config(args.run)
+    seed = cfg.seed if args.seed is None else args.seed
     out = Path(args.out or config.REPO_ROOT / "runs" / "experiments" / "served_recipe")
     out.mkdir(parents=True, exist_ok=True)
     split, data_root = faces.input_view(splits.load_split(cfg.path("split.csv")), cfg.data_root, cfg.run_dir,
@@ -140,8 +144,8 @@ def main() -> None:
     def run(recipe, bank, kind: str) -> None:
         start = time.perf_counter()
         if not args.protocols_only:
-            trained = bank.train(recipe, out / "checkpoints", seed=cfg.seed)
-            row, per_source = in_distribution(trained, bank, args.n_boot, cfg.seed)
+            trained = bank.train(recipe, out / "checkpoints", seed=seed)
+            row, per_source = in_distribution(trained, bank, args.n_boot, seed)
             tables["summary"].append(pd.DataFrame([{**row, "kind": kind}]))
             tables["per_source"].append(per_source)
             np.savez(out / f"scores_{protocols.checkpoint_name(kind, recipe)}.npz",
@@ -150,13 +154,13 @@ def main() -> None:
                 trained.model.save(out / f"{protocols.checkpoint_name('served_candidate', recipe)}.keras")
         if not args.skip_logo:
             tables["logo"].append(protocols.leave_one_generator_out(recipe, bank, out / "checkpoints",
-                                                                    n_boot=args.n_boot, seed=cfg.seed,
+                                                                    n_boot=args.n_boot, seed=seed,
                                                                     held_outs=args.generator_held_outs)
                                   .assign(kind=kind))
             save()
         if args.real_held_outs != []:
             tables["lorso"].append(protocols.leave_one_real_source_out(recipe, bank, out / "checkpoints",
-                                                                      n_boot=args.n_boot, seed=cfg.seed,
+                                                                      n_boot=args.n_boot, seed=seed,
                                                                       held_outs=args.real_held_outs).assign(kind=kind))
         timings[recipe.name] = round(time.perf_counter() - start, 1)
         save()
@@ -168,7 +172,7 @@ def main() -> None:
     if not args.skip_frozen:
         start = time.perf_counter()
         bank = protocols.build_bank(split, data_root, args.size, 3, ("jpeg:50", "scale:0.5", "recode:256"),
-                                    cache_dir=cfg.cache_dir("features"), seed=cfg.seed)
+                                    cache_dir=cfg.cache_dir("features"), seed=seed)
         timings["feature bank"] = round(time.perf_counter() - start, 1)
         for spec in FROZEN:
             run(protocols.Recipe(**spec), bank, "frozen")

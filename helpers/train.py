@@ -71,8 +71,10 @@ def fit_detector(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.
         keras.callbacks.CSVLogger(str(out_dir / f"{name}_log.csv")),
     ]
     start = time.perf_counter()
+    # shuffle=False: the datasets shuffle themselves (seeded); Keras ignores the flag for a tf.data.Dataset
+    # but warns once per fit when it is left at its default (True), which cluttered every notebook
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
-                        verbose=verbose)
+                        verbose=verbose, shuffle=False)
     result = _result(checkpoint, history, time.perf_counter() - start)
     if checkpoint.exists():
         model.load_weights(checkpoint)
@@ -142,7 +144,8 @@ class ReusableFit:
         if log_path:
             callbacks.append(keras.callbacks.CSVLogger(str(log_path)))
         start = time.perf_counter()
-        history = self.model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
+        history = self.model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0,
+                                 shuffle=False)  # the dataset shuffles itself (see fit_detector)
         return _result(Path(log_path or ""), history, time.perf_counter() - start)
 
 

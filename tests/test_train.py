@@ -60,3 +60,19 @@ def test_weight_averaging_keeps_the_moving_average_of_the_steps(tmp_path, moment
         assert gap > 1e-3  # not the last step's weights: averaging took place
     else:
         assert gap < 1e-6
+
+
+def test_training_on_a_dataset_raises_no_shuffle_warning(tmp_path):
+    """The training datasets shuffle themselves; Keras' fit must not be left warning that its own
+    shuffle flag is ignored (it did, once per fit, dozens of times in notebook 08's output)."""
+    import warnings
+
+    model, train_ds, val_ds = _tiny_problem()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train.fit_detector(model, train_ds, val_ds, epochs=1, learning_rate=0.05, out_dir=tmp_path, name="plain",
+                           patience=1, verbose=0)
+        train.ReusableFit(_tiny_problem()[0]).fit(train_ds, val_ds, epochs=1, learning_rate=0.05, patience=1)
+        model.fit(train_ds, epochs=1, verbose=0)  # control: Keras' default does warn, so the check can fail
+    shuffle_warnings = [str(w.message) for w in caught if "shuffle" in str(w.message)]
+    assert len(shuffle_warnings) == 1, shuffle_warnings
