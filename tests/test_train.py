@@ -39,7 +39,7 @@ def test_weight_averaging_keeps_the_moving_average_of_the_steps(tmp_path, moment
     reference.set_weights(initial)
     train.compile_detector(reference, 0.05)
     trajectory = _Trajectory()
-    reference.fit(train_ds, epochs=1, callbacks=[trajectory], verbose=0)
+    reference.fit(train_ds, epochs=1, callbacks=[trajectory], verbose=0, shuffle=False)
     assert len(trajectory.steps) == 5
 
     result = train.fit_detector(model, train_ds, val_ds, epochs=1, learning_rate=0.05, out_dir=tmp_path,
