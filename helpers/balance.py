@@ -32,25 +32,32 @@ def _targets(frame: pd.DataFrame, by: list[str], ratios: dict[str, dict[str, flo
 
 def allocate(available: dict[tuple, int], weights: dict[tuple, float], n: int) -> dict[tuple, int]:
     """Integer counts per cell summing to ``min(n, available)``, proportional to ``weights``,
-    never above a cell's availability (water-filling, then largest remainders)."""
+    never above a cell's availability (water-filling, then largest remainders; equal remainders
+    and weights go to the cell that comes first in ``available``).
+
+    Every loop runs in ``available``'s order, never over a set: a set of string tuples iterates in
+    an order that changes with each process's hash seed, which broke ties differently from one
+    run to the next (notebook 02's Table 2 moved by an image between two runs of the same data).
+    """
     counts = {cell: 0 for cell in available}
-    open_cells = {c for c in available if weights.get(c, 0) > 0 and available[c] > 0}
+    open_cells = [c for c in available if weights.get(c, 0) > 0 and available[c] > 0]
     remaining = min(n, sum(available[c] for c in open_cells))
     while remaining > 0 and open_cells:
         total_weight = sum(weights[c] for c in open_cells)
         quota = {c: remaining * weights[c] / total_weight for c in open_cells}
-        capped = {c for c in open_cells if counts[c] + quota[c] >= available[c]}
+        capped = [c for c in open_cells if counts[c] + quota[c] >= available[c]]
         if capped:
             for c in capped:
                 remaining -= available[c] - counts[c]
                 counts[c] = available[c]
-            open_cells -= capped
+            open_cells = [c for c in open_cells if c not in capped]
             continue
         floors = {c: int(np.floor(quota[c])) for c in open_cells}
         for c in open_cells:
             counts[c] += floors[c]
         left = remaining - sum(floors.values())
-        for c in sorted(open_cells, key=lambda c: (quota[c] - floors[c], weights[c]), reverse=True)[:left]:
+        # stable sort on the ordered list: ties keep ``available``'s order
+        for c in sorted(open_cells, key=lambda c: (-(quota[c] - floors[c]), -weights[c]))[:left]:
             counts[c] += 1
         remaining = 0
     return counts

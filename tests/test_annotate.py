@@ -133,3 +133,21 @@ def test_largest_exact_size_is_limited_by_the_rarest_cell():
     assert balance.largest_exact_size(frame, ["glasses", "gender"]) == 20
     sample = balance.balanced_sample(frame, ["glasses", "gender"], 20)
     assert balance.balance_report(frame, sample, ["glasses", "gender"])["gap"].abs().max() == 0
+
+
+def test_balance_ties_go_to_the_first_cells_in_every_process():
+    """Equal remainders are broken by cell order, not by a set's order (which follows the process's hash
+    seed): notebook 02's Table 2 once moved by an image between two runs on the same data."""
+    import os
+    import subprocess
+    import sys
+
+    cells = [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y")]
+    # two images for four cells of equal weight: every quota is 0.5, every remainder ties
+    counts = balance.allocate({c: 5 for c in cells}, {c: 0.25 for c in cells}, 2)
+    assert counts == {cells[0]: 1, cells[1]: 1, cells[2]: 0, cells[3]: 0}
+    code = ("from helpers import balance; cells = [('a', 'x'), ('a', 'y'), ('b', 'x'), ('b', 'y')]; "
+            "print(balance.allocate({c: 5 for c in cells}, {c: 0.25 for c in cells}, 2))")
+    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip() for seed in range(4)}
+    assert outputs == {str(counts)}
