@@ -11,7 +11,7 @@ variant's (same weights, same images). Variants alternate over ``--rounds``; the
 each is kept. bfloat16 only pays on CPUs with native support (``avx512_bf16`` or ``amx_bf16`` in
 ``/proc/cpuinfo``); without it oneDNN emulates the type.
 
-Usage:  .venv/bin/python benchmarks/bench_precision.py [--images 384] [--rounds 3] [--out F]
+Usage:  .venv/bin/python benchmarks/bench_precision.py [--images 768] [--rounds 3] [--out F]
 Not a test: numbers depend on the machine and on what else runs.
 """
 
@@ -73,7 +73,7 @@ def cpu_bf16_flags() -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=384)
+    parser.add_argument("--images", type=int, default=768)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results_precision.json")
