@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from helpers import models, train
+from helpers import models, train, training_cache
 from helpers.pipeline import labels_of, load_array, load_patch_array
 from helpers.protocols import Recipe, checkpoint_name, epoch_positions, rows_of_sources
 from helpers.stats import choose_threshold
@@ -71,14 +71,17 @@ class ImageBank:
 
     ``framing``: ``resize`` (the whole image resized to ``image_size``) or ``native_patch`` (a patch of
     ``image_size`` pixels at the file's own resolution — centred for scoring, at a seeded random
-    position in each augmentation copy; :func:`helpers.pipeline.load_patch_array`).
+    position in each augmentation copy; :func:`helpers.pipeline.load_patch_array`). ``trained_cache``
+    (e.g. ``runs/cache/trained``): a detector trained before with the same recipe, data, seed and
+    code is read back from there instead of trained again (:mod:`helpers.training_cache`).
     """
 
     def __init__(self, split_frame: pd.DataFrame, root: str | Path, image_size: int, batch_size: int = 32,
-                 framing: str = "resize"):
+                 framing: str = "resize", trained_cache: str | Path | None = None):
         if framing not in FRAMINGS:
             raise ValueError(f"framing must be one of {FRAMINGS}, not {framing!r}")
         self.root, self.image_size, self.batch_size, self.framing = Path(root), image_size, batch_size, framing
+        self.trained_cache = Path(trained_cache) if trained_cache is not None else None
         self.frames = {s: split_frame[split_frame["split"] == s].reset_index(drop=True)
                        for s in ("train", "val", "test")}
         self.images: dict[str, dict[str, np.ndarray]] = {s: {} for s in self.frames}
@@ -157,11 +160,19 @@ def train_finetuned(recipe: FinetuneRecipe, bank: ImageBank, out_dir: str | Path
         bank.batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y))
     name = checkpoint_name("finetuned", recipe)
     finetune_epochs = recipe.finetune_epochs if recipe.trainable_fraction > 0 else 0
-    results = train.train_two_stage(detector, training_dataset(bank, recipe, rows, bank.batch_size, seed), val_ds,
+    cache = None
+    if bank.trained_cache is not None:
+        data = dict(train=training_cache.data_fingerprint(bank.frames["train"], bank.root),
+                    val=training_cache.data_fingerprint(bank.frames["val"], bank.root), seed=seed,
+                    recipe={k: v for k, v in recipe.to_dict().items() if k != "name"},  # a new name: same training
+                    image_size=bank.image_size, batch_size=bank.batch_size, framing=bank.framing)
+        cache = training_cache.CacheSpec(bank.trained_cache, data, code=("helpers.finetuned",))
+    results = train.train_two_stage(detector, lambda: training_dataset(bank, recipe, rows, bank.batch_size, seed), val_ds,
                                     out_dir, name, recipe.epochs, recipe.learning_rate, finetune_epochs,
                                     recipe.finetune_learning_rate, recipe.trainable_fraction,
                                     patience=max(recipe.epochs, finetune_epochs), verbose=verbose,
-                                    label_smoothing=recipe.label_smoothing, ema_momentum=recipe.weight_averaging)
+                                    label_smoothing=recipe.label_smoothing, ema_momentum=recipe.weight_averaging,
+                                    cache=cache)
     last = results["finetune"] if "finetune" in results else results["head"]
     notes = dict(weights=weights.source, weights_warning=weights.warning,
                  **{f"{stage}_best_val_auc": round(r.best_val_auc, 4) for stage, r in results.items()},

@@ -75,6 +75,16 @@ def split_datasets(split_frame: pd.DataFrame, root: str | Path, image_size: int,
     }
 
 
+def datasets_key(split_frame: pd.DataFrame, root: str | Path, image_size: int, batch_size: int = 32,
+                 seed: int = 42, preprocessing: str = "none") -> dict:
+    """What identifies the training and validation data of :func:`split_datasets` with these arguments
+    (for the trained-model cache, :mod:`helpers.training_cache`): the rows and files, and the settings."""
+    from helpers.training_cache import data_fingerprint
+
+    return dict(**{s: data_fingerprint(split_frame[split_frame["split"] == s], root) for s in ("train", "val")},
+                image_size=image_size, batch_size=batch_size, seed=seed, preprocessing=preprocessing)
+
+
 def load_array(frame: pd.DataFrame, root: str | Path, image_size: int,
                batch_size: int = 64, preprocessing: str = "none", perturbation: str | None = None) -> np.ndarray:
     """All images of ``frame`` as one uint8 array ``(n, size, size, 3)`` (plots, heatmaps, in-memory training)."""

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from helpers import config
+from helpers import config, training_cache
 from helpers.config import REPO_ROOT
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
@@ -207,7 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-root", default=None, help="folder holding runs (default: runs/)")
     parser.add_argument("--only", nargs="*", help="run only notebooks whose names start with these")
     parser.add_argument("--data", default=None, help="face data root (else the usual search)")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train every detector again instead of reading unchanged trainings back from "
+                             "runs/cache/trained (sets FAKEFACE_RETRAIN=1; helpers/training_cache.py)")
     args = parser.parse_args(argv)
+    if args.retrain:
+        os.environ[training_cache.RETRAIN_ENV] = "1"  # the notebooks' kernels inherit the environment
     overrides = {"data_root": args.data} if args.data else None
     try:
         summary = reproduce(args.profile, args.run, Path(args.runs_root) if args.runs_root else None,

@@ -9,7 +9,9 @@ again from the same start (protocol folds, grid points). The grids live in :mod:
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
+from helpers import training_cache
 from helpers.models import prepare_finetune
 
 
@@ -149,22 +152,37 @@ class ReusableFit:
         return _result(Path(log_path or ""), history, time.perf_counter() - start)
 
 
-def train_two_stage(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset,
+def train_two_stage(model: keras.Model, train_ds: tf.data.Dataset | Callable[[], tf.data.Dataset],
+                    val_ds: tf.data.Dataset,
                     out_dir: str | Path, name: str, head_epochs: int, head_lr: float,
                     finetune_epochs: int, finetune_lr: float, trainable_fraction: float = 0.3,
                     patience: int = 3, verbose: int = 2,
                     freeze_batchnorm: bool = True, label_smoothing: float = 0.0,
-                    ema_momentum: float = 0.0) -> dict[str, TrainResult]:
+                    ema_momentum: float = 0.0,
+                    cache: training_cache.CacheSpec | None = None) -> dict[str, TrainResult]:
     """Frozen-backbone head training, then fine-tuning of the backbone's top with BN frozen.
 
     Returns ``{"head": ..., "finetune": ...}``; checkpoints are ``<name>_head.keras`` and
     ``<name>_finetune.keras``. With ``finetune_epochs=0`` only the head stage runs, with
     ``head_epochs=0`` only fine-tuning. ``freeze_batchnorm=False`` is for a randomly initialised
     backbone only (see :func:`helpers.models.prepare_finetune`). ``ema_momentum`` > 0: each stage
-    keeps the moving average of its weights (:func:`fit_detector`).
+    keeps the moving average of its weights (:func:`fit_detector`). ``train_ds`` may be a function that
+    makes the dataset, called only when training runs. ``cache``: keep this training in
+    the trained-model cache, or read it back from there when it was done before with the same code,
+    model, initial weights, data and settings (:mod:`helpers.training_cache`): the checkpoints, logs,
+    results and the model's final weights are then what the training would give.
     """
     if head_epochs <= 0 and finetune_epochs <= 0:
         raise ValueError("nothing to train: head_epochs and finetune_epochs are both 0")
+    settings = dict(head_epochs=head_epochs, head_lr=head_lr, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
+                    trainable_fraction=trainable_fraction, patience=patience, freeze_batchnorm=freeze_batchnorm,
+                    label_smoothing=label_smoothing, ema_momentum=ema_momentum)
+    key = cache.key(model, settings) if cache is not None else None
+    found = training_cache.lookup(cache.cache_dir, key) if key else None
+    if found:
+        return _restore_training(model, *found, Path(out_dir), name, key, settings)
+    if callable(train_ds):
+        train_ds = train_ds()
     results = {}
     if head_epochs > 0:
         results["head"] = fit_detector(model, train_ds, val_ds, head_epochs, head_lr, out_dir, f"{name}_head",
@@ -175,6 +193,38 @@ def train_two_stage(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.da
                               f"{name}_finetune", patience, verbose, label_smoothing, ema_momentum)
         result.notes.update(unfrozen)
         results["finetune"] = result
+    if key:
+        files = {f"{stage}{suffix}": Path(out_dir) / f"{name}_{stage}{suffix}"
+                 for stage in results for suffix in (".keras", "_log.csv")}
+        stages = {stage: dict(best_val_auc=r.best_val_auc, best_epoch=r.best_epoch, seconds=r.seconds, notes=r.notes,
+                              history=r.history.to_dict(orient="list")) for stage, r in results.items()}
+        training_cache.store(cache.cache_dir, key, files, dict(stages=stages, settings=settings))
+    return results
+
+
+def _restore_training(model: keras.Model, folder: Path, entry: dict, out_dir: Path, name: str, key: str,
+                      settings: dict) -> dict[str, TrainResult]:
+    """A cached training put back as :func:`train_two_stage` would leave it: checkpoints and logs in
+    ``out_dir``, the model trainable as after fine-tuning, compiled, with the final stage's best weights."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for stage, info in entry["stages"].items():
+        for suffix in (".keras", "_log.csv"):
+            if f"{stage}{suffix}" in entry["files"]:
+                shutil.copyfile(folder / entry["files"][f"{stage}{suffix}"], out_dir / f"{name}_{stage}{suffix}")
+        results[stage] = TrainResult(out_dir / f"{name}_{stage}.keras", pd.DataFrame(info["history"]),
+                                     float(info["best_val_auc"]), int(info["best_epoch"]), float(info["seconds"]),
+                                     {**info["notes"], "from_cache": key})
+    if "finetune" in results:
+        prepare_finetune(model, settings["trainable_fraction"], settings["freeze_batchnorm"])
+    last = list(results)[-1]
+    if results[last].model_path.exists():
+        model.load_weights(results[last].model_path)
+    compile_detector(model, settings["finetune_lr" if last == "finetune" else "head_lr"],
+                     settings["label_smoothing"], settings["ema_momentum"])
+    seconds = sum(r.seconds for r in results.values())
+    print(f"{name}: read back from the trained-model cache ({key}; trained in {seconds:.0f} s, stored "
+          f"{entry.get('stored', '?')}); FAKEFACE_RETRAIN=1 trains it again")
     return results
 
 
@@ -182,7 +232,7 @@ def train_backbone_detector(model: keras.Model, weights, datasets: dict, cfg, ar
                             head_epochs: int, head_lr: float, finetune_epochs: int, finetune_lr: float,
                             trainable_fraction: float, patience: int, input_kind: str,
                             finetune_epochs_without_weights: int | None = None,
-                            verbose: int = 2) -> tuple[dict[str, TrainResult], dict]:
+                            data_key: dict | None = None, verbose: int = 2) -> tuple[dict[str, TrainResult], dict]:
     """Notebooks 03/04's training step: two stages, then the run's record and history of them.
 
     ``weights`` is the :class:`helpers.models.WeightsInfo` the detector was built with. Without
@@ -191,7 +241,9 @@ def train_backbone_detector(model: keras.Model, weights, datasets: dict, cfg, ar
     for ``finetune_epochs_without_weights`` epochs when given (0: the head stage only), else
     ``finetune_epochs``. Writes ``models/<arch>_{head,finetune}.keras`` (a ``_finetune`` checkpoint
     left by an earlier run is removed when this one does not fine-tune), ``training/<arch>.json``
-    and ``training/<arch>_history.csv``; returns the stages' results and the record.
+    and ``training/<arch>_history.csv``; returns the stages' results and the record. ``data_key``
+    (:func:`helpers.pipeline.datasets_key` of the split the datasets were made from): the training
+    goes through the run's trained-model cache (``runs/cache/trained``, :mod:`helpers.training_cache`).
     """
     from_scratch = weights.source == "none"
     if from_scratch:
@@ -206,7 +258,9 @@ def train_backbone_detector(model: keras.Model, weights, datasets: dict, cfg, ar
     results = train_two_stage(model, datasets["train"], datasets["val"], cfg.folder("models"), arch,
                               head_epochs=head_epochs, head_lr=head_lr, finetune_epochs=finetune_epochs,
                               finetune_lr=finetune_lr, trainable_fraction=trainable_fraction, patience=patience,
-                              verbose=verbose, freeze_batchnorm=not from_scratch)
+                              verbose=verbose, freeze_batchnorm=not from_scratch,
+                              cache=training_cache.CacheSpec(cfg.cache_dir("trained"), data_key, ("helpers.pipeline",))
+                              if data_key is not None else None)
     parameters = dict(batch_size=batch_size, head_epochs=head_epochs, head_lr=head_lr,
                       finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
                       trainable_fraction=trainable_fraction, input_kind=input_kind, from_scratch=from_scratch)

@@ -179,3 +179,13 @@ def test_a_backbone_without_weights_is_skipped_and_the_table_says_why(face_tree,
     assert len(results) == 1 and table.detector.iloc[1] == "MobileNet V1"
     assert table.note.tolist()[0] == "" and table.note.tolist()[1].startswith("skipped: no ImageNet weights")
     assert np.isnan(table["test AUC"].iloc[1]) and np.isfinite(table["test AUC"].iloc[0])
+    # through the trained-model cache (notebook 09): the same scores as trained above, the second time read back
+    cached = [compare.train_cnn("custom_cnn", frames, face_tree, 32, epochs=1, out_dir=tmp_path / "c", seed=0,
+                                trained_cache=tmp_path / "trained") for _ in range(2)]
+    assert len(list((tmp_path / "trained").iterdir())) == 1
+    for result in cached:
+        for part in ("val", "test"):
+            np.testing.assert_array_equal(result["scores"][part], kept["scores"][part])
+        assert result["train_seconds"] >= cached[0]["train_seconds"] - 1.0   # the training's own time, not 0
+        assert result["size_mb"] == kept["size_mb"]                         # weights only, trained or read back
+    assert kept["size_mb"] == round(kept["params"] * 4 / 1e6, 2)             # float32 weights, no Adam moments

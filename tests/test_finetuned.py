@@ -103,3 +103,21 @@ def test_a_recipe_with_a_residual_branch_trains_a_model_with_one(monkeypatch, tm
             finetuned.train_finetuned(finetuned.FinetuneRecipe(name="r", residual_branch=flag),
                                       SimpleNamespace(image_size=32), tmp_path)
     assert [kwargs["residual"] for kwargs in built] == [True, False]
+
+
+def test_a_detector_read_back_from_the_trained_cache_scores_as_trained(image_bank, tmp_path, eager_steps):
+    """Notebook 08's folds go through the trained-model cache: the first training of a recipe gives what an
+    uncached one gives, and its repeat (renamed: the name is not part of the training) is read back, not
+    trained, with the same scores and validation threshold (helpers.training_cache)."""
+    recipe = finetuned.FinetuneRecipe("cached", None, augment_copies=1, balanced=True, epochs=1, finetune_epochs=1)
+    plain = image_bank.train(recipe, tmp_path / "plain")
+    split = pd.concat(image_bank.frames.values(), ignore_index=True)
+    bank = finetuned.ImageBank(split, image_bank.root, 32, batch_size=8, trained_cache=tmp_path / "trained")
+    first = bank.train(recipe, tmp_path / "first")
+    again = bank.train(finetuned.FinetuneRecipe(**{**recipe.to_dict(), "name": "renamed"}), tmp_path / "again")
+    assert "from_cache" not in first.notes and again.notes["from_cache"] == next((tmp_path / "trained").iterdir()).name
+    for part in ("val", "test"):
+        np.testing.assert_array_equal(image_bank.score(plain, part), bank.score(first, part))
+        np.testing.assert_array_equal(bank.score(first, part), bank.score(again, part))
+    assert plain.threshold == first.threshold == again.threshold and first.seconds == again.seconds
+    assert (tmp_path / "again" / "finetuned_renamed_finetune.keras").exists()

@@ -49,6 +49,11 @@ def test_smoke_profile_runs_every_notebook(shared_faces, tmp_path):
     assert list(summary["notebooks"]) == [nb.stem for nb in sorted(reproduce.NOTEBOOKS_DIR.glob("*.ipynb"))]
     for name in FIGURES:
         assert (run_dir / "figures" / name).stat().st_size > 5_000, name
+    # a new runs folder: every detector trained (none read back), and 03, 04 and 08's fine-tuned detectors
+    # were kept in its trained-model cache for the next run (helpers/training_cache.py)
+    assert len(list((tmp_path / "cache" / "trained").glob("*/entry.json"))) >= 3
+    for record in (run_dir / "training").glob("*.json"):
+        assert not any("from_cache" in stage for stage in json.loads(record.read_text())["stages"].values())
     metrics = {p.stem: json.loads(p.read_text()) for p in (run_dir / "metrics").glob("*.json")}
     keys = ("mobilenetv2_head", "mobilenetv2_finetune", "resnet50_finetune")  # 04 smoke: fine-tuning only
     assert {f"{key}_metrics" for key in keys} <= set(metrics) and "resnet50_head_metrics" not in metrics

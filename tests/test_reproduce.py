@@ -163,3 +163,16 @@ def test_the_longest_tests_named_for_the_scheduler_exist():
         file, function = name.split("::")
         tree = ast.parse((tests_dir / file).read_text())
         assert function in {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}, name
+
+
+def test_retrain_asks_every_notebook_kernel_to_train_again(monkeypatch):
+    """``--retrain`` reaches the notebooks' kernels (they inherit the environment) as FAKEFACE_RETRAIN=1."""
+    from helpers import training_cache
+
+    monkeypatch.setenv(training_cache.RETRAIN_ENV, "0")  # recorded: the test leaves the variable as it found it
+    seen = []
+    monkeypatch.setattr(reproduce, "reproduce", lambda *args: seen.append(training_cache.retrain_requested()) or {})
+    monkeypatch.setattr(reproduce, "format_summary", lambda summary: "")
+    assert reproduce.main(["--profile", "smoke"]) == 0 and seen == [False]
+    assert reproduce.main(["--profile", "smoke", "--retrain"]) == 0 and seen == [False, True]
+    assert os.environ[training_cache.RETRAIN_ENV] == "1"
