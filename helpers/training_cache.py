@@ -3,10 +3,10 @@
 Training here is deterministic: the same code, data, model, settings and seed give the same weights
 (two processes trained bit-identical detectors, ``tests/test_finetuned.py``; a re-run of the whole
 sample series reproduced every table, metric and figure, docs/findings.md). So re-running an
-unchanged training only costs time — most of a warm ``make reproduce`` (notebook
-08's protocol folds and served model, notebooks 03/04's detectors, 09's custom CNN). :func:`helpers.train.train_two_stage` keeps each
-training it runs under a key that covers everything deciding its outcome, and reads it back when
-the key comes again:
+unchanged training only costs time — most of a warm ``make reproduce`` (notebook 08's protocol
+folds and served model, notebooks 03/04's detectors, 09's custom CNN).
+:func:`helpers.train.train_two_stage` keeps each training it runs under a key that covers
+everything deciding its outcome, and reads it back when the key comes again:
 
 - **code**: the source of the helpers modules that train and make the data, with every helpers
   module they import (followed through the source, :func:`code_fingerprint`), and the versions of
