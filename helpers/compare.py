@@ -19,7 +19,7 @@ import pandas as pd
 
 from helpers import baselines, features, models, train, training_cache
 from helpers.evaluate import evaluate_scores
-from helpers.pipeline import labels_of, make_dataset
+from helpers.pipeline import datasets_key, labels_of, make_dataset
 
 
 def _model_size_mb(model: keras.Model, path: Path) -> float:
@@ -56,11 +56,10 @@ def train_cnn(arch: str, frames: dict[str, pd.DataFrame], root: str | Path, imag
         data = {s: make_dataset(f, root, image_size, batch_size, shuffle=(s == "train"), seed=seed,
                                 preprocessing=preprocessing) for s, f in frames.items()}
         cache = None
-        if trained_cache is not None:
-            key = {s: training_cache.data_fingerprint(f, root) for s, f in frames.items() if s in ("train", "val")}
-            cache = training_cache.CacheSpec(Path(trained_cache), dict(
-                **key, image_size=image_size, batch_size=batch_size, seed=seed, preprocessing=preprocessing),
-                code=("helpers.compare",))
+        if trained_cache is not None:  # these datasets are split_datasets' (one frame per split)
+            data_key = datasets_key(pd.concat([frames["train"], frames["val"]]), root, image_size, batch_size, seed,
+                                    preprocessing)
+            cache = training_cache.CacheSpec(Path(trained_cache), data_key, code=("helpers.compare",))
         result = train.train_two_stage(model, data["train"], data["val"], out_dir, name, head_epochs=epochs,
                                        head_lr=learning_rate, finetune_epochs=0, finetune_lr=0.0, patience=epochs,
                                        verbose=verbose, cache=cache)["head"]
