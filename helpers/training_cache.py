@@ -69,6 +69,8 @@ def _helpers_imports(source: str) -> set[str]:
 
 @cache
 def _module_source(name: str) -> str | None:
+    """A module's source, read once per process: the key describes the code this process loaded (a
+    module edited while a notebook's kernel runs is a new key from the next kernel on)."""
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return None
