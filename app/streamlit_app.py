@@ -94,7 +94,7 @@ with detect_tab:
             names = [f"{upload.name} · face {k + 1}" if len(faces) > 1 else upload.name for k in range(len(faces))]
             displays = [resize(crop_face(loaded.image, face), DISPLAY_SIZE) for face in faces]
         else:
-            crops = resize(loaded.image, predictor.image_size)[None]
+            crops = predictor.model_input(loaded.image)[None]
             names, displays = [upload.name], [resize(loaded.image, DISPLAY_SIZE)]
         heatmaps, _ = explain.gradcam(predictor.model, crops.astype("float32"))
         scores, answers = predictor.assess(crops)  # the served answer: fake, real or unsure (with why)

@@ -46,6 +46,18 @@ FINETUNED = [
     {"name": "improved, fine-tuned 100%, residual branch", "train_sources": None, "balanced": True,
      "augment_copies": 3, "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2, "learning_rate": 1e-3,
      "finetune_epochs": 4, "finetune_learning_rate": 1e-4, "residual_branch": True},
+    # the served recipe without its blur/JPEG/crop copies (does the augmentation cost in-distribution AUC?)
+    {"name": "balanced, fine-tuned 100%, no copies", "train_sources": None, "balanced": True,
+     "augment_copies": 0, "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2, "learning_rate": 1e-3,
+     "finetune_epochs": 4, "finetune_learning_rate": 1e-4},
+    # the served recipe fine-tuned at three times its learning rate (it is still improving at its last epoch)
+    {"name": "improved, fine-tuned 100%, lr 3e-4", "train_sources": None, "balanced": True, "augment_copies": 3,
+     "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2, "learning_rate": 1e-3, "finetune_epochs": 4,
+     "finetune_learning_rate": 3e-4},
+    # the served recipe scoring every picture through JPEG 95 at its own resolution (the training is candidate 0's)
+    {"name": "improved, fine-tuned 100%, JPEG 95 before scoring", "train_sources": None, "balanced": True,
+     "augment_copies": 3, "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2, "learning_rate": 1e-3,
+     "finetune_epochs": 4, "finetune_learning_rate": 1e-4, "score_reencode": "jpeg:95"},
 ]
 CHECKS = {f"{fake} vs reals": fake for fake in ("stylegan1", "stylegan2", "sd21")}
 

@@ -25,6 +25,7 @@ import pandas as pd
 import tensorflow as tf
 
 from helpers import models, train, training_cache
+from helpers.perturb import then
 from helpers.pipeline import labels_of, load_array, load_patch_array
 from helpers.protocols import Recipe, checkpoint_name, epoch_positions, rows_of_sources
 from helpers.stats import choose_threshold
@@ -40,6 +41,10 @@ class FinetuneRecipe(Recipe):
     each stage validates, keeps and serves the exponential moving average of its weights with that
     momentum (:func:`helpers.train.compile_detector`); 0 serves the weights as trained.
     ``residual_branch``: a noise-residual branch beside MobileNetV2 (:func:`helpers.models.with_residual_branch`).
+    ``score_reencode``: a perturbation (:mod:`helpers.perturb`, e.g. ``"jpeg:95"``) every picture the
+    detector scores goes through at its own resolution, before the resize — validation, test and served
+    pictures alike (after any perturbation a protocol applies first); training images are unchanged, so
+    it is not part of a training's cache key. Empty: pictures are scored as they come.
     """
 
     epochs: int = 2
@@ -48,6 +53,10 @@ class FinetuneRecipe(Recipe):
     finetune_learning_rate: float = 1e-4
     weight_averaging: float = 0.0
     residual_branch: bool = False
+    score_reencode: str = ""
+
+
+SCORING_ONLY = ("name", "score_reencode")  # recipe fields that do not change a training
 
 
 @dataclass
@@ -101,11 +110,16 @@ class ImageBank:
         """A detector trained with ``recipe`` (:func:`train_finetuned`)."""
         return train_finetuned(recipe, self, out_dir, seed=seed)
 
+    def scored_images(self, trained: TrainedDetector, split: str, variant: str = "clean") -> np.ndarray:
+        """The images of ``split`` under ``variant`` as ``trained`` scores them (then its ``score_reencode``)."""
+        return self.images_of(split, then(variant, getattr(trained.recipe, "score_reencode", "")))
+
     def score(self, trained: TrainedDetector, split: str, variant: str = "clean") -> np.ndarray:
-        """P(fake) of every row of ``split`` under ``variant``, averaged with the mirror when the recipe says so."""
+        """P(fake) of every row of ``split`` under ``variant`` (then the recipe's ``score_reencode``),
+        averaged with the mirror when the recipe says so."""
         key = (split, variant)
         if key not in trained.scores:
-            images = self.images_of(split, variant)
+            images = self.scored_images(trained, split, variant)
             scores = predict_images(trained.model, images, self.batch_size)
             if trained.recipe.tta_flip:
                 scores = (scores + predict_images(trained.model, images, self.batch_size, mirror=True)) / 2
@@ -164,7 +178,7 @@ def train_finetuned(recipe: FinetuneRecipe, bank: ImageBank, out_dir: str | Path
     if bank.trained_cache is not None:
         data = dict(train=training_cache.data_fingerprint(bank.frames["train"], bank.root),
                     val=training_cache.data_fingerprint(bank.frames["val"], bank.root), seed=seed,
-                    recipe={k: v for k, v in recipe.to_dict().items() if k != "name"},  # a new name: same training
+                    recipe={k: v for k, v in recipe.to_dict().items() if k not in SCORING_ONLY},
                     image_size=bank.image_size, batch_size=bank.batch_size, framing=bank.framing)
         cache = training_cache.CacheSpec(bank.trained_cache, data, code=("helpers.finetuned",))
     results = train.train_two_stage(detector, lambda: training_dataset(bank, recipe, rows, bank.batch_size, seed), val_ds,

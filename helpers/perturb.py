@@ -11,6 +11,9 @@ before the model's resize (as an upload site would re-encode or rescale the file
 - ``augment:K`` — training augmentation copy K (Wang et al. 2020 style): with probability 0.5
   each, a mirror image, Gaussian blur (sigma 0–2) and JPEG (quality 30–95), then a random crop of 80–100% of the
   side; seeded by the file path and K, so a copy is the same every time it is computed.
+
+Steps joined by ``+`` run in order: ``"jpeg:50+jpeg:95"`` is a JPEG 50 upload that a detector then
+re-encodes at quality 95 (:func:`then`).
 """
 
 from __future__ import annotations
@@ -24,8 +27,16 @@ from PIL import Image, ImageFilter
 KINDS = ("jpeg", "scale", "blur", "recode", "augment")
 
 
+def then(first: str | None, second: str | None) -> str:
+    """The perturbation ``first`` followed by ``second`` (either may be empty, ``None`` or ``"clean"``:
+    no step); ``"clean"`` when neither is a step."""
+    steps = [step for step in (first, second) if step and step != "clean"]
+    return "+".join(steps) or "clean"
+
+
 def parse(perturbation: str) -> tuple[str, float]:
-    """``"jpeg:50"`` → ``("jpeg", 50.0)``; raises ``ValueError`` for an unknown kind."""
+    """``"jpeg:50"`` → ``("jpeg", 50.0)``; raises ``ValueError`` for an unknown kind (one step: see :func:`apply`
+    for ``+`` chains)."""
     kind, _, level = perturbation.partition(":")
     if kind not in KINDS or not level:
         raise ValueError(f"perturbation must be '<kind>:<level>' with kind in {KINDS}, not {perturbation!r}")
@@ -64,7 +75,15 @@ def augment(image: np.ndarray, seed: int) -> np.ndarray:
 
 
 def apply(image: np.ndarray, perturbation: str, key: str = "") -> np.ndarray:
-    """Apply one perturbation to an RGB uint8 image; ``key`` (the file path) seeds ``augment``."""
+    """Apply a perturbation (or a ``+`` chain of them, in order) to an RGB uint8 image; ``key`` (the file
+    path) seeds ``augment``."""
+    if "+" in perturbation:
+        steps = perturbation.split("+")
+        for step in steps:
+            parse(step)  # every step checked before any runs
+        for step in steps:
+            image = apply(image, step, key)
+        return image
     kind, level = parse(perturbation)
     if kind == "jpeg":
         return jpeg(image, int(level))

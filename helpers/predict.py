@@ -132,7 +132,8 @@ class Predictor:
 
     A served detector also has an operating point with an "unsure" band (``point``), a feature
     distance for images unlike its training images (``distance``) and test-time mirroring
-    (``tta_flip``); any other model answers fake/real at its single threshold.
+    (``tta_flip``) and may re-encode every picture before its resize (``reencode``, its recipe's
+    ``score_reencode``); any other model answers fake/real at its single threshold.
     """
 
     model: object
@@ -144,6 +145,7 @@ class Predictor:
     point: object = None       # helpers.served.OperatingPoint
     distance: object = None    # helpers.served.FeatureDistance
     tta_flip: bool = False
+    reencode: str = ""         # e.g. "jpeg:95" (helpers.perturb), at the picture's own resolution
     _scorer: object = field(default=None, repr=False)
 
     @classmethod
@@ -162,7 +164,7 @@ class Predictor:
             metrics = metrics_for(model_path)
             record = served.read_record(model_path)
             extra = dict(point=record.operating_point, distance=served.load_distance(model_path, record),
-                         tta_flip=record.tta_flip) if record else {}
+                         tta_flip=record.tta_flip, reencode=record.recipe.get("score_reencode", "")) if record else {}
         except Exception as exc:  # noqa: BLE001 - any failure to load means one thing to the user
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise ModelUnusable(f"{path_text(model_path)} cannot be loaded as a detector: {reason}") from exc
@@ -225,13 +227,22 @@ class Predictor:
             return scores, answer(self.operating_point, scores)
         return scores, answer(self.operating_point, scores, self.distance.distances(pooled), self.distance.max_distance)
 
+    def model_input(self, image: np.ndarray, key: str = "") -> np.ndarray:
+        """A decoded picture (8-bit RGB, any size) as the model takes it: the detector's re-encoding, if
+        any, at the picture's own resolution, then the square resize (what notebook 08 scored)."""
+        if self.reencode:
+            from helpers.perturb import apply
+
+            image = apply(image, self.reencode, key)
+        return resize_square(image, self.image_size)
+
     def face_crops(self, image: np.ndarray, detector, margin: float = 0.4,
                    max_faces: int = 5) -> tuple[list, np.ndarray]:
         """Detected faces (most confident first) and their crops resized to the model's input."""
         from helpers.faces import crop_face
 
         faces = detector.detect(image)[:max_faces]
-        crops = [resize_square(crop_face(image, face, margin), self.image_size) for face in faces]
+        crops = [self.model_input(crop_face(image, face, margin)) for face in faces]
         shape = (0, self.image_size, self.image_size, 3)
         return faces, (np.stack(crops) if crops else np.zeros(shape, np.uint8))
 
@@ -273,7 +284,15 @@ class Predictor:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         rows = []
         budget = DecodeBudget(decode_budget)
-        load = lambda p: load_image(p, size=self.image_size, min_side=MIN_SIDE_FOR_VERDICT, budget=budget)  # noqa: E731
+
+        def load(path: Path):
+            if not self.reencode:
+                return load_image(path, size=self.image_size, min_side=MIN_SIDE_FOR_VERDICT, budget=budget)
+            loaded = load_image(path, min_side=MIN_SIDE_FOR_VERDICT, budget=budget)  # own resolution, then re-encoded
+            if loaded.ok:
+                loaded.image = self.model_input(loaded.image, key=str(path))
+            return loaded
+
         with ThreadPoolExecutor(max_workers=min(MAX_DECODE_THREADS, os.cpu_count() or 2)) as pool, \
                 tqdm(total=len(paths), desc="scoring", unit="img", disable=not progress) as bar:
             for start in range(0, len(paths), batch_size):

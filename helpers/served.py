@@ -235,7 +235,7 @@ def fit_answers(trained, bank, sources: list[str] | None = None, seed: int = 42,
     point = choose_operating_point(frames["val"].iloc[val_rows], scores["val"][val_rows], max_real_fpr, max_fake_miss)
     extractor = features.pooled_extractor(trained.model)
     reference = train_rows[reference_rows(len(train_rows), seed=seed)]  # only these training images are kept
-    pooled = {s: extractor.predict(bank.images_of(s)[rows].astype(np.float32), batch_size=64, verbose=0)
+    pooled = {s: extractor.predict(bank.scored_images(trained, s)[rows].astype(np.float32), batch_size=64, verbose=0)
               for s, rows in (("train", reference), ("val", slice(None)), ("test", slice(None)))}
     distance = FeatureDistance.fit(pooled["train"], pooled["val"][val_rows], k=k, quantile=quantile,
                                    max_reference=len(reference), seed=seed)
@@ -305,6 +305,9 @@ def model_card(record: ServedRecord) -> str:
              f"Trained {record.created}; MobileNetV2 ({record.weights.get('source')} ImageNet weights), "
              f"{record.image_size} px, {record.train_seconds / 60:.1f} min of training.", "",
              "## Recipe", "", "```json", json.dumps(record.recipe, indent=2), "```", "",
+             *([f"Every picture is re-encoded ({record.recipe['score_reencode']}) at its own resolution before the "
+                "resize, as the numbers below were measured; an exported model expects that input.", ""]
+               if record.recipe.get("score_reencode") else []),
              "## Operating point (chosen on validation)", "",
              f"- fake at P(fake) >= {point.fake_threshold:.4f}: every real source's validation false-positive rate "
              f"<= {point.max_real_fpr:.0%};",

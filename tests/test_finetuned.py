@@ -121,3 +121,32 @@ def test_a_detector_read_back_from_the_trained_cache_scores_as_trained(image_ban
         np.testing.assert_array_equal(bank.score(first, part), bank.score(again, part))
     assert plain.threshold == first.threshold == again.threshold and first.seconds == again.seconds
     assert (tmp_path / "again" / "finetuned_renamed_finetune.keras").exists()
+
+
+def test_a_recipe_that_reencodes_scores_every_picture_through_it_and_shares_the_training(image_bank, tmp_path,
+                                                                                          eager_steps):
+    """``score_reencode`` (issue 14): validation and test pictures, and any protocol perturbation, are
+    re-encoded at their own resolution before the resize; the training is the plain recipe's (read back
+    from the trained cache, same weights)."""
+    from helpers import perturb
+
+    plain = finetuned.FinetuneRecipe("plain", None, epochs=1, finetune_epochs=1)
+    split = pd.concat(image_bank.frames.values(), ignore_index=True)
+    bank = finetuned.ImageBank(split, image_bank.root, 32, batch_size=8, trained_cache=tmp_path / "trained")
+    first = bank.train(plain, tmp_path / "plain")
+    reencoded = bank.train(finetuned.FinetuneRecipe(**{**plain.to_dict(), "name": "jpeg",
+                                                       "score_reencode": "jpeg:20"}), tmp_path / "jpeg")
+    assert "from_cache" not in first.notes and "from_cache" in reencoded.notes
+    for mine, theirs in zip(first.model.get_weights(), reencoded.model.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    np.testing.assert_array_equal(bank.scored_images(reencoded, "test"), bank.images_of("test", "jpeg:20"))
+    np.testing.assert_array_equal(bank.scored_images(reencoded, "test", "blur:1"),
+                                  bank.images_of("test", "blur:1+jpeg:20"))
+    oracle = finetuned.predict_images(reencoded.model, bank.images_of("test", "jpeg:20"))
+    np.testing.assert_allclose(bank.score(reencoded, "test"), oracle, atol=1e-6)
+    assert not np.allclose(bank.score(reencoded, "test"), bank.score(first, "test"), atol=1e-4)
+    # the chain is the two steps in order, each at the file's own resolution, before the resize
+    path = image_bank.root / bank.frames["test"].path.iloc[0]
+    native = data.load_image(path).image
+    by_hand = data.resize_square(perturb.jpeg(perturb.blur(native, 1.0), 20), 32)
+    np.testing.assert_array_equal(bank.images_of("test", "blur:1+jpeg:20")[0], by_hand)

@@ -25,6 +25,14 @@ def test_perturbations_do_what_they_say():
     for bad in ("jpeg", "sharpen:1", "jpeg:"):
         with pytest.raises(ValueError):
             perturb.parse(bad)
+    # a "+" chain runs its steps in order (an upload re-encoded by a detector), every step checked first
+    np.testing.assert_array_equal(perturb.apply(noisy, "jpeg:50+jpeg:95"), perturb.jpeg(perturb.jpeg(noisy, 50), 95))
+    assert perturb.apply(image, "scale:0.5+recode:64").shape == (64, 64, 3)
+    with pytest.raises(ValueError):
+        perturb.apply(noisy, "jpeg:50+sharpen:1")
+    assert perturb.then("jpeg:50", "jpeg:95") == "jpeg:50+jpeg:95"
+    assert perturb.then("clean", "jpeg:95") == "jpeg:95" and perturb.then("blur:1", "") == "blur:1"
+    assert perturb.then("clean", None) == "clean"
 
 
 def test_perturbation_runs_before_the_resize(tmp_path):

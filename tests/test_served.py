@@ -90,6 +90,9 @@ class _ColourBank:
     def images_of(self, split: str, variant: str = "clean") -> np.ndarray:
         return self.images[split]
 
+    def scored_images(self, trained, split: str, variant: str = "clean") -> np.ndarray:
+        return self.images[split]
+
 
 def test_served_answers_for_a_held_out_source_are_fitted_without_it():
     from types import SimpleNamespace
@@ -169,6 +172,37 @@ def test_cli_answers_fake_real_or_unsure_row_by_row(served_run, monkeypatch, tmp
     assert rows.loc[rows.path.str.endswith("noise.png"), "unsure_reason"].iloc[0].startswith("unlike the training")
     summary = capsys.readouterr().err
     assert f"{(expected == 'unsure').sum()} unsure" in summary and f"{(expected == 'fake').sum()} fake" in summary
+
+
+def test_a_served_detector_that_reencodes_scores_every_picture_as_notebook_08_did(served_run, tmp_path):
+    """A served recipe with ``score_reencode`` (issue 14): the CLI's files, the app's whole image and each
+    face crop are re-encoded at their own resolution before the resize — the images an ImageBank scores."""
+    import json
+    import shutil
+
+    from helpers import perturb
+    from helpers.data import resize_square
+
+    folder = tmp_path / "models"
+    shutil.copytree(served_run["path"].parent, folder)
+    record = json.loads((folder / "served.json").read_text())
+    record["recipe"]["score_reencode"] = "jpeg:30"
+    (folder / "served.json").write_text(json.dumps(record))
+    predictor = predict.Predictor.load(folder / "served.keras")
+    plain = predict.Predictor.load(served_run["path"])
+    assert predictor.reencode == "jpeg:30" and plain.reencode == ""
+    paths = [p for p in sorted(served_run["inbox"].iterdir()) if p.suffix != ".png"]
+    natives = [load_image(p).image for p in paths]
+    expected = np.stack([resize_square(perturb.jpeg(image, 30), 64) for image in natives])
+    np.testing.assert_array_equal(np.stack([predictor.model_input(image) for image in natives]), expected)
+    np.testing.assert_array_equal(np.stack([plain.model_input(image) for image in natives]),
+                                  np.stack([resize_square(image, 64) for image in natives]))
+    rows = predictor.predict_files(paths, progress=False)
+    assert rows.score.to_numpy() == pytest.approx(predictor.score_arrays(expected), abs=1e-5)
+    assert not np.allclose(rows.score, plain.predict_files(paths, progress=False).score, atol=1e-4)
+    card = served.model_card(served.read_record(folder / "served.keras"))
+    assert "re-encoded (jpeg:30) at its own resolution" in card
+    assert "re-encoded" not in served.model_card(served.read_record(served_run["path"]))
 
 
 def test_other_models_still_answer_at_one_threshold(served_run):
