@@ -150,8 +150,13 @@ def _check_served_detector(run_dir, tmp_path):
     split = splits.load_split(run_dir / "split.csv")
     val = split[split.split == "val"].reset_index(drop=True)
     root = config.load_run_config(run_dir.name, str(run_dir.parent)).data_root
-    images = np.stack([load_image(Path(root) / p, size=predictor.image_size).image for p in val.path])
-    scores = predictor.score_arrays(images)
+    assert predictor.reencode == record.recipe["score_reencode"] == "jpeg:95"  # the smoke profile's served recipe
+    answers = predictor.predict_files([Path(root) / p for p in val.path], progress=False)  # the CLI's path
+    assert (answers.error == "").all()
+    scores = answers.score.to_numpy()
+    plain = predictor.score_arrays(np.stack([load_image(Path(root) / p, size=predictor.image_size).image
+                                             for p in val.path]))
+    assert not np.allclose(scores, plain, atol=1e-4)  # the files were re-encoded before the resize
     point = record.operating_point
     for source, part in val.groupby("source"):
         rows = part.index.to_numpy()
