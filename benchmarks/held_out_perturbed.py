@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from served_recipe_ablation import FINETUNED, load_fold
+from served_recipe_ablation import FINETUNED, add_fold_arguments, load_fold
 from sklearn.metrics import roc_auc_score
 
 from helpers import config, finetuned, protocols, splits
@@ -55,12 +55,7 @@ def held_out_rows(bank: finetuned.ImageBank, trained: finetuned.TrainedDetector,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", default="sample")
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--checkpoints", type=Path, default=None,
-                        help="folder holding the folds' <name>_finetune.keras (default: runs/<run>/protocols)")
-    parser.add_argument("--candidate", type=int, default=0, help="position in served_recipe_ablation.FINETUNED")
-    parser.add_argument("--real-held-outs", nargs="*", default=None, help="default: every real source")
+    add_fold_arguments(parser)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=config.REPO_ROOT / "runs/experiments/held_out_perturbed.csv")
     args = parser.parse_args()

@@ -72,6 +72,17 @@ def load_fold(checkpoints: Path, recipe: finetuned.FinetuneRecipe) -> finetuned.
     return finetuned.TrainedDetector(recipe, model, 0.5, float("nan"), 0.0, {"checkpoint": str(path)})
 
 
+def add_fold_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the scripts that score kept folds without training (`held_out_perturbed.py`,
+    `test_time_variant.py`): run, size, where the folds are, which candidate, which real sources."""
+    parser.add_argument("--run", default="sample")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--checkpoints", type=Path, default=None,
+                        help="folder holding the folds' <name>_finetune.keras (default: runs/<run>/protocols)")
+    parser.add_argument("--candidate", type=int, default=0, help="position in served_recipe_ablation.FINETUNED")
+    parser.add_argument("--real-held-outs", nargs="*", default=None, help="default: every real source")
+
+
 def in_distribution(trained, bank, n_boot: int, seed: int) -> tuple[dict, pd.DataFrame]:
     """Trained on every source: each fake source vs all real test images, and per-source rates at the
     served operating point (chosen on validation)."""

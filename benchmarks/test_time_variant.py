@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from served_answers_held_out import CheckpointBank
-from served_recipe_ablation import CHECKS, FINETUNED
+from served_recipe_ablation import CHECKS, FINETUNED, add_fold_arguments
 from sklearn.metrics import roc_auc_score
 
 from helpers import config, evaluate, finetuned, perturb, protocols, served, splits
@@ -65,13 +65,8 @@ def in_distribution(bank: VariantBank, recipe: finetuned.FinetuneRecipe, n_boot:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", default="sample")
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--checkpoints", type=Path, default=None,
-                        help="folder holding the folds' <name>_finetune.keras (default: runs/<run>/protocols)")
-    parser.add_argument("--candidate", type=int, default=0, help="position in served_recipe_ablation.FINETUNED")
+    add_fold_arguments(parser)
     parser.add_argument("--variants", nargs="*", default=["clean", "blur:1", "scale:0.5", "jpeg:95"])
-    parser.add_argument("--real-held-outs", nargs="*", default=None, help="default: every real source")
     parser.add_argument("--generator-held-outs", nargs="*", default=None, help="default: every generator")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=config.REPO_ROOT / "runs/experiments/test_time_variant")
