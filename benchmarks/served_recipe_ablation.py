@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import config, evaluate, faces, finetuned, models, protocols, served, splits
+from helpers.perturb import then
 
 FROZEN = [
     {"name": "all sources", "train_sources": None},
@@ -58,8 +59,41 @@ FINETUNED = [
     {"name": "improved, fine-tuned 100%, JPEG 95 before scoring", "train_sources": None, "balanced": True,
      "augment_copies": 3, "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2, "learning_rate": 1e-3,
      "finetune_epochs": 4, "finetune_learning_rate": 1e-4, "score_reencode": "jpeg:95"},
+    # the served recipe of the sample profile (candidate 6) trained with label smoothing 0.1
+    {"name": "improved, fine-tuned 100%, JPEG 95 before scoring, label smoothing", "train_sources": None,
+     "balanced": True, "augment_copies": 3, "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2,
+     "learning_rate": 1e-3, "finetune_epochs": 4, "finetune_learning_rate": 1e-4, "score_reencode": "jpeg:95",
+     "label_smoothing": 0.1},
 ]
 CHECKS = {f"{fake} vs reals": fake for fake in ("stylegan1", "stylegan2", "sd21")}
+
+
+class ReencodedBank(finetuned.ImageBank):
+    """An :class:`helpers.finetuned.ImageBank` whose every picture — training images and their augmentation
+    copies, validation and test alike — goes through ``step`` at its own resolution before the resize: the
+    detector trains on what ``score_reencode`` would make it score (run it with a recipe whose
+    ``score_reencode`` is empty; no trained-model cache: the cache key does not know ``step``)."""
+
+    def __init__(self, *args, step: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.trained_cache is not None:
+            raise ValueError("a ReencodedBank trains without the trained-model cache")
+        self.step = step
+
+    def images_of(self, split: str, variant: str = "clean") -> np.ndarray:
+        return super().images_of(split, then(variant, self.step))
+
+
+def limit_training(split: pd.DataFrame, per_source: int, seed: int) -> pd.DataFrame:
+    """``split`` with at most ``per_source`` training rows of each source (a seeded draw); the other training
+    rows are marked ``unused``, validation and test rows are kept as they are (so the protocols' numbers
+    compare with the full run's on the same pictures)."""
+    train = split[split["split"] == "train"]
+    keep = pd.concat([rows.sample(min(len(rows), per_source), random_state=seed)
+                      for _, rows in train.groupby("source")]).index
+    limited = split.copy()
+    limited.loc[train.index.difference(keep), "split"] = "unused"
+    return limited
 
 
 def load_fold(checkpoints: Path, recipe: finetuned.FinetuneRecipe) -> finetuned.TrainedDetector:
@@ -129,6 +163,12 @@ def main() -> None:
                              "images without a face are left out and counted)")
     parser.add_argument("--framing", choices=finetuned.FRAMINGS, default="resize",
                         help="fine-tuned candidates: whole image resized, or a native-resolution patch of --size px")
+    parser.add_argument("--train-reencode", default="",
+                        help="fine-tuned candidates: every picture, training images included, through this perturbation "
+                             "(e.g. jpeg:95) before the resize (ReencodedBank); use a candidate without score_reencode")
+    parser.add_argument("--train-limit-per-source", type=int, default=None,
+                        help="train on at most this many training images of each source (a seeded draw; validation "
+                             "and test unchanged): what a per-source cap of the run would cost")
     parser.add_argument("--seed", type=int, default=None,
                         help="training seed (default: the run's); another seed retrains the same recipe on the same "
                              "split: weight initialisation, batch order and augmentation draws change")
@@ -149,12 +189,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve and args.input == "face":
         parser.error("--serve saves a whole-image detector: the served model does not record a face-crop input yet")
+    if args.train_reencode and any(FINETUNED[k].get("score_reencode") for k in args.candidates):
+        parser.error("--train-reencode re-encodes every picture already: pick candidates without score_reencode")
     cfg = config.load_run_config(args.run)
     seed = cfg.seed if args.seed is None else args.seed
     out = Path(args.out or config.REPO_ROOT / "runs" / "experiments" / "served_recipe")
     out.mkdir(parents=True, exist_ok=True)
     split, data_root = faces.input_view(splits.load_split(cfg.path("split.csv")), cfg.data_root, cfg.run_dir,
                                         args.input)
+    if args.train_limit_per_source is not None:
+        split = limit_training(split, args.train_limit_per_source, seed)
     tables: dict[str, list] = {"lorso": [], "logo": [], "summary": [], "per_source": []}
     timings = {}
 
@@ -201,7 +245,8 @@ def main() -> None:
             run(protocols.Recipe(**spec), bank, "frozen")
         del bank
     if not args.skip_finetuned:
-        image_bank = finetuned.ImageBank(split, data_root, args.size, framing=args.framing)
+        image_bank = (ReencodedBank(split, data_root, args.size, framing=args.framing, step=args.train_reencode)
+                      if args.train_reencode else finetuned.ImageBank(split, data_root, args.size, framing=args.framing))
         for position in args.candidates:
             run(finetuned.FinetuneRecipe(**FINETUNED[position]), image_bank, "finetuned")
     save()

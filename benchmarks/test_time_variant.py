@@ -8,6 +8,8 @@ test alike, goes through it before the model's resize; the thresholds are chosen
 validation scores, and both leave-one-out protocols (:mod:`helpers.protocols`) and the in-distribution
 numbers are computed exactly as for the plain detector. Nothing is trained: the folds are the kept
 checkpoints of notebook 08 (``runs/<run>/protocols``) or of an ablation (``--checkpoints``).
+``--also DIR ...`` adds the same folds kept by other trainings (e.g. other seeds' ablation runs): each
+fold is then scored as the mean of its models' P(fake), a seed ensemble, its threshold chosen again.
 
     .venv/bin/python benchmarks/test_time_variant.py --run sample --variants clean blur:1 scale:0.5
 """
@@ -21,18 +23,43 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from served_answers_held_out import CheckpointBank
-from served_recipe_ablation import CHECKS, FINETUNED, add_fold_arguments
+from served_recipe_ablation import CHECKS, FINETUNED, add_fold_arguments, load_fold
 from sklearn.metrics import roc_auc_score
 
 from helpers import config, evaluate, finetuned, perturb, protocols, served, splits
+from helpers.pipeline import labels_of
+from helpers.stats import choose_threshold
+
+
+class MeanOfModels:
+    """Several trained detectors scored as one: the mean of their P(fake) (a seed ensemble)."""
+
+    def __init__(self, members: list):
+        self.members = members
+
+    def predict(self, data, verbose: int = 0) -> np.ndarray:
+        return np.mean([member.predict(data, verbose=verbose) for member in self.members], axis=0)
 
 
 class VariantBank(CheckpointBank):
-    """A :class:`CheckpointBank` whose "clean" pictures all go through ``variant`` first (``clean``: none)."""
+    """A :class:`CheckpointBank` whose "clean" pictures all go through ``variant`` first (``clean``: none);
+    with ``also`` (more checkpoint folders), each fold is the mean of its model in every folder."""
 
-    def __init__(self, *args, variant: str = "clean", **kwargs):
+    def __init__(self, *args, variant: str = "clean", also: list[Path] = (), **kwargs):
         super().__init__(*args, **kwargs)
-        self.variant = variant
+        self.variant, self.also = variant, list(also)
+
+    def train(self, recipe: finetuned.FinetuneRecipe, out_dir=None, seed: int = 42) -> finetuned.TrainedDetector:
+        if self.also:
+            folders = [self.checkpoints, *self.also]
+            members = [load_fold(folder, recipe).model for folder in folders]
+            trained = finetuned.TrainedDetector(recipe, MeanOfModels(members), 0.5, float("nan"), 0.0,
+                                                {"checkpoints": [str(folder) for folder in folders]})
+            val_rows = protocols.rows_of_sources(self.frames["val"], recipe.train_sources)
+            trained.threshold = choose_threshold(labels_of(self.frames["val"].iloc[val_rows]),
+                                                 self.score(trained, "val")[val_rows])
+            return trained
+        return super().train(recipe, out_dir, seed)
 
     def score(self, trained: finetuned.TrainedDetector, split: str, variant: str = "clean") -> np.ndarray:
         return super().score(trained, split, self.variant if variant == "clean" else variant)
@@ -68,6 +95,8 @@ def main() -> None:
     add_fold_arguments(parser)
     parser.add_argument("--variants", nargs="*", default=["clean", "blur:1", "scale:0.5", "jpeg:95"])
     parser.add_argument("--generator-held-outs", nargs="*", default=None, help="default: every generator")
+    parser.add_argument("--also", type=Path, nargs="*", default=[],
+                        help="more folders of fold checkpoints (other seeds): each fold scores the mean of its models")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=config.REPO_ROOT / "runs/experiments/test_time_variant")
     args = parser.parse_args()
@@ -79,7 +108,8 @@ def main() -> None:
     lorso, logo, summary = [], [], []
     for variant in args.variants:
         start = time.perf_counter()
-        bank = VariantBank(split, cfg.data_root, args.size, checkpoints=checkpoints, variant=variant)
+        bank = VariantBank(split, cfg.data_root, args.size, checkpoints=checkpoints, variant=variant,
+                           also=args.also)
         lorso.append(protocols.leave_one_real_source_out(recipe, bank, None, n_boot=args.n_boot, seed=cfg.seed,
                                                        held_outs=args.real_held_outs).assign(variant=variant))
         logo.append(protocols.leave_one_generator_out(recipe, bank, None, n_boot=args.n_boot, seed=cfg.seed,
