@@ -32,8 +32,12 @@ class CheckpointBank(finetuned.ImageBank):
         super().__init__(*args, **kwargs)
         self.checkpoints = checkpoints
 
+    def load(self, recipe: finetuned.FinetuneRecipe) -> finetuned.TrainedDetector:
+        """The fold's kept detector, its threshold not yet chosen."""
+        return load_fold(self.checkpoints, recipe)
+
     def train(self, recipe: finetuned.FinetuneRecipe, out_dir=None, seed: int = 42) -> finetuned.TrainedDetector:
-        trained = load_fold(self.checkpoints, recipe)
+        trained = self.load(recipe)
         val_rows = protocols.rows_of_sources(self.frames["val"], recipe.train_sources)
         trained.threshold = choose_threshold(labels_of(self.frames["val"].iloc[val_rows]),
                                              self.score(trained, "val")[val_rows])

@@ -27,8 +27,6 @@ from served_recipe_ablation import CHECKS, FINETUNED, add_fold_arguments, load_f
 from sklearn.metrics import roc_auc_score
 
 from helpers import config, evaluate, finetuned, perturb, protocols, served, splits
-from helpers.pipeline import labels_of
-from helpers.stats import choose_threshold
 
 
 class MeanOfModels:
@@ -49,17 +47,13 @@ class VariantBank(CheckpointBank):
         super().__init__(*args, **kwargs)
         self.variant, self.also = variant, list(also)
 
-    def train(self, recipe: finetuned.FinetuneRecipe, out_dir=None, seed: int = 42) -> finetuned.TrainedDetector:
-        if self.also:
-            folders = [self.checkpoints, *self.also]
-            members = [load_fold(folder, recipe).model for folder in folders]
-            trained = finetuned.TrainedDetector(recipe, MeanOfModels(members), 0.5, float("nan"), 0.0,
-                                                {"checkpoints": [str(folder) for folder in folders]})
-            val_rows = protocols.rows_of_sources(self.frames["val"], recipe.train_sources)
-            trained.threshold = choose_threshold(labels_of(self.frames["val"].iloc[val_rows]),
-                                                 self.score(trained, "val")[val_rows])
-            return trained
-        return super().train(recipe, out_dir, seed)
+    def load(self, recipe: finetuned.FinetuneRecipe) -> finetuned.TrainedDetector:
+        if not self.also:
+            return super().load(recipe)
+        folders = [self.checkpoints, *self.also]
+        members = [load_fold(folder, recipe).model for folder in folders]
+        return finetuned.TrainedDetector(recipe, MeanOfModels(members), 0.5, float("nan"), 0.0,
+                                         {"checkpoints": [str(folder) for folder in folders]})
 
     def score(self, trained: finetuned.TrainedDetector, split: str, variant: str = "clean") -> np.ndarray:
         return super().score(trained, split, self.variant if variant == "clean" else variant)
