@@ -72,42 +72,51 @@ with st.sidebar:
                "images). Scores are not calibrated probabilities; results on sources the model "
                "never saw can be wrong.")
 
+
+def check_upload(upload, find_faces: bool) -> None:
+    """Check one uploaded picture and show the answer; any failure is that picture's message."""
+    with tempfile.NamedTemporaryFile(suffix=Path(upload.name).suffix) as handle:
+        handle.write(upload.getbuffer())
+        handle.flush()
+        loaded = load_image(handle.name, min_side=MIN_SIDE_FOR_VERDICT)
+    if not loaded.ok:
+        st.error(f"{upload.name}: cannot be checked: {loaded.error}")
+        return
+    if find_faces:
+        faces, crops = predictor.face_crops(loaded.image, load_detector())
+        if not faces:
+            st.error(f"{upload.name}: No face detected. Untick 'Find faces first' to score the whole image.")
+            return
+        if len(faces) > 1:
+            st.info(f"{upload.name}: {len(faces)} faces found; each is checked, most confident first.")
+        names = [f"{upload.name} · face {k + 1}" if len(faces) > 1 else upload.name for k in range(len(faces))]
+        displays = [resize(crop_face(loaded.image, face), DISPLAY_SIZE) for face in faces]
+    else:
+        crops = predictor.model_input(loaded.image)[None]
+        names, displays = [upload.name], [resize(loaded.image, DISPLAY_SIZE)]
+    heatmaps, _ = explain.gradcam(predictor.model, crops.astype("float32"))
+    scores, answers = predictor.assess(crops)  # the served answer: fake, real or unsure (with why)
+    for name, shown, heatmap, score, verdict, reason in zip(names, displays, heatmaps, scores, answers.labels,
+                                                           answers.reasons):
+        left, right, text = st.columns([1, 1, 2])
+        left.image(shown, caption=name, width="stretch")
+        right.image(explain.overlay(shown, np.clip(resize(heatmap, DISPLAY_SIZE), 0, 1)),
+                    caption="Grad-CAM (evidence for the verdict)", width="stretch")
+        text.markdown(f"### {name}: **{verdict.upper()}**\n\nP(fake) = {score:.3f} "
+                      f"(threshold {predictor.threshold:.3f})" + (f"\n\nUnsure: {reason}." if reason else ""))
+    if loaded.conversions:
+        st.caption(f"{upload.name} converted: " + "; ".join(loaded.conversions))
+
+
 detect_tab, generate_tab = st.tabs(["Check images", "Generate a variation"])
 with detect_tab:
     find_faces = st.checkbox("Find faces first (MTCNN) and check each face", value=True)
     uploads = st.file_uploader("Upload one or more pictures", accept_multiple_files=True)
     for upload in uploads or []:
-        with tempfile.NamedTemporaryFile(suffix=Path(upload.name).suffix) as handle:
-            handle.write(upload.getbuffer())
-            handle.flush()
-            loaded = load_image(handle.name, min_side=MIN_SIDE_FOR_VERDICT)
-        if not loaded.ok:
-            st.error(f"{upload.name}: cannot be checked: {loaded.error}")
-            continue
-        if find_faces:
-            faces, crops = predictor.face_crops(loaded.image, load_detector())
-            if not faces:
-                st.error(f"{upload.name}: No face detected. Untick 'Find faces first' to score the whole image.")
-                continue
-            if len(faces) > 1:
-                st.info(f"{upload.name}: {len(faces)} faces found; each is checked, most confident first.")
-            names = [f"{upload.name} · face {k + 1}" if len(faces) > 1 else upload.name for k in range(len(faces))]
-            displays = [resize(crop_face(loaded.image, face), DISPLAY_SIZE) for face in faces]
-        else:
-            crops = predictor.model_input(loaded.image)[None]
-            names, displays = [upload.name], [resize(loaded.image, DISPLAY_SIZE)]
-        heatmaps, _ = explain.gradcam(predictor.model, crops.astype("float32"))
-        scores, answers = predictor.assess(crops)  # the served answer: fake, real or unsure (with why)
-        for name, shown, heatmap, score, verdict, reason in zip(names, displays, heatmaps, scores, answers.labels,
-                                                               answers.reasons):
-            left, right, text = st.columns([1, 1, 2])
-            left.image(shown, caption=name, width="stretch")
-            right.image(explain.overlay(shown, np.clip(resize(heatmap, DISPLAY_SIZE), 0, 1)),
-                        caption="Grad-CAM (evidence for the verdict)", width="stretch")
-            text.markdown(f"### {name}: **{verdict.upper()}**\n\nP(fake) = {score:.3f} "
-                          f"(threshold {predictor.threshold:.3f})" + (f"\n\nUnsure: {reason}." if reason else ""))
-        if loaded.conversions:
-            st.caption(f"{upload.name} converted: " + "; ".join(loaded.conversions))
+        try:
+            check_upload(upload, find_faces)
+        except Exception as exc:  # noqa: BLE001 - one picture that cannot be checked never ends the batch
+            st.error(f"{upload.name}: cannot be checked: {type(exc).__name__}: {str(exc)[:200]}")
 
 with generate_tab:
     if not os.environ.get("OPENAI_API_KEY"):

@@ -2,19 +2,28 @@
 
 Exit codes scripts can rely on:
   0  every file was scored;
-  1  some files could not be read, or (with --faces) had no face; each is reported with its reason;
+  1  some files were not scored (unreadable, hidden, not a regular file, an empty folder, or with
+     --faces no face); each has its row with the reason;
   2  usage error (bad arguments);
   3  no trained model found, or the model file is missing or unusable;
-  4  export failed its parity check (exported scores differ from the Keras model's).
+  4  export failed its parity check (exported scores differ from the Keras model's);
+  5  internal error: a fault of fakeface itself, not of the input (one line on stderr; set
+     FAKEFACE_DEBUG=1 for the traceback). Please report it.
+
+Output cells that a spreadsheet would run as a formula (starting with = + - @, a tab or a
+carriage return) get a leading ' ; so does a cell that already starts with ' . To get a path
+back, remove one leading ' from any cell that starts with one.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from pathlib import Path
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NO_MODEL, EXIT_EXPORT_MISMATCH = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NO_MODEL, EXIT_EXPORT_MISMATCH, EXIT_INTERNAL = 0, 1, 2, 3, 4, 5
 
 
 class UsageError(ValueError):
@@ -57,7 +66,7 @@ def _load_predictor(model: str | None):
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from helpers.predict import NoModelError, has_odd_name, image_files
+    from helpers.predict import NoModelError, has_odd_name, input_entries, spreadsheet_safe
 
     out = _output_file(args.out)
     try:
@@ -65,22 +74,24 @@ def _predict(args: argparse.Namespace) -> int:
     except NoModelError as exc:
         print(f"fakeface: {exc}", file=sys.stderr)
         return EXIT_NO_MODEL
-    files = image_files(args.paths)
+    files, reasons = input_entries(args.paths)
     missing = [p for p in files if not p.exists() and not p.is_symlink()]
     odd_names = sum(map(has_odd_name, files))
     if args.faces:
         from helpers.faces import FaceDetector
 
-        results = predictor.predict_faces(files, FaceDetector(), progress=not args.quiet)
+        results = predictor.predict_faces(files, FaceDetector(), progress=not args.quiet, reasons=reasons)
     else:
-        results = predictor.predict_files(files, batch_size=args.batch_size, progress=not args.quiet)
+        results = predictor.predict_files(files, batch_size=args.batch_size, progress=not args.quiet,
+                                          reasons=reasons)
+    written = spreadsheet_safe(results)
     if out:
         if out.suffix == ".json":
-            results.to_json(out, orient="records", indent=2)
+            written.to_json(out, orient="records", indent=2)
         else:
-            results.to_csv(out, index=False)
+            written.to_csv(out, index=False)
     else:
-        print(results.to_csv(index=False), end="")
+        print(written.to_csv(index=False), end="")
     failed = int((results["error"] != "").sum())
     no_face = int((results["error"] == "no face detected").sum())
     counts = results["label"].value_counts()
@@ -180,6 +191,15 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except UsageError as exc:
         parser.exit(EXIT_USAGE, f"fakeface: error: {exc}\n")
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a fault of the program: its own exit code, one line, no traceback
+        if os.environ.get("FAKEFACE_DEBUG"):
+            traceback.print_exc()
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"fakeface: internal error: {type(exc).__name__}: {first} (FAKEFACE_DEBUG=1 shows the "
+              "traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

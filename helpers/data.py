@@ -11,7 +11,6 @@ file appears, rejected ones with their reason.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import stat
 import warnings
@@ -43,6 +42,7 @@ DEFAULT_MAX_SIDE = 4096  # full-resolution loads are downscaled to this longest 
 DEFAULT_DECODE_BUDGET = 384 * MiB  # what concurrent decodes of one scan or prediction may hold at once
 MANIFEST_COLUMNS = ["path", "label", "source", "file_size", "width", "height", "format", "mode",
                     "sha256", "phash", "status", "reason", "pair_id"]
+_ORIENTATIONS = range(1, 9)
 _ROTATING_ORIENTATIONS = {5, 6, 7, 8}
 
 
@@ -155,16 +155,17 @@ def load_image(path: str | os.PathLike, size: int | None = None, *,
     try:
         with handle, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)  # a corrupt file's decoder notes: its reason says enough
             with Image.open(handle) as img:
                 _decode(img, result, size, max_pixels, max_decode_bytes, max_side, min_side, draft, budget)
     except UnidentifiedImageError:
         result.error = "not an image (format not recognised)"
     except Image.DecompressionBombError as exc:
         result.error = f"image too large (decompression bomb guard): {exc}"
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        result.error = f"truncated or corrupt image: {exc}"
     except MemoryError:
         result.error = "image too large to decode in memory"
+    except Exception as exc:  # noqa: BLE001 - any decoder failure on hostile bytes is this file's reason
+        result.error = f"truncated or corrupt image: {type(exc).__name__}: {exc}"[:300]
     if result.error:
         result.image = None
     return result
@@ -197,18 +198,24 @@ def _decode(img: Image.Image, result: LoadedImage, size: int | None, max_pixels:
                         f"> limit {max_decode_bytes / MiB:.0f} MiB")
         return
     n_frames = getattr(img, "n_frames", 1)
+    raw_mode = img.tile[0][3] if img.tile and isinstance(img.tile[0][3], str) else ""
     with budget.reserve(cost) if budget else nullcontext():
         img.load()
         orientation = img.getexif().get(0x0112, 1)  # after load: a PNG's EXIF may follow its pixels
+        if orientation not in _ORIENTATIONS:
+            result.conversions.append(f"EXIF orientation {str(orientation)[:20]!r} ignored (not 1-8)")
+            orientation = 1
         if orientation in _ROTATING_ORIENTATIONS:
             result.width, result.height = height, width
         if n_frames > 1:
             result.conversions.append(f"first frame of {n_frames}")
+        if ";16" in raw_mode and img.mode in ("RGB", "RGBA"):  # Pillow keeps the high byte of each sample
+            result.conversions.append(f"16-bit {img.mode} -> 8-bit (high byte of each sample)")
         img = _superseded(img, to_8_bit(img, result.conversions))  # Pillow cannot reduce 16-bit: 8-bit first
         img = _superseded(img, shrink_to(img, 2 * size if size else max_side))
         if not size and img.mode not in ("P", "1"):  # to the longest side before widening to RGB
             img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-        if orientation not in (1, None):
+        if orientation != 1:
             img = ImageOps.exif_transpose(img)
             result.conversions.append(f"EXIF orientation {orientation} applied")
         img = to_rgb(img, result.conversions)
@@ -248,35 +255,52 @@ def path_text(path: str | os.PathLike) -> str:
     return os.fspath(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+ROOT_FILES = {"manifest.csv", "provenance.csv", "pairs.csv", "SOURCES.md", "README.md"}  # a data root's own files
+LAB_MARKERS = (".fetched-",)  # hidden files the lab itself writes into a source folder (helpers.sources)
+
+
+def _layout_problem(root: Path, entry: Path) -> tuple[str, str, str]:
+    """``(label, source, reason)`` of a file under ``root``; ``reason`` is empty when it fits the layout."""
+    rel = entry.relative_to(root).as_posix()
+    parts = entry.relative_to(root).parts
+    label = parts[0].lower() if len(parts) > 1 else ""
+    source = parts[1] if len(parts) > 2 else ""
+    if rel != path_text(rel):
+        return label, source, ("file name is not valid UTF-8 (written here with \\x escapes): rename the file, "
+                               "e.g. with convmv")
+    if len(parts) == 1:
+        return "", "", "a file in the data root, outside the <label>/<source>/<file> layout (left out)"
+    if label not in LABELS:
+        return "", "", f"top folder '{parts[0]}' is not one of {LABELS} (left out)"
+    if len(parts) < 3:
+        return label, "", "file not inside a <label>/<source>/ folder"
+    if any(part.startswith(".") for part in parts[1:]):
+        return label, source, "hidden (a name starting with '.'): left out"
+    return label, source, ""
+
+
 def list_image_files(root: str | os.PathLike, limit_per_source: int | None = None,
                      seed: int = 0) -> pd.DataFrame:
     """List files under ``root/<label>/<source>/`` (recursively) with their label and source.
 
-    Files whose place does not fit the layout, or whose name is not valid UTF-8, are kept with
-    ``status='rejected'`` so they are reported, not dropped (broken links are listed too). With
-    ``limit_per_source``, a seeded hash of the path picks a deterministic subset of each source.
+    Every entry met gets a row: files whose place does not fit the layout (a folder or file
+    beside ``real/`` and ``fake/``, a file directly under a label), hidden files, pipes, sockets
+    and devices (the loader says why they cannot be read), and names that are not valid UTF-8
+    are kept with ``status='rejected'`` and the reason, so they are reported, not dropped.
+    Only the data root's own files (:data:`ROOT_FILES`) and the lab's fetch markers are not
+    rows. With ``limit_per_source``, a seeded hash of the path picks a deterministic subset of
+    each source.
     """
     root = Path(root)
     rows = []
-    for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        label = label_dir.name.lower()
-        for entry in sorted(label_dir.rglob("*")):
-            if entry.is_dir() or not (entry.is_file() or entry.is_symlink()) or entry.name.startswith("."):
-                continue  # folders hold files; broken links are kept and reported by the loader
-            rel = entry.relative_to(root).as_posix()
-            parts = entry.relative_to(label_dir).parts
-            if rel != path_text(rel):
-                rows.append(dict(path=path_text(rel), label=label, source=parts[0] if len(parts) > 1 else "",
-                                 status="rejected", reason="file name is not valid UTF-8 (written here with "
-                                 "\\x escapes): rename the file, e.g. with convmv"))
-            elif label not in LABELS:
-                rows.append(dict(path=rel, label=label, source="", status="rejected",
-                                 reason=f"top folder '{label_dir.name}' is not one of {LABELS}"))
-            elif len(parts) < 2:
-                rows.append(dict(path=rel, label=label, source="", status="rejected",
-                                 reason="file not inside a <label>/<source>/ folder"))
-            else:
-                rows.append(dict(path=rel, label=label, source=parts[0], status="", reason=""))
+    for entry in sorted(root.rglob("*")):
+        if entry.is_dir() and not entry.is_symlink() or entry.name.startswith(LAB_MARKERS):
+            continue  # folders hold files; broken links are kept and reported by the loader
+        if entry.parent == root and entry.name in ROOT_FILES:
+            continue
+        label, source, reason = _layout_problem(root, entry)
+        rows.append(dict(path=path_text(entry.relative_to(root).as_posix()), label=label, source=source,
+                         status="rejected" if reason else "", reason=reason))
     files = pd.DataFrame(rows, columns=["path", "label", "source", "status", "reason"])
     if limit_per_source:
         order = files["path"].map(lambda p: hashlib.sha256(f"{seed}:{p}".encode()).hexdigest())
@@ -369,60 +393,3 @@ def resize_square(array: np.ndarray, size: int) -> np.ndarray:
         return np.asarray(Image.fromarray(array).resize((size, size), Image.Resampling.BILINEAR))
     resized = Image.fromarray(array.astype(np.float32)).resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(resized)
-
-
-PREPROCESSING = ("none", "ela", "denoise")
-
-
-def error_level_analysis(image: np.ndarray, quality: int = 90) -> np.ndarray:
-    """Error Level Analysis: re-save as JPEG at ``quality`` and amplify the absolute difference.
-
-    Regions that were edited or synthesised differently re-compress differently. The difference
-    is scaled so its maximum is 255 (per image, as ELA tools do) and returned as uint8 RGB.
-    """
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, "JPEG", quality=quality)
-    resaved = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), np.int16)
-    difference = np.abs(image.astype(np.int16) - resaved)
-    peak = max(int(difference.max()), 1)
-    return np.round(difference * (255.0 / peak)).clip(0, 255).astype(np.uint8)
-
-
-def denoise(image: np.ndarray, strength: float = 5.0) -> np.ndarray:
-    """Non-local-means colour denoising (OpenCV), ``strength`` = filter h for luminance and colour.
-
-    The seed project called its step "Kalman filtering"; a Kalman filter is meant for time
-    series, so we use a standard image denoiser and measure whether it helps (notebook 09).
-    """
-    import cv2
-
-    return cv2.fastNlMeansDenoisingColored(np.ascontiguousarray(image), None, strength, strength, 7, 21)
-
-
-def load_for_model(path: str | os.PathLike, size: int, preprocessing: str = "none",
-                   perturbation: str | None = None) -> LoadedImage:
-    """:func:`load_image` at ``size`` with an optional perturbation and preprocessing step.
-
-    A ``perturbation`` (:mod:`helpers.perturb`, e.g. ``"jpeg:50"``) runs first, at the file's
-    own resolution, as an upload site would. ``ela`` also runs at full resolution (JPEG blocks
-    are 8x8 there) and then resizes; ``denoise`` runs on the resized image.
-    """
-    if preprocessing not in PREPROCESSING:
-        raise ValueError(f"preprocessing must be one of {PREPROCESSING}, not {preprocessing!r}")
-    if preprocessing != "ela" and not perturbation:
-        loaded = load_image(path, size=size)
-        if loaded.ok and preprocessing == "denoise":
-            loaded.image = denoise(loaded.image)
-        return loaded
-    loaded = load_image(path)
-    if loaded.ok:
-        image = loaded.image
-        if perturbation:
-            from helpers.perturb import apply
-
-            image = apply(image, perturbation, key=str(path))
-        if preprocessing == "ela":
-            image = error_level_analysis(image)
-        image = resize_square(image, size)
-        loaded.image = denoise(image) if preprocessing == "denoise" else image
-    return loaded

@@ -168,11 +168,24 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, size:
     return dest
 
 
+def contained_path(folder: str | os.PathLike, relative: str) -> Path | None:
+    """Where a remote name (an object key below its prefix, an archive member) lands inside ``folder``,
+    or None when it would land anywhere else: empty, absolute, with ``.`` or ``..`` or empty parts, a
+    backslash, a drive colon, a NUL or another control byte, or resolving (through links already
+    on disk) outside ``folder``."""
+    parts = relative.split("/")
+    if (not relative or relative.startswith("/") or any(part in ("", ".", "..") for part in parts)
+            or ":" in parts[0] or any(ord(c) < 32 or c in "\\\x7f" for c in relative)):
+        return None
+    folder = Path(folder).resolve()
+    target = (folder / relative).resolve()
+    return target if target.is_relative_to(folder) and target != folder else None
+
+
 def _check_member(name: str, target: Path) -> PurePosixPath:
-    path = PurePosixPath(name)
-    if path.is_absolute() or ".." in path.parts or name.startswith(("/", "\\")) or ":" in path.parts[0]:
+    if contained_path(target, name.removeprefix("./").removesuffix("/")) is None:
         raise UnsafeArchiveError(f"member {name!r} would be written outside {target}")
-    return path
+    return PurePosixPath(name)
 
 
 def safe_extract(archive: str | os.PathLike, target: str | os.PathLike, max_files: int = 200_000,

@@ -16,7 +16,8 @@ import pandas as pd
 import tensorflow as tf
 from PIL import Image
 
-from helpers.data import LABEL_TO_INT, ImageLoadError, labels_of, load_for_model, load_image  # noqa: F401 (re-exported)
+from helpers.data import LABEL_TO_INT, ImageLoadError, labels_of, load_image  # noqa: F401 (re-exported)
+from helpers.preprocess import load_for_model
 
 
 def _decode_fn(root: Path, size: int, preprocessing: str = "none", perturbation: str | None = None):
@@ -40,7 +41,7 @@ def make_dataset(frame: pd.DataFrame, root: str | Path, image_size: int, batch_s
         shuffle: reshuffle every epoch (seeded), for training.
         seed: shuffle seed.
         cache: keep decoded images in memory after the first epoch.
-        preprocessing: ``none``, ``ela`` or ``denoise`` (see :func:`helpers.data.load_for_model`).
+        preprocessing: ``none``, ``ela`` or ``denoise`` (see :func:`helpers.preprocess.load_for_model`).
         perturbation: e.g. ``"jpeg:50"`` (see :mod:`helpers.perturb`), applied before resizing.
     """
     root = Path(root)

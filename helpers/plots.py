@@ -15,6 +15,7 @@ import seaborn as sns
 from sklearn import metrics as skm
 
 LABEL_COLORS = {"real": "#2a9d8f", "fake": "#e76f51"}
+OUTSIDE = "outside the layout"  # the data card's label for entries beside real/ and fake/
 
 
 def save_figure(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
@@ -29,9 +30,13 @@ def save_figure(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
 def data_card(manifest: pd.DataFrame, split_frame: pd.DataFrame | None = None,
               path: str | Path | None = None) -> plt.Figure:
     """Counts by label and source (and split), image sizes, formats and load status."""
+    outside = ~manifest["label"].isin(list(LABEL_COLORS))  # entries outside <label>/<source>/<file>
+    manifest = manifest.assign(label=manifest["label"].where(~outside, OUTSIDE),
+                               source=manifest["source"].where(manifest["source"] != "", "(no source)"))
     fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
     counts = manifest.groupby(["source", "label"]).size().reset_index(name="images")
-    sns.barplot(counts, x="source", y="images", hue="label", palette=LABEL_COLORS, ax=axes[0])
+    sns.barplot(counts, x="source", y="images", hue="label", ax=axes[0],
+                palette={**LABEL_COLORS, OUTSIDE: "#999999"}, hue_order=sorted(set(counts["label"])))
     axes[0].set_title("Images per source")
     for container in axes[0].containers:
         axes[0].bar_label(container, fontsize=8)
@@ -60,6 +65,11 @@ def data_card(manifest: pd.DataFrame, split_frame: pd.DataFrame | None = None,
     axes[3].set_title(f"Load status ({formats})", fontsize=9)
     fig.suptitle(f"Data card: {len(manifest)} files, "
                  f"{int((manifest['status'] == 'rejected').sum())} rejected")
+    if outside.any():  # what lies beside real/ and fake/ is named, not only counted
+        listed = manifest[outside.to_numpy()].head(4)
+        more = f" (+{int(outside.sum()) - len(listed)} more)" if outside.sum() > len(listed) else ""
+        fig.text(0.01, 0.005, "Left out: " + "; ".join(f"{r.path}: {r.reason}" for r in listed.itertuples())[:300]
+                 + more, fontsize=7, color="#7a0000")
     fig.tight_layout()
     return save_figure(fig, path)
 

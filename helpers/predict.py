@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import config
-from helpers.data import DEFAULT_DECODE_BUDGET, DecodeBudget, load_image, path_text, resize_square
+from helpers.data import DEFAULT_DECODE_BUDGET, DecodeBudget, LoadedImage, load_image, path_text, resize_square
 
 MIN_VAL_IMAGES = 50  # a validation AUC on fewer images (e.g. the smoke profile) is too noisy to rank by
 MIN_SIDE_FOR_VERDICT = 32  # smaller images get a reason, not a verdict
@@ -111,19 +111,60 @@ def allowed_model_path(text: str, root: str | Path | None = None) -> Path:
     return candidate
 
 
-def image_files(inputs: list[str | Path]) -> list[Path]:
-    """Files named directly, plus every non-hidden file or link under named folders (sorted).
+HIDDEN = "hidden (a name starting with '.'): not scored"
+EMPTY_FOLDER = "empty folder: no files to score"
+SPREADSHEET_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "'")  # "'" too, so that the escape can be undone
 
-    Broken links are listed too, so the loader reports them instead of their vanishing.
+
+def input_entries(inputs: list[str | Path]) -> tuple[list[Path], dict[Path, str]]:
+    """Every entry to answer for: files named directly, and everything under named folders (sorted).
+
+    Each entry gets a row in the results: broken links, pipes, sockets and devices go to the
+    loader, which says why they cannot be read; hidden files (a name or folder starting with
+    ``.``) and a named folder with no files are answered with a reason of their own, returned in
+    the second value (``{path: reason}``) and never opened.
     """
-    files = []
+    entries: list[Path] = []
+    reasons: dict[Path, str] = {}
     for item in map(Path, inputs):
-        if item.is_dir():
-            files.extend(sorted(p for p in item.rglob("*") if (p.is_file() or p.is_symlink()) and not p.is_dir()
-                                and not any(part.startswith(".") for part in p.relative_to(item).parts)))
-        else:
-            files.append(item)
-    return files
+        if not item.is_dir():
+            entries.append(item)
+            continue
+        found = sorted(p for p in item.rglob("*") if not p.is_dir() or p.is_symlink())
+        if not found:
+            entries.append(item)
+            reasons[item] = EMPTY_FOLDER
+        for path in found:
+            entries.append(path)
+            if any(part.startswith(".") for part in path.relative_to(item).parts):
+                reasons[path] = HIDDEN
+    return entries, reasons
+
+
+def image_files(inputs: list[str | Path]) -> list[Path]:
+    """The entries of :func:`input_entries` that are worth opening (not hidden, not an empty folder)."""
+    entries, reasons = input_entries(inputs)
+    return [path for path in entries if path not in reasons]
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text cell a spreadsheet would run as a formula neutralised.
+
+    A cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading
+    ``'`` (the usual rule, OWASP's "CSV injection"); so does one that already starts with ``'``,
+    which makes the escape reversible: a cell that starts with ``'`` had exactly one added, so
+    removing one leading ``'`` gives the original text (:func:`spreadsheet_text`).
+    """
+    def neutral(value):
+        return "'" + value if isinstance(value, str) and value.startswith(SPREADSHEET_TRIGGERS) else value
+
+    return frame.apply(lambda column: column.map(neutral) if column.dtype == object or
+                       pd.api.types.is_string_dtype(column) else column)
+
+
+def spreadsheet_text(cell: str) -> str:
+    """The original text of a cell written by :func:`spreadsheet_safe`."""
+    return cell[1:] if cell.startswith("'") else cell
 
 
 @dataclass
@@ -246,19 +287,29 @@ class Predictor:
         shape = (0, self.image_size, self.image_size, 3)
         return faces, (np.stack(crops) if crops else np.zeros(shape, np.uint8))
 
-    def predict_faces(self, paths: list[Path], detector, progress: bool = True) -> pd.DataFrame:
-        """One row per detected face (MTCNN crop, scored); a file without a face gets one row saying so."""
+    def predict_faces(self, paths: list[Path], detector, progress: bool = True,
+                      reasons: dict[Path, str] | None = None) -> pd.DataFrame:
+        """One row per detected face (MTCNN crop, scored); a file without a face, or that cannot be read,
+        gets one row saying so (``reasons``: entries answered without opening them, :func:`input_entries`)."""
         from tqdm.auto import tqdm
 
         rows = []
+        reasons = reasons or {}
         for path in tqdm(paths, desc="faces", unit="img", disable=not progress):
-            loaded = load_image(path, min_side=MIN_SIDE_FOR_VERDICT)
             base = dict(path=path_text(path), face=-1, box="", face_confidence=np.nan, score=np.nan, label="",
                         threshold=self.threshold, unsure_reason="")
+            if path in reasons:
+                rows.append(dict(base, error=reasons[path]))
+                continue
+            loaded = load_image(path, min_side=MIN_SIDE_FOR_VERDICT)
             if not loaded.ok:
                 rows.append(dict(base, error=loaded.error))
                 continue
-            faces, crops = self.face_crops(loaded.image, detector)
+            try:
+                faces, crops = self.face_crops(loaded.image, detector)
+            except Exception as exc:  # noqa: BLE001 - one picture the face finder cannot take is that row's reason
+                rows.append(dict(base, error=f"face detection failed: {type(exc).__name__}: {exc}"[:300]))
+                continue
             if not faces:
                 rows.append(dict(base, error="no face detected"))
                 continue
@@ -270,13 +321,15 @@ class Predictor:
         return pd.DataFrame(rows, columns=FACE_COLUMNS)
 
     def predict_files(self, paths: list[Path], batch_size: int = 32, progress: bool = True,
-                      decode_budget: int = DEFAULT_DECODE_BUDGET) -> pd.DataFrame:
+                      decode_budget: int = DEFAULT_DECODE_BUDGET,
+                      reasons: dict[Path, str] | None = None) -> pd.DataFrame:
         """One row per file: score, verdict (``unsure`` with its reason for a served detector), or the
         loader's reason it failed.
 
         Files are decoded on a few threads whose decodes share one memory budget, so a folder
         of very large images is read a few at a time; file names that are not valid UTF-8 are
-        written with escapes (:func:`path_text`).
+        written with escapes (:func:`path_text`). ``reasons`` answers entries without opening them
+        (hidden files, empty folders: :func:`input_entries`).
         """
         from tqdm.auto import tqdm
 
@@ -285,13 +338,20 @@ class Predictor:
         rows = []
         budget = DecodeBudget(decode_budget)
 
-        def load(path: Path):
-            if not self.reencode:
-                return load_image(path, size=self.image_size, min_side=MIN_SIDE_FOR_VERDICT, budget=budget)
-            loaded = load_image(path, min_side=MIN_SIDE_FOR_VERDICT, budget=budget)  # own resolution, then re-encoded
-            if loaded.ok:
-                loaded.image = self.model_input(loaded.image, key=str(path))
-            return loaded
+        reasons = reasons or {}
+
+        def load(path: Path) -> LoadedImage:
+            if path in reasons:
+                return LoadedImage(path=path, error=reasons[path])
+            try:
+                if not self.reencode:
+                    return load_image(path, size=self.image_size, min_side=MIN_SIDE_FOR_VERDICT, budget=budget)
+                loaded = load_image(path, min_side=MIN_SIDE_FOR_VERDICT, budget=budget)  # own size, then re-encoded
+                if loaded.ok:
+                    loaded.image = self.model_input(loaded.image, key=str(path))
+                return loaded
+            except Exception as exc:  # noqa: BLE001 - a per-file failure is that file's row, never the batch's end
+                return LoadedImage(path=path, error=f"could not be prepared: {type(exc).__name__}: {exc}"[:300])
 
         with ThreadPoolExecutor(max_workers=min(MAX_DECODE_THREADS, os.cpu_count() or 2)) as pool, \
                 tqdm(total=len(paths), desc="scoring", unit="img", disable=not progress) as bar:

@@ -18,22 +18,22 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
 from helpers import config
+from helpers import pins as pins_module
 from helpers.config import REPO_ROOT
-from helpers.data import file_digest
 from helpers.download import ChecksumError, download, import_images, safe_extract
 
 REGISTRY = REPO_ROOT / "data" / "sources.yml"
 PINS_DIR = REPO_ROOT / "data"
 MIRROR_ENV = "FAKEFACE_MIRROR"
 GITHUB_ENV = "FAKEFACE_GITHUB"  # base URL of GitHub archives: a mirror or proxy; default https://github.com
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+IMAGE_SUFFIXES = pins_module.IMAGE_SUFFIXES
 
 
 class SourceUnavailable(RuntimeError):
@@ -57,8 +57,11 @@ class Source:
     url: str | None = None
     dataset: str | None = None
     path: str | None = None
-    sha256: str | None = None
+    sha256: str | None = None   # of the archive, where its bytes are stable (not GitHub's archives)
+    size: int | None = None     # of the archive, likewise
     files: str | None = None
+    parts: list[dict] | None = None  # several repositories that make one source: each {repo, ref, include}
+    reencode: str | None = None      # "jpeg": the pinned files were re-encoded from the upstream ones
     expected_count: int | None = None
     notes: str = ""
     extra: dict = field(default_factory=dict)
@@ -70,11 +73,20 @@ class Source:
 
     @property
     def archive_url(self) -> str | None:
+        """Where the archive is downloaded from (a source of several parts: its first part's)."""
+        if self.parts:
+            return self.archives()[0].archive_url
         if self.kind == "github":
             base = (os.environ.get(GITHUB_ENV) or "https://github.com").rstrip("/")
             return f"{base}/{self.repo}/archive/{self.ref}.zip"
         return self.url
 
+
+    def archives(self) -> list[Source]:
+        """The archives this source is fetched from: itself, or one per entry of ``parts``."""
+        if not self.parts:
+            return [self]
+        return [replace(self, name=f"{self.name}-{k}", parts=None, **part) for k, part in enumerate(self.parts, 1)]
 
     def pins(self) -> pd.DataFrame | None:
         """The pinned files (``name``, ``md5``) this source must deliver, or None if it has no pin file."""
@@ -84,16 +96,8 @@ class Source:
 
 
 def write_pins(folder: str | os.PathLike, out: str | os.PathLike) -> pd.DataFrame:
-    """Pin the image files under ``folder``: a CSV of ``name`` (without a ``<hash8>_`` prefix) and ``md5``."""
-    rows = []
-    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
-        name, md5 = path.name, file_digest(path, "md5")
-        prefix, _, rest = name.partition("_")
-        rows.append(dict(name=rest if rest and len(prefix) == 8 and md5.startswith(prefix) else name, md5=md5))
-    pins = pd.DataFrame(rows, columns=["name", "md5"]).sort_values(["name", "md5"])
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    pins.to_csv(out, index=False)
-    return pins
+    """Pin the image files under ``folder`` (:func:`helpers.pins.write_pins`)."""
+    return pins_module.write_pins(folder, out)
 
 
 def check_pins(source: Source, folder: str | os.PathLike) -> dict:
@@ -101,11 +105,7 @@ def check_pins(source: Source, folder: str | os.PathLike) -> dict:
     pins = source.pins()
     if pins is None:
         raise ValueError(f"{source.name} has no pin file")
-    found = {file_digest(p, "md5") for p in Path(folder).rglob("*")
-             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
-    pinned = set(pins["md5"])
-    return dict(source=source.name, pinned=len(pinned), matched=len(found & pinned),
-                missing=len(pinned - found), unexpected=len(found - pinned))
+    return dict(source=source.name, **pins_module.check_folder(pins, folder))
 
 
 def load_registry(path: str | os.PathLike = REGISTRY) -> dict[str, Source]:
@@ -174,7 +174,8 @@ def ensure_face_data(fetch_sources: list[str], data_root: str | os.PathLike | No
 def registry_table(sources: dict[str, Source]) -> pd.DataFrame:
     """The registry as a table, for notebook 01."""
     return pd.DataFrame([dict(name=s.name, label=s.label, folder=s.folder, generator=s.generator or "",
-                              kind=s.kind, where=s.repo or s.url or s.dataset or s.path,
+                              kind=s.kind, where=s.repo or ", ".join(p["repo"] for p in s.parts or []) or s.url or s.dataset
+                              or s.path,
                               expected=s.expected_count, licence=s.licence) for s in sources.values()])
 
 
@@ -203,49 +204,58 @@ def _kaggle_folder(source: Source) -> Path:
 Chosen = list[tuple[Path, str]]  # (file, its path inside the archive or folder)
 
 
-def _choose(source: Source, files: list[Path], base: Path, origin: str) -> tuple[Chosen, pd.DataFrame, int]:
-    """The files to import (matched by ``include`` and, with pins, pinned), provenance rows for
-    matched files left out (with why), and how many pinned files are missing."""
-    chosen = _selected(files, base, source.include)
-    if not chosen:
+def _choose(source: Source, candidates: Chosen, workdir: Path, origin: str) -> pins_module.Choice:
+    """The pinned files among ``candidates`` (all of them without pins), re-encoded where the source says."""
+    if not candidates:
         raise SourceUnavailable(f"{source.name}: no images match {source.include} in {origin}")
-    pins = source.pins()
-    columns = ["path", "original_path", "sha256", "status", "reason"]
-    if pins is None:
-        return chosen, pd.DataFrame(columns=columns), 0
-    pinned, kept, left_out, seen = set(pins["md5"]), [], [], set()
-    for path, original in chosen:
-        md5 = file_digest(path, "md5")
-        if md5 in pinned and md5 not in seen:
-            seen.add(md5)
-            kept.append((path, original))
-        else:
-            why = "a copy of a file already kept" if md5 in seen else "not in the source's pinned file list"
-            left_out.append(dict(path="", original_path=original, sha256="", status="skipped", reason=why))
-    return kept, pd.DataFrame(left_out, columns=columns), len(pinned - seen)
+    return pins_module.choose(candidates, source.pins(), source.reencode, workdir)
 
 
-def _fetch_archive(source: Source, cache: Path, mirror, progress: bool) -> tuple[Path, Chosen, pd.DataFrame]:
-    """Download (or reuse) and extract the archive and choose its files; an archive that lacks pinned
-    files is deleted and fetched once more, then :class:`ChecksumError`."""
+def _fetch_archives(source: Source, cache: Path, mirror, progress: bool) -> tuple[list[Path], pins_module.Choice]:
+    """Download (or reuse) and extract each of the source's archives and choose their files.
+
+    A bad archive is never kept for the next fetch: one that fails extraction (an HTML error page,
+    a truncated zip) is deleted from the cache before the error is raised, and when pinned files
+    are missing every archive is deleted and fetched once more, then :class:`ChecksumError`.
+    Returns the temporary folders to remove after the import, and the choice.
+    """
+    parts = source.archives()
     for attempt in (1, 2):
-        archive = download(source.archive_url, cache / source.archive_name, sha256=source.sha256,
-                           mirror=mirror, progress=progress)
-        base = Path(tempfile.mkdtemp(prefix=f"{source.name}-", dir=cache))
+        folders: list[Path] = []
+        archives: list[Path] = []
         try:
-            chosen, skipped, missing = _choose(source, safe_extract(archive, base), base, source.archive_url)
-        except BaseException:
-            shutil.rmtree(base, ignore_errors=True)
+            candidates: Chosen = []
+            for part in parts:
+                archives.append(download(part.archive_url, cache / part.archive_name, sha256=part.sha256,
+                                         size=part.size, mirror=mirror, progress=progress))
+                folders.append(Path(tempfile.mkdtemp(prefix=f"{part.name}-", dir=cache)))
+                candidates += _selected(safe_extract(archives[-1], folders[-1]), folders[-1], part.include)
+            folders.append(Path(tempfile.mkdtemp(prefix=f"{source.name}-made-", dir=cache)))
+            choice = _choose(source, candidates, folders[-1], _origin(source))
+        except Exception:
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+            for archive in archives:
+                archive.unlink(missing_ok=True)
+            for part in parts[len(archives):]:  # the one whose download or extraction failed
+                (cache / part.archive_name).unlink(missing_ok=True)
             raise
-        if not missing:
-            return base, chosen, skipped
-        shutil.rmtree(base, ignore_errors=True)
-        archive.unlink(missing_ok=True)  # a bad archive is never kept for the next run
+        if not choice.missing:
+            return folders, choice
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        for archive in archives:
+            archive.unlink(missing_ok=True)
         if attempt == 2:
-            raise ChecksumError(f"{source.name}: {missing} pinned files are missing or changed in "
-                                f"{source.archive_url} (fetched twice); the upstream differs from the pins")
-        print(f"{source.name}: the cached archive lacks {missing} pinned files; fetching it again")
+            raise ChecksumError(f"{source.name}: {choice.missing} pinned files are missing or changed in "
+                                f"{_origin(source)} (fetched twice); the upstream differs from the pins")
+        print(f"{source.name}: the cached archives lack {choice.missing} pinned files; fetching them again")
     raise AssertionError("unreachable")
+
+
+def _origin(source: Source) -> str:
+    """Where a fetched source's files come from: its archive URL (several, space-separated, for parts)."""
+    return " ".join(part.archive_url or "" for part in source.archives())
 
 
 def fetch_source(source: Source, root: str | os.PathLike, mirror: str | os.PathLike | None = None,
@@ -271,19 +281,35 @@ def fetch_source(source: Source, root: str | os.PathLike, mirror: str | os.PathL
             origin = str(base)
         else:
             base, origin = _kaggle_folder(source), f"kaggle:{source.dataset}"
-        chosen, skipped, missing = _choose(source, sorted(p for p in base.rglob("*") if p.is_file()), base, origin)
-        if missing:
-            raise ChecksumError(f"{source.name}: {missing} pinned files are missing or changed in {origin}")
+            print(f"WARNING {source.name}: Kaggle files are not verified (no pins: a dataset's versions "
+                  "cannot be checked from this lab); compare the counts below with the dataset page")
+        folders = [Path(tempfile.mkdtemp(prefix=f"{source.name}-made-"))]
+        try:
+            candidates = _selected(sorted(p for p in base.rglob("*") if p.is_file()), base, source.include)
+            choice = _choose(source, candidates, folders[0], origin)
+        except BaseException:
+            shutil.rmtree(folders[0], ignore_errors=True)
+            raise
+        if choice.missing:
+            shutil.rmtree(folders[0], ignore_errors=True)
+            raise ChecksumError(f"{source.name}: {choice.missing} pinned files are missing or changed in {origin}")
     else:
         cache = Path(cache_dir) if cache_dir else config.default_downloads_dir()
-        base, chosen, skipped = _fetch_archive(source, cache, mirror, progress)
-        origin = source.archive_url
+        folders, choice = _fetch_archives(source, cache, mirror, progress)
+        origin = _origin(source)
     try:
-        provenance = import_images(chosen, root, source.label, source.folder, origin, source.licence,
+        provenance = import_images(choice.kept, root, source.label, source.folder, origin, source.licence,
                                    progress)
     finally:
-        if source.kind in ("github", "http"):
-            shutil.rmtree(base, ignore_errors=True)
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+    for position, (path, _) in enumerate(choice.kept):  # re-encoded files: their upstream path and how
+        if path in choice.notes and provenance.at[position, "status"] != "rejected":
+            upstream, note = choice.notes[path]
+            provenance.at[position, "original_path"] = upstream
+            provenance.at[position, "status"] = "converted"
+            provenance.at[position, "reason"] = "; ".join(filter(None, [note, provenance.at[position, "reason"]]))
+    skipped = pd.DataFrame(choice.left_out, columns=["path", "original_path", "sha256", "status", "reason"])
     if len(skipped):
         provenance = pd.concat([provenance, skipped.assign(label=source.label, source=source.folder, origin=origin,
                                                            licence=source.licence)], ignore_index=True)

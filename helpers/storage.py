@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from helpers.download import contained_path
 
 ENDPOINT_ENV = "FAKEFACE_S3_ENDPOINT"
 PART_SIZE = 8 * 1024 * 1024
@@ -31,6 +33,7 @@ class SyncReport:
     transferred: int = 0
     skipped: int = 0
     bytes: int = 0
+    refused: list[str] = field(default_factory=list)  # object keys that would be written outside the folder
 
 
 def _transfer_config(part_size: int):
@@ -132,18 +135,25 @@ def sync_up(local_dir: str | Path, bucket: str, prefix: str, client, part_size: 
 
 def sync_down(bucket: str, prefix: str, local_dir: str | Path, client, part_size: int = PART_SIZE,
               progress: bool = True) -> SyncReport:
-    """Download every object under ``prefix`` whose local copy is missing or differs (atomic writes)."""
+    """Download every object under ``prefix`` whose local copy is missing or differs (atomic writes).
+
+    A key that would be written outside ``local_dir`` (:func:`helpers.download.contained_path`) is refused, named and
+    counted in ``report.refused``; the rest of the sync goes on.
+    """
     from botocore.exceptions import BotoCoreError, ClientError
     from tqdm.auto import tqdm
 
     local_dir = Path(local_dir)
     report = SyncReport()
-    for key, (size, etag) in tqdm(sorted(list_objects(client, bucket, prefix).items()),
+    listed = prefix.strip("/") + "/" if prefix.strip("/") else ""  # "v1" must not list "v10/..."
+    for key, (size, etag) in tqdm(sorted(list_objects(client, bucket, listed).items()),
                                   desc=f"s3://{bucket}/{prefix}", disable=not progress):
         relative = key[len(prefix.strip("/")) + 1:] if prefix.strip("/") else key
-        target = local_dir / relative
-        if ".." in Path(relative).parts:
-            raise StorageError(f"object key {key!r} would be written outside {local_dir}")
+        target = contained_path(local_dir, relative)
+        if target is None:
+            print(f"refused object key {key!r}: it would be written outside {local_dir}")
+            report.refused.append(key)
+            continue
         # A plain MD5 ETag (single PUT) is checked as one part; a multipart one with part_size.
         check_part_size = part_size if "-" in etag else size + 1
         if target.exists() and target.stat().st_size == size and local_etag(target, check_part_size) == etag:

@@ -163,7 +163,7 @@ def served_run(tmp_path_factory, shared_faces):
 # (every parametrisation of it moves).
 LONGEST_FIRST = (
     "test_integration.py::test_smoke_profile_runs_every_notebook",
-    "test_colab.py::test_notebook_05_opened_alone_prepares_what_it_needs",
+    "test_colab.py::test_notebook_05_opened_alone_clones_installs_and_prepares_what_it_needs",
     "test_course.py::test_autograde_full_marks_for_the_solutions_zero_for_the_blank_release",
 )
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import baselines, data, explain, features, grid, models, pipeline, splits
+from helpers import baselines, data, explain, features, grid, models, pipeline, preprocess, splits
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +49,7 @@ def test_ela_highlights_a_region_pasted_after_compression(tmp_path):
     Image.fromarray(smooth).save(tmp_path / "a.jpg", quality=90)
     image = np.asarray(Image.open(tmp_path / "a.jpg")).copy()
     image[32:64, 32:64] = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)  # never compressed
-    raw = data.error_level_analysis(image, quality=90)
+    raw = preprocess.error_level_analysis(image, quality=90)
     assert raw.dtype == np.uint8 and raw.max() == 255
     ela = raw.astype(float)
     assert ela[32:64, 32:64].mean() > 4 * ela[80:, 80:].mean()
@@ -59,7 +59,7 @@ def test_denoise_brings_a_noisy_image_closer_to_the_clean_one():
     rng = np.random.default_rng(1)
     clean = np.asarray(Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)).resize((96, 96)))
     noisy = np.clip(clean + rng.normal(0, 12, clean.shape), 0, 255).astype(np.uint8)
-    denoised = data.denoise(noisy, strength=10)
+    denoised = preprocess.denoise(noisy, strength=10)
     assert np.abs(denoised.astype(float) - clean).mean() < 0.6 * np.abs(noisy.astype(float) - clean).mean()
 
 
@@ -69,7 +69,7 @@ def test_preprocessing_is_a_pipeline_parameter(face_tree):
     ela = pipeline.load_array(frame, face_tree, 32, preprocessing="ela")
     assert plain.shape == ela.shape and not np.array_equal(plain, ela)
     with pytest.raises(ValueError, match="preprocessing"):
-        data.load_for_model(face_tree / frame.path.iloc[0], 32, "kalman")
+        preprocess.load_for_model(face_tree / frame.path.iloc[0], 32, "kalman")
 
 
 def _checkered(n: int, seed: int, artifact: bool) -> np.ndarray:

@@ -34,12 +34,13 @@ def test_predict_folder_counts_errors_and_exit_codes(trained_run, mixed_folder, 
     code = cli.main(["predict", str(mixed_folder), "--out", str(out), "--quiet"])
     results = pd.read_csv(out, keep_default_na=False)
     assert code == cli.EXIT_SOME_FAILED
-    assert len(results) == 8  # 6 faces + 2 bad files; the hidden file is skipped
-    assert (results["error"] != "").sum() == 2 and set(results.loc[results["error"] == "", "label"]) <= {"real", "fake"}
+    assert len(results) == 9  # 6 faces + 2 bad files + the hidden file, answered without being opened
+    assert (results["error"] != "").sum() == 3 and set(results.loc[results["error"] == "", "label"]) <= {"real", "fake"}
+    assert results.loc[results["path"].str.endswith(".hidden.jpg"), "error"].iloc[0] == predict.HIDDEN
     assert "not an image" in results.loc[results["path"].str.endswith("notes.txt"), "error"].iloc[0]
     assert "truncated" in results.loc[results["path"].str.endswith("cut.jpg"), "error"].iloc[0]
     assert (results["threshold"] == results["threshold"].iloc[0]).all()
-    assert "8 files" in capsys.readouterr().err
+    assert "9 files" in capsys.readouterr().err
 
     good_only = mixed_folder / "real_ffhq"
     json_out = tmp_path / "r.json"
@@ -251,3 +252,97 @@ def test_app_model_paths_stay_inside_the_runs_folder(trained_run, tmp_path):
     assert len(answers) == 1 and "inside the runs folder" in answers.pop()  # existence is never revealed
     with pytest.raises(predict.ModelUnusable, match="no model file demo/x.keras"):
         predict.allowed_model_path("demo/x.keras", trained_run)
+
+
+_PEAK = """import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=600)
+sys.stdout.write(done.stdout)
+sys.stderr.write(done.stderr)
+print(f"PEAK_KB={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}", file=sys.stderr)
+sys.exit(done.returncode)
+"""
+
+
+@pytest.mark.parametrize("faces", [False, True], ids=["plain", "faces"])
+def test_a_hostile_corpus_through_the_fakeface_process(served_run, shared_faces, tmp_path, faces):
+    """At least 60 hostile entries (broken, mutated, oversized, odd formats and names, pipes, sockets,
+    links, hidden files) through the served detector: every entry answered (one row plain, at least
+    one with --faces), exit 1, no traceback, peak memory of the process (TensorFlow loaded) under 1.5 GB."""
+    import subprocess
+    import sys
+
+    from hostile import make_corpus
+
+    face = sorted((shared_faces / "real" / "ffhq").iterdir())[0].read_bytes()
+    entries = make_corpus(tmp_path / "corpus", face)
+    assert len(entries) >= 60
+    out = tmp_path / "rows.csv"
+    script = Path(sys.executable).with_name("fakeface")
+    done = subprocess.run([sys.executable, "-c", _PEAK, str(script), "predict", str(tmp_path / "corpus"), "--quiet",
+                           "--out", str(out)] + (["--faces"] if faces else []), capture_output=True, text=True,
+                          timeout=900, env={**__import__("os").environ, "FAKEFACE_RUNS": str(served_run["runs"]),
+                                            "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == cli.EXIT_SOME_FAILED, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    rows = pd.read_csv(out, keep_default_na=False)
+    answered = rows["path"].map(predict.spreadsheet_text)
+    expected = {predict.path_text(p) for p in entries}
+    assert set(answered) == expected
+    counts = answered.value_counts()
+    assert (counts == 1).all() if not faces else (counts >= 1).all()
+    errors = rows.set_index(answered)["error"]
+    assert errors[str(tmp_path / "corpus" / "pipe.jpg")].startswith("not a regular file")
+    assert errors[str(tmp_path / "corpus" / ".hidden.jpg")] == predict.HIDDEN
+    assert "Missing dimensions" in errors[str(tmp_path / "corpus" / "tiff_no_width.tif")]
+    assert (rows.loc[~answered.str.contains("face|=|\\+|@|-2", regex=True), "error"] != "").sum() > 30
+    peak_kb = int(done.stderr.rsplit("PEAK_KB=", 1)[1].split()[0])
+    print(f"corpus of {len(entries)} entries, faces={faces}: {len(rows)} rows, peak {peak_kb / 1024:.0f} MiB")
+    assert peak_kb < 1.5 * 1024 * 1024, peak_kb
+
+
+def test_output_cells_a_spreadsheet_would_run_are_neutralised_and_reversible(trained_run, shared_faces, monkeypatch,
+                                                                            tmp_path):
+    monkeypatch.setenv(config.RUNS_ENV, str(trained_run))
+    face = sorted((shared_faces / "real" / "ffhq").iterdir())[0].read_bytes()
+    names = ['=HYPERLINK("http-x","y").jpg', "+1.jpg", "-1.jpg", "@a.jpg", "\tt.jpg", "'q.jpg", "plain.jpg"]
+    for name in names:
+        (tmp_path / name).write_bytes(face)
+    monkeypatch.chdir(tmp_path)  # named as relative paths, so each cell starts with the name itself
+    for fmt in ("csv", "json"):
+        out = tmp_path / "out" / f"r.{fmt}"
+        assert cli.main(["predict", "--out", str(out), "--quiet", "--", *names]) == cli.EXIT_OK
+        rows = pd.read_csv(out, keep_default_na=False) if fmt == "csv" else pd.DataFrame(json.loads(out.read_text()))
+        written = dict(zip(map(predict.spreadsheet_text, rows["path"]), rows["path"]))
+        assert set(written) == set(names)  # reversible: one leading ' removed gives every name back
+        for name, cell in written.items():
+            assert cell == (name if name == "plain.jpg" else "'" + name), (name, cell)
+    frame = pd.DataFrame({"a": ["=1+1", "ok", "-x", None], "n": [-1.0, 2.0, 3.0, 4.0]})
+    safe = predict.spreadsheet_safe(frame)
+    assert safe["a"].tolist()[:3] == ["'=1+1", "ok", "'-x"] and safe["n"].tolist() == [-1.0, 2.0, 3.0, 4.0]
+
+
+def test_an_internal_error_has_its_own_exit_code_and_one_line(trained_run, mixed_folder, monkeypatch, capsys):
+    monkeypatch.setenv(config.RUNS_ENV, str(trained_run))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a fault of the program\nsecond line")
+
+    monkeypatch.setattr(predict.Predictor, "predict_files", broken)
+    assert cli.main(["predict", str(mixed_folder), "--quiet"]) == cli.EXIT_INTERNAL == 5
+    err = capsys.readouterr().err
+    assert "fakeface: internal error: RuntimeError: a fault of the program" in err and "Traceback" not in err
+    assert "second line" not in err
+    assert "5  internal error" in cli.build_parser().format_help()
+
+
+def test_an_empty_folder_and_a_pipe_named_directly_get_rows(trained_run, tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv(config.RUNS_ENV, str(trained_run))
+    (tmp_path / "empty").mkdir()
+    os.mkfifo(tmp_path / "pipe")
+    out = tmp_path / "r.csv"
+    assert cli.main(["predict", str(tmp_path / "empty"), str(tmp_path / "pipe"), "--out", str(out), "--quiet"]) == 1
+    rows = pd.read_csv(out, keep_default_na=False).set_index("path")
+    assert rows.loc[str(tmp_path / "empty"), "error"] == predict.EMPTY_FOLDER
+    assert rows.loc[str(tmp_path / "pipe"), "error"].startswith("not a regular file")

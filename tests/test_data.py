@@ -292,3 +292,68 @@ def test_bombs_memory_errors_and_the_shared_decode_budget(tmp_path, monkeypatch)
     monkeypatch.setattr(data, "_decode", out_of_memory)
     failed = data.load_image(path)
     assert failed.error == "image too large to decode in memory" and failed.image is None and not failed.ok
+
+
+def test_fuzzed_files_of_every_format_never_raise(tmp_path):
+    """Seeded byte mutations of JPEG, PNG, WebP, GIF, multi-page TIFF and MPO files (480 cases): the
+    loader answers each with an image or a reason; no exception escapes (the TypeError of a TIFF page
+    without its width included)."""
+    from hostile import mutants, seed_images, tiff_second_page_without_width
+
+    cases = [tiff_second_page_without_width()]
+    for k, body in enumerate(seed_images().values()):
+        cases += mutants(body, 80, seed=100 + k)
+    outcomes = []
+    for k, body in enumerate(cases):
+        path = tmp_path / f"case{k}"
+        path.write_bytes(body)
+        for size in (None, 32):
+            loaded = data.load_image(path, size=size)
+            assert loaded.ok == (loaded.error is None) and (loaded.image is None) == (not loaded.ok)
+            outcomes.append(loaded.ok)
+    assert 0.1 < np.mean(outcomes) < 0.95  # the mutants reach both outcomes: they test something
+    assert "Missing dimensions" in data.load_image(tmp_path / "case0").error
+
+
+def test_conversions_record_only_what_happened(tmp_path):
+    from hostile import jpeg_with_orientation, rgb16_png
+
+    (tmp_path / "rgb16.png").write_bytes(rgb16_png(40))
+    loaded = data.load_image(tmp_path / "rgb16.png")
+    assert loaded.conversions == ["16-bit RGB -> 8-bit (high byte of each sample)"]
+    raw = (np.arange(40 * 40 * 3, dtype=np.uint32) * 97 % 65536).reshape(40, 40, 3)
+    assert np.array_equal(loaded.image, (raw >> 8).astype(np.uint8))  # the high byte, as recorded
+    for value in ("upside down", 99):
+        (tmp_path / "o.jpg").write_bytes(jpeg_with_orientation(value))
+        loaded = data.load_image(tmp_path / "o.jpg")
+        assert loaded.ok and loaded.conversions == [f"EXIF orientation {str(value)!r} ignored (not 1-8)"]
+        assert (loaded.width, loaded.height) == loaded.image.shape[1::-1]  # not rotated
+    (tmp_path / "o.jpg").write_bytes(jpeg_with_orientation(6))
+    assert data.load_image(tmp_path / "o.jpg").conversions == ["EXIF orientation 6 applied"]
+
+
+def test_a_data_root_with_unexpected_entries_is_reported_not_fatal(face_tree, tmp_path):
+    """A folder beside real/ and fake/ (a provenance CSV inside), a stray file, a pipe and a hidden file:
+    each is a rejected row with its reason, and the data card draws and names them."""
+    import os
+
+    from helpers import plots
+
+    (face_tree / "provenance").mkdir()
+    (face_tree / "provenance" / "sd15.csv").write_text("path,repo\n")
+    (face_tree / "stray.jpg").write_bytes(b"x")
+    (face_tree / "manifest.csv").write_text("path\n")  # the data root's own files are not rows
+    os.mkfifo(face_tree / "real" / "cam_a" / "pipe.jpg")
+    (face_tree / "real" / "cam_a" / ".DS_Store").write_bytes(b"x")
+    (face_tree / "real" / "cam_a" / ".fetched-x.json").write_text("{}")  # the lab's own marker: not a row
+    manifest = data.scan_folder(face_tree, progress=False)
+    rejected = manifest[manifest.status == "rejected"].set_index("path")
+    assert "outside the <label>/<source>/<file> layout" in rejected.loc["stray.jpg", "reason"]
+    assert "top folder 'provenance' is not one of" in rejected.loc["provenance/sd15.csv", "reason"]
+    assert rejected.loc["real/cam_a/pipe.jpg", "reason"].startswith("not a regular file")
+    assert rejected.loc["real/cam_a/.DS_Store", "reason"].startswith("hidden")
+    assert "manifest.csv" not in set(manifest.path) and not manifest.path.str.contains(".fetched").any()
+    assert set(data.usable(manifest).label) == {"real", "fake"}
+    figure = plots.data_card(manifest, path=tmp_path / "card.png")
+    assert (tmp_path / "card.png").stat().st_size > 5_000
+    assert any("provenance/sd15.csv" in text.get_text() for text in figure.texts)

@@ -5,12 +5,15 @@ import io
 import re
 import tarfile
 import zipfile
+from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import smooth_image, write_jpeg
 from servers import FileServer
 
 from helpers import download, sources
+from helpers import pins as pins_module
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
@@ -116,7 +119,7 @@ def test_tar_links_and_limits_are_rejected(tmp_path):
     good = tmp_path / "good.tar.gz"
     with tarfile.open(good, "w:gz") as tf:
         data = b"hello"
-        info = tarfile.TarInfo("d/hello.txt")
+        info = tarfile.TarInfo("./d/hello.txt")  # tar's own "./" prefix is a plain relative name
         info.size = len(data)
         tf.addfile(info, io.BytesIO(data))
     assert [p.name for p in download.safe_extract(good, tmp_path / "ok")] == ["hello.txt"]
@@ -173,18 +176,30 @@ def test_fetch_from_mirror_without_network(tmp_path):
 
 def test_registry_entries_are_complete_and_pinned():
     registry = sources.load_registry()
-    folders = {"ffhq", "stylegan1", "unsplash", "stylegan2", "sd21", "utkface", "mebeauty", "wildfaces"}
-    assert folders <= {s.folder for s in registry.values()}
+    folders = {"ffhq", "stylegan1", "unsplash", "stylegan2", "sd21", "utkface", "mebeauty", "wildfaces",
+               "fairface", "sd15"}
+    assert folders == {registry[name].folder for name in sources.default_sample()}
     for source in registry.values():
         assert source.label in ("real", "fake") and source.licence and source.citation and source.include
         assert (source.generator is not None) == (source.label == "fake")
         if source.kind == "github":
-            assert re.fullmatch(r"[0-9a-f]{40}", source.ref), f"{source.name}: ref must be a commit"
-            assert source.archive_url == f"https://github.com/{source.repo}/archive/{source.ref}.zip"
-        if source.kind != "kaggle":  # Kaggle versions cannot be checked offline (said in the registry)
+            for part in source.archives():
+                assert re.fullmatch(r"[0-9a-f]{40}", part.ref), f"{part.name}: ref must be a commit"
+                assert part.archive_url == f"https://github.com/{part.repo}/archive/{part.ref}.zip"
+                assert part.sha256 is None  # GitHub archives are not byte-stable: their files are pinned
+        if source.kind == "kaggle":  # no pins: said in the registry and at every fetch
+            assert source.notes.startswith("unverified") and source.pins() is None
+        else:
             pins = source.pins()
             assert pins is not None, f"{source.name} has no pin file"
             assert len(pins) == source.expected_count and pins["md5"].str.fullmatch(r"[0-9a-f]{32}").all()
+            assert pins["sha256"].str.fullmatch(r"[0-9a-f]{64}").all() and pins_module.pin_digest(pins) == "sha256"
+    sd15 = registry["sd15-portraits-github"]
+    assert len(sd15.archives()) == 3 and sd15.reencode == "jpeg"
+    provenance = sd15.pins()
+    assert provenance["upstream_md5"].str.fullmatch(r"[0-9a-f]{32}").all() and provenance["upstream_md5"].is_unique
+    assert provenance["jpeg_quality"].astype(int).between(75, 95).all()
+    assert set(provenance["repo"]) == {part["repo"] for part in sd15.parts}
     table = sources.registry_table(registry)
     assert len(table) == len(registry)
 
@@ -258,3 +273,109 @@ def test_two_sources_sharing_a_folder_are_both_imported(tmp_path):
         again = sources.fetch_source(source, root, progress=False)
         assert sorted(again["original_path"]) == sorted(provenance["original_path"])
     assert len(list((root / "real" / "shared").glob("*.jpg"))) == 4
+
+
+def _png(path, seed: int):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(smooth_image(seed)).save(path, "PNG")
+    return path
+
+
+def _reencoded_source(tmp_path, url_base: str) -> tuple[sources.Source, dict[str, bytes]]:
+    """A source made of two repositories whose PNGs were re-encoded to JPEG, pinned as the sample's sd15 is."""
+    upstream = {("a/one", "faces/x/1.png"): _png(tmp_path / "up" / "a1.png", 1),
+                ("a/one", "faces/x/2.png"): _png(tmp_path / "up" / "a2.png", 2),
+                ("b/two", "data/happy/1.png"): _png(tmp_path / "up" / "b1.png", 3)}
+    stray = _png(tmp_path / "up" / "stray.png", 4)  # in an archive, not pinned
+    rows = []
+    for k, ((repo, path), png) in enumerate(upstream.items()):
+        quality = 75 + 7 * k
+        made = pins_module.reencode_jpeg(png, quality)
+        rows.append(dict(name=f"{k}_{Path(path).stem}.jpg", md5=hashlib.md5(made).hexdigest(),
+                         sha256=hashlib.sha256(made).hexdigest(), repo=repo, upstream_path=path,
+                         upstream_md5=hashlib.md5(png.read_bytes()).hexdigest(), jpeg_quality=quality))
+    pd.DataFrame(rows).to_csv(tmp_path / "pins.csv", index=False)
+    archives = {}
+    for repo, ref in (("a/one", "1" * 40), ("b/two", "2" * 40)):
+        members = {f"{repo.split('/')[1]}-{ref}/{path}": png.read_bytes()
+                   for (owner, path), png in upstream.items() if owner == repo}
+        members[f"{repo.split('/')[1]}-{ref}/faces/x/stray.png"] = stray.read_bytes()
+        archives[f"/{repo}/archive/{ref}.zip"] = _zip(tmp_path / f"{ref[0]}.zip", members).read_bytes()
+    source = sources.Source(name="made", label="fake", folder="made", kind="github", licence="x", citation="y",
+                            generator="G", include=["*"], files=str(tmp_path / "pins.csv"), expected_count=3,
+                            reencode="jpeg", parts=[{"repo": "a/one", "ref": "1" * 40, "include": ["*/faces/*"]},
+                                                    {"repo": "b/two", "ref": "2" * 40, "include": ["*/data/*"]}])
+    return source, archives
+
+
+def test_a_source_of_several_repositories_is_re_encoded_as_pinned(tmp_path, monkeypatch):
+    """Upstream md5 checked, re-encoded at each pin's quality (same Pillow: the pinned bytes), an
+    unpinned file left out with its reason, and every archive of the source requested once."""
+    source, archives = _reencoded_source(tmp_path, "")
+    with FileServer(archives) as server:
+        monkeypatch.setenv(sources.GITHUB_ENV, server.url)
+        provenance = sources.fetch_source(source, tmp_path / "faces", cache_dir=tmp_path / "cache", progress=False)
+        assert sorted(r["path"] for r in server.requests) == sorted(archives)
+    made = provenance[provenance.status == "converted"]
+    assert len(made) == 3 and made.reason.str.contains("upstream md5 [0-9a-f]{32} verified").all()
+    assert made.reason.str.contains("the pinned bytes exactly").all()
+    assert set(made.original_path.str.split("/", n=1).str[1]) == {"faces/x/1.png", "faces/x/2.png", "data/happy/1.png"}
+    assert provenance.loc[provenance.status == "skipped", "original_path"].str.endswith("stray.png").all()
+    check = sources.check_pins(source, tmp_path / "faces" / "fake" / "made")
+    assert (check["matched"], check["missing"], check["unexpected"]) == (3, 0, 0)
+    assert all(p.suffix == ".jpg" for p in (tmp_path / "faces" / "fake" / "made").glob("*_*"))
+
+
+def test_a_changed_upstream_file_fails_the_re_encoded_source(tmp_path, monkeypatch):
+    source, archives = _reencoded_source(tmp_path, "")
+    path = next(iter(archives))
+    changed = zipfile.ZipFile(io.BytesIO(archives[path]))
+    members = {m: changed.read(m) for m in changed.namelist()}
+    first = sorted(m for m in members if not m.endswith("stray.png"))[0]
+    members[first] = _png(tmp_path / "other.png", 9).read_bytes()  # a different picture at the pinned path
+    archives[path] = _zip(tmp_path / "changed.zip", members).read_bytes()
+    with FileServer(archives) as server:
+        monkeypatch.setenv(sources.GITHUB_ENV, server.url)
+        with pytest.raises(download.ChecksumError, match="1 pinned files are missing"):
+            sources.fetch_source(source, tmp_path / "faces", cache_dir=tmp_path / "cache", progress=False)
+    assert not list((tmp_path / "cache").glob("*.zip"))  # no archive of a failed fetch stays cached
+
+
+@pytest.mark.parametrize("bad", ["html", "truncated"])
+def test_a_bad_archive_never_poisons_the_cache(tmp_path, bad):
+    """An HTML error page served with 200, or a truncated zip: the fetch fails, the archive is deleted
+    from the cache, and the next fetch from a good server succeeds."""
+    good = _repo_archive(tmp_path)
+    body = b"<!doctype html><title>rate limited</title>" if bad == "html" else good[: len(good) // 2]
+    source = _pinned_source(tmp_path, "")
+    cache = tmp_path / "cache"
+    with FileServer({"/p.zip": body}) as server:
+        source.url = f"{server.url}/p.zip"
+        with pytest.raises(download.ArchiveError, match=source.archive_name):
+            sources.fetch_source(source, tmp_path / "faces", cache_dir=cache, progress=False)
+    assert not (cache / source.archive_name).exists() and not list(cache.glob("pinned-*"))
+    with FileServer({"/p.zip": good}) as server:
+        source.url = f"{server.url}/p.zip"
+        provenance = sources.fetch_source(source, tmp_path / "faces", cache_dir=cache, progress=False)
+    assert (provenance.status == "ok").sum() == 2
+
+
+def test_an_archive_pinned_by_hash_and_size_is_refused_when_it_differs(tmp_path):
+    good = _repo_archive(tmp_path)
+    source = _pinned_source(tmp_path, "")
+    source.sha256, source.size = hashlib.sha256(good).hexdigest(), len(good)
+    with FileServer({"/p.zip": good[:-1] + b"X"}) as server:
+        source.url = f"{server.url}/p.zip"
+        with pytest.raises(download.ChecksumError, match="sha256"):
+            sources.fetch_source(source, tmp_path / "faces", cache_dir=tmp_path / "cache", progress=False)
+    assert not list((tmp_path / "cache").iterdir())
+
+
+@pytest.mark.parametrize("name", ["a\\..\\..\\escape.txt", "a//b.txt", "c:/x.txt", "a/./b.txt", "a/\x01b.txt"])
+def test_archive_members_with_odd_names_are_refused(tmp_path, name):
+    archive = _zip(tmp_path / "odd.zip", {"ok/a.txt": b"a", name: b"x"})
+    with pytest.raises(download.UnsafeArchiveError, match="outside"):
+        download.safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from helpers import evaluate, stats
+from helpers import evaluate, preprocess, stats
 
 
 def _scores(n=400, seed=0, separation=1.5):
@@ -261,7 +261,7 @@ def test_evaluate_run_models_reads_each_model_as_its_training_record_says(tmp_pa
         rows = split[split.split == split_name]
         if face:
             rows = rows[rows.path != no_face]
-        images = [data.load_for_model(crops_root / crops[p], 24, "ela").image if face else
+        images = [preprocess.load_for_model(crops_root / crops[p], 24, "ela").image if face else
                   data.load_image(face_tree / p, size=40).image for p in rows.path]
         scores = model.predict(np.stack(images).astype(np.float32), verbose=0).reshape(-1)
         return rows.reset_index(drop=True), scores

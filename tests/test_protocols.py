@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import calibration, data, perturb, protocols, splits
+from helpers import calibration, data, perturb, preprocess, protocols, splits
 
 
 def test_perturbations_do_what_they_say():
@@ -39,8 +39,8 @@ def test_perturbation_runs_before_the_resize(tmp_path):
     image = np.zeros((64, 64, 3), np.uint8)
     image[::2] = 255  # a one-pixel stripe pattern: halving the size first averages it to grey
     Image.fromarray(image).save(tmp_path / "stripes.png")
-    plain = data.load_for_model(tmp_path / "stripes.png", 64).image
-    halved = data.load_for_model(tmp_path / "stripes.png", 64, perturbation="scale:0.5").image
+    plain = preprocess.load_for_model(tmp_path / "stripes.png", 64).image
+    halved = preprocess.load_for_model(tmp_path / "stripes.png", 64, perturbation="scale:0.5").image
     assert plain.std() > 100 and halved.std() < 30
 
 

@@ -139,13 +139,19 @@ def test_summary_formatting(tmp_path):
     assert "test AUC 0.900 [0.800, 0.950]" in text
 
 
-def test_the_setup_cell_pins_this_release_of_this_repository():
-    assert f"v{helpers.__version__}" == colab.RELEASE
+def test_the_setup_cell_installs_the_ref_the_badge_opens():
+    """Each notebook's Colab badge opens REPOSITORY at REF, and its setup cell clones that same ref
+    (overridable from the environment); the repository is written in one place."""
     pyproject = (reproduce.NOTEBOOKS_DIR.parent / "pyproject.toml").read_text()
     assert f'version = "{helpers.__version__}"' in pyproject
+    github = colab.REPOSITORY.removeprefix("https://github.com/")
     for path in NOTEBOOKS:
-        cell = nbformat.read(path, as_version=4).cells[2].source
-        assert f'"{colab.REPOSITORY}", "{colab.RELEASE}"' in cell and '"--branch", RELEASE' in cell
+        nb = nbformat.read(path, as_version=4)
+        badge = f"https://colab.research.google.com/github/{github}/blob/{colab.REF}/notebooks/{path.name}"
+        assert badge in nb.cells[0].source, path.name
+        cell = nb.cells[2].source
+        assert f'os.environ.get("FAKEFACE_REPOSITORY", "{colab.REPOSITORY}")' in cell
+        assert f'os.environ.get("FAKEFACE_REF", "{colab.REF}")' in cell and '"--branch", REF' in cell
         assert "-c\", \"/tmp/keep.txt\"" in cell  # Colab's TensorFlow/Keras/NumPy are kept
     assert 'CHECKOUT + "[annotate]"' in colab.setup_cell("02_annotation")
     assert 'CHECKOUT + ""' in colab.setup_cell("05_evaluation")

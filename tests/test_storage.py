@@ -97,3 +97,29 @@ def test_missing_bucket_wrong_endpoint_and_missing_credentials(client, dataset, 
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     with pytest.raises(storage.StorageError, match="AWS_ACCESS_KEY_ID"):
         storage.s3_client()
+
+
+def test_hostile_object_keys_never_write_outside_the_folder(client, tmp_path):
+    """Keys with //, an absolute path, .., backslashes, a NUL or a control byte are refused and named;
+    the legitimate objects beside them all arrive and nothing appears outside the target folder."""
+    s3, bucket = client
+    outside = tmp_path / "outside"
+    hostile = [f"v1//{outside}/abs.txt", f"v1/{outside}//double.txt", "v1/../escape.txt", "v1/a/../../up.txt",
+               "v1/..\\..\\back.txt", "v1/a\\b.txt", "v1/nul\x00.txt", "v1/bell\x07.txt", "v1/./dot.txt", "v1/"]
+    good = ["v1/real/src/a.jpg", "v1/fake/src/b.jpg", "v1/manifest.csv"]
+    for key in hostile + good:
+        try:
+            s3.put_object(Bucket=bucket, Key=key, Body=key.encode("utf-8", "replace"))
+        except Exception:  # noqa: BLE001 - a key the server itself refuses cannot be synced either
+            hostile.remove(key)
+    assert len(hostile) >= 8  # the store accepted (nearly) all of them: the sync must refuse them
+    s3.put_object(Bucket=bucket, Key="v10/other.txt", Body=b"another prefix")
+    before = {p for p in tmp_path.rglob("*")}
+    target = tmp_path / "data" / "copy"
+    report = storage.sync_down(bucket, "v1", target, s3, progress=False)
+    assert sorted(report.refused) == sorted(hostile) and report.transferred == len(good)
+    for key in good:
+        assert (target / key[3:]).read_bytes() == key.encode()
+    written = {p for p in tmp_path.rglob("*")} - before
+    assert all(p == target or target in p.parents or p == target.parent for p in written), written
+    assert not outside.exists() and not (tmp_path / "data" / "escape.txt").exists()
