@@ -146,7 +146,7 @@ def serve_candidate(cfg, split: pd.DataFrame, data_root: Path, out: Path, size: 
         table = pd.read_csv(out / f"{key}.csv")
         tables[name] = table[(table.recipe == recipe.name) & (table.kind == "finetuned")].reset_index(drop=True)
     record, rates = served.serve_trained(trained, bank, cfg.folder("models"), seed=cfg.seed, protocol_tables=tables)
-    targets = served.targets_table(trained, bank, *tables.values(), rates, n_boot=1000, seed=cfg.seed)
+    targets = served.targets_table(trained, bank, *tables.values(), rates, seed=cfg.seed)
     rates.to_csv(out / "served_per_source.csv", index=False)
     targets.to_csv(out / "served_targets.csv", index=False)
     print(rates.round(3).to_string(), targets.round(3).to_string(), sep="\n")

@@ -3,10 +3,15 @@
 A score alone does not tell a user whether to believe it. The served detector answers in three
 ways, with every threshold chosen on validation data, never on test:
 
-- **fake** when the score reaches ``fake_threshold``, the lowest threshold that keeps every real
-  source's validation false-positive rate at or below ``max_real_fpr`` (:class:`OperatingPoint`);
-- **real** when the score is below ``real_threshold``, the highest threshold that lets through at
-  most ``max_fake_miss`` of each fake source's validation images;
+- **fake** when the score reaches ``fake_threshold`` and **real** below ``real_threshold``
+  (:class:`OperatingPoint`). The ``coverage`` rule (the default) chooses the pair on validation
+  so that on every source the definite answers are at least ``min_definite_accuracy`` right,
+  with the largest share of unsure answers of any source as small as it can be
+  (:func:`helpers.stats.coverage_thresholds`); a real source's false-positive rate is then at
+  most ``1 - min_definite_accuracy`` too. The ``rates`` rule, kept for comparison, takes the
+  lowest fake threshold that keeps every real source's false-positive rate at or below
+  ``max_real_fpr`` and the highest real threshold that lets through at most ``max_fake_miss``
+  of each fake source: its band is as wide as the weakest source makes it;
 - **unsure** in between (too close to call), and for images unlike the training images: their
   pooled backbone features lie farther from the training images' (mean cosine distance to the
   ``k`` nearest, :class:`FeatureDistance`) than the ``quantile`` of validation images' distances.
@@ -28,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers.stats import fpr_controlled_threshold, miss_controlled_threshold, wilson_ci
+from helpers.served_report import model_card, targets_table  # noqa: F401 (the served detector's reports)
+from helpers.stats import coverage_thresholds, fpr_controlled_threshold, miss_controlled_threshold, wilson_ci
 
 VERDICTS = ("fake", "real", "unsure")
 SERVED_KEY = "served"   # runs/<run>/models/served.keras
@@ -43,6 +49,8 @@ class OperatingPoint:
     real_threshold: float
     max_real_fpr: float = 0.05
     max_fake_miss: float = 0.05
+    rule: str = "rates"                # how the pair was chosen: "coverage" or "rates" (records before 2026-12)
+    min_definite_accuracy: float = 0.95
 
     def verdicts(self, scores: np.ndarray) -> np.ndarray:
         """``fake`` / ``real`` / ``unsure`` for each score."""
@@ -54,12 +62,22 @@ class OperatingPoint:
         return asdict(self)
 
 
+ANSWER_RULES = ("coverage", "rates")
+
+
 def choose_operating_point(val_frame: pd.DataFrame, val_scores: np.ndarray, max_real_fpr: float = 0.05,
-                           max_fake_miss: float = 0.05) -> OperatingPoint:
-    """The served operating point from validation rows (``label``, ``source``) and their scores."""
-    fake_threshold = fpr_controlled_threshold(val_frame, val_scores, max_real_fpr)
-    real_threshold = min(miss_controlled_threshold(val_frame, val_scores, max_fake_miss), fake_threshold)
-    return OperatingPoint(fake_threshold, real_threshold, max_real_fpr, max_fake_miss)
+                           max_fake_miss: float = 0.05, rule: str = "coverage",
+                           min_definite_accuracy: float = 0.95) -> OperatingPoint:
+    """The served operating point from validation rows (``label``, ``source``) and their scores, by
+    ``rule`` (see the module's docstring)."""
+    if rule == "coverage":
+        real_threshold, fake_threshold = coverage_thresholds(val_frame, val_scores, min_definite_accuracy)
+    elif rule == "rates":
+        fake_threshold = fpr_controlled_threshold(val_frame, val_scores, max_real_fpr)
+        real_threshold = min(miss_controlled_threshold(val_frame, val_scores, max_fake_miss), fake_threshold)
+    else:
+        raise ValueError(f"rule must be one of {ANSWER_RULES}, not {rule!r}")
+    return OperatingPoint(fake_threshold, real_threshold, max_real_fpr, max_fake_miss, rule, min_definite_accuracy)
 
 
 def _unit(features: np.ndarray) -> np.ndarray:
@@ -136,8 +154,8 @@ def answer(point: OperatingPoint, scores: np.ndarray, distances: np.ndarray | No
 
 def answer_rates(frame: pd.DataFrame, answers: ServedAnswers, scores: np.ndarray, point: OperatingPoint) -> pd.DataFrame:
     """Per source: how often each verdict is given, the binary rate at ``fake_threshold`` (false-positive
-    rate of a real source, detection rate of a fake one) with its Wilson CI, and the rate among
-    the images that got a definite verdict."""
+    rate of a real source, detection rate of a fake one) with its Wilson CI, the rate among the
+    images that got a definite verdict, and how often a definite verdict is right (with its CI)."""
     rows = []
     scores = np.asarray(scores, dtype=float)
     for (label, source), members in frame.reset_index(drop=True).groupby(["label", "source"]):
@@ -147,12 +165,16 @@ def answer_rates(frame: pd.DataFrame, answers: ServedAnswers, scores: np.ndarray
         low, high = wilson_ci(hits, len(own))
         definite = verdicts != "unsure"
         far = np.array([r.startswith("unlike") for r in np.asarray(answers.reasons, dtype=object)[own]])
+        right = int((verdicts[definite] == label).sum())
+        right_lo, right_hi = wilson_ci(right, int(definite.sum()))
         rows.append(dict(label=label, source=source, n=len(own),
                          rate_name="detection rate" if label == "fake" else "false-positive rate",
                          rate=hits / len(own), rate_lo=low, rate_hi=high,
                          called_fake=float((verdicts == "fake").mean()), called_real=float((verdicts == "real").mean()),
                          unsure=float((~definite).mean()), unsure_unfamiliar=float(far.mean()),
-                         rate_among_definite=float((verdicts[definite] == "fake").mean()) if definite.any() else np.nan))
+                         rate_among_definite=float((verdicts[definite] == "fake").mean()) if definite.any() else np.nan,
+                         definite_accuracy=right / definite.sum() if definite.any() else np.nan,
+                         definite_accuracy_lo=right_lo, definite_accuracy_hi=right_hi))
     return pd.DataFrame(rows)
 
 
@@ -218,7 +240,7 @@ class FittedAnswers:
 
 
 def fit_answers(trained, bank, sources: list[str] | None = None, seed: int = 42, k: int = 5, quantile: float = 0.99,
-                max_real_fpr: float = 0.05, max_fake_miss: float = 0.05) -> FittedAnswers:
+                max_real_fpr: float = 0.05, max_fake_miss: float = 0.05, rule: str = "coverage") -> FittedAnswers:
     """Fit the served rule on the rows of ``sources`` only (every source: ``None``) and answer every
     validation and test image: the operating point from their validation rows, the distance's
     reference from (at most 2,000 of) their training images, its limit from their validation images.
@@ -232,7 +254,8 @@ def fit_answers(trained, bank, sources: list[str] | None = None, seed: int = 42,
     frames = bank.frames
     val_rows, train_rows = rows_of_sources(frames["val"], sources), rows_of_sources(frames["train"], sources)
     scores = {s: bank.score(trained, s) for s in ("val", "test")}
-    point = choose_operating_point(frames["val"].iloc[val_rows], scores["val"][val_rows], max_real_fpr, max_fake_miss)
+    point = choose_operating_point(frames["val"].iloc[val_rows], scores["val"][val_rows], max_real_fpr, max_fake_miss,
+                                   rule)
     extractor = features.pooled_extractor(trained.model)
     reference = train_rows[reference_rows(len(train_rows), seed=seed)]  # only these training images are kept
     pooled = {s: extractor.predict(bank.scored_images(trained, s)[rows].astype(np.float32), batch_size=64, verbose=0)
@@ -260,6 +283,25 @@ def held_out_answers(fitted: FittedAnswers, test: pd.DataFrame, held_out: str) -
     return shares
 
 
+def compare_rules(fitted: FittedAnswers, bank, max_real_fpr: float = 0.05, max_fake_miss: float = 0.05,
+                  min_definite_accuracy: float = 0.95) -> pd.DataFrame:
+    """Both answer rules on the same scores and feature distances: per rule, split and source, the
+    shares called fake, real and unsure and the accuracy of the definite answers."""
+    frames, parts = bank.frames, []
+    for rule in ANSWER_RULES:
+        point = choose_operating_point(frames["val"], fitted.scores["val"], max_real_fpr, max_fake_miss, rule,
+                                       min_definite_accuracy)
+        for split in ("val", "test"):
+            given = fitted.answers[split]
+            answers = answer(point, fitted.scores[split], given.distances, fitted.distance.max_distance)
+            rates = answer_rates(frames[split], answers, fitted.scores[split], point)
+            parts.append(rates.assign(rule=rule, split=split, fake_threshold=point.fake_threshold,
+                                      real_threshold=point.real_threshold))
+    columns = ["rule", "split", "label", "source", "n", "fake_threshold", "real_threshold", "called_fake",
+               "called_real", "unsure", "definite_accuracy", "definite_accuracy_lo", "definite_accuracy_hi"]
+    return pd.concat(parts, ignore_index=True)[columns]
+
+
 def serve_trained(trained, bank, models_dir: str | Path, seed: int = 42,
                   protocol_tables: dict[str, pd.DataFrame] | None = None, k: int = 5, quantile: float = 0.99,
                   max_real_fpr: float = 0.05, max_fake_miss: float = 0.05) -> tuple[ServedRecord, pd.DataFrame]:
@@ -274,6 +316,8 @@ def serve_trained(trained, bank, models_dir: str | Path, seed: int = 42,
     fitted = fit_answers(trained, bank, None, seed, k, quantile, max_real_fpr, max_fake_miss)
     point, scores = fitted.point, fitted.scores
     rates = answer_rates(test, fitted.answers["test"], scores["test"], point)
+    protocol_tables = {**(protocol_tables or {}), "Answer rules compared": compare_rules(
+        fitted, bank, max_real_fpr, max_fake_miss, point.min_definite_accuracy)}
     record = ServedRecord(
         recipe=trained.recipe.to_dict(), image_size=bank.image_size, operating_point=point, distance_k=k,
         distance_quantile=quantile, max_distance=fitted.distance.max_distance, tta_flip=bool(trained.recipe.tta_flip),
@@ -296,80 +340,3 @@ def save_served(model, path: str | Path, record: ServedRecord, distance: Feature
     record_path(path).write_text(record.to_json())
     path.with_name(f"{path.stem}_card.md").write_text(model_card(record))
     return path
-
-
-def model_card(record: ServedRecord) -> str:
-    """A short model card: recipe, operating point, per-source numbers on test, protocol results, limits."""
-    point = record.operating_point
-    lines = ["# Served detector — model card", "",
-             f"Trained {record.created}; MobileNetV2 ({record.weights.get('source')} ImageNet weights), "
-             f"{record.image_size} px, {record.train_seconds / 60:.1f} min of training.", "",
-             "## Recipe", "", "```json", json.dumps(record.recipe, indent=2), "```", "",
-             *([f"Every picture is re-encoded ({record.recipe['score_reencode']}) at its own resolution before the "
-                "resize, as the numbers below were measured; an exported model expects that input.", ""]
-               if record.recipe.get("score_reencode") else []),
-             "## Operating point (chosen on validation)", "",
-             f"- fake at P(fake) >= {point.fake_threshold:.4f}: every real source's validation false-positive rate "
-             f"<= {point.max_real_fpr:.0%};",
-             f"- real below {point.real_threshold:.4f}: at most {point.max_fake_miss:.0%} of each fake source's "
-             "validation images fall below it;",
-             f"- unsure in between, and when the image's features are farther from the training images than "
-             f"{record.max_distance:.4f} (the {record.distance_quantile:.0%} quantile of validation images, "
-             f"mean cosine distance to the {record.distance_k} nearest).", "",
-             f"Validation AUC {record.validation['auc']:.4f} (n = {record.validation['n']}); "
-             f"test AUC {record.test_auc:.4f}.", "",
-             "## Test split, per source", "",
-             "| source | n | rate at the fake threshold [95% CI] | called fake | called real | unsure (unfamiliar) |",
-             "|---|---:|---|---:|---:|---:|"]
-    for r in record.test_rates:
-        lines.append(f"| {r['label']}/{r['source']} | {r['n']} | {r['rate_name']} {r['rate']:.3f} "
-                     f"[{r['rate_lo']:.3f}, {r['rate_hi']:.3f}] | {r['called_fake']:.3f} | {r['called_real']:.3f} | "
-                     f"{r['unsure']:.3f} ({r['unsure_unfamiliar']:.3f}) |")
-    for name, rows in record.protocols.items():
-        if rows:
-            table = pd.DataFrame(rows)
-            lines += ["", f"## {name}", "", table.round(3).to_markdown(index=False)]
-    lines += ["", "## Limits", "",
-              "- Trained on the face sample's eight sources (five real collections, StyleGAN1/2, Stable "
-              "Diffusion 2.1): other generators and other kinds of real photos are outside what was measured; "
-              "the leave-one-out tables above are the best estimate of how it meets them.",
-              "- Whole images are resized to a square; crops framed unlike the training faces score differently.",
-              "- A score is not a probability of fakeness for a population with another fake share.",
-              "- Exported TFLite/SavedModel files score one pass; the served answer averages the image and its "
-              "mirror when the recipe says so." if record.tta_flip else
-              "- Exported TFLite/SavedModel files give the same scores as the Keras model."]
-    return "\n".join(lines) + "\n"
-
-
-def targets_table(trained, bank, lorso: pd.DataFrame, logo: pd.DataFrame, rates: pd.DataFrame,
-                  n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """The served detector's targets (issue 14) next to what was measured on test, and whether each is met.
-
-    ``lorso`` and ``logo`` are the leave-one-out tables of the served recipe; ``rates`` its per-source
-    answers (:func:`serve_trained`). Where a protocol did not run, the row says "not measured".
-    """
-    from helpers import protocols
-
-    test = bank.frames["test"]
-    reals = sorted(test.loc[test.label == "real", "source"].unique())
-    fakes = sorted(test.loc[test.label == "fake", "source"].unique())
-    rows = []
-    for r in lorso.itertuples():
-        rows.append((f"leave out real {r.held_out}: its false-positive rate", "<= 0.05", r.fpr, 0.05, -1))
-        rows.append((f"leave out real {r.held_out}: fakes detected", ">= 0.90", r.detection, 0.90, 1))
-    for fake in fakes:
-        rows.append((f"all sources: {fake} vs all reals AUC", ">= 0.99",
-                     protocols.pair_auc(trained, bank, reals, fake, n_boot=n_boot, seed=seed)["auc"], 0.99, 1))
-    for r in rates[rates.label == "real"].itertuples():
-        rows.append((f"all sources: real {r.source} false-positive rate", "<= 0.05", r.rate, 0.05, -1))
-    for r in logo.itertuples():
-        bound = 0.90 if "sd" in r.held_out.lower() else 0.97
-        rows.append((f"leave out generator {r.held_out}: AUC", f">= {bound:.2f}", r.auc, bound, 1))
-    grid = protocols.robustness_grid(trained, bank, ("jpeg:50", "scale:0.5", "recode:256"), n_boot=50,
-                                     seed=seed).set_index("perturbation")
-    for variant, name in (("jpeg:50", "JPEG quality 50"), ("scale:0.5", "half size"), ("recode:256", "format shortcut")):
-        rows.append((f"{name}: |AUC change|", "<= 0.02", abs(float(grid.loc[variant, "auc_drop"])), 0.02, -1))
-    table = pd.DataFrame(rows, columns=["target", "goal", "measured", "bound", "direction"])
-    met = np.where(table.direction > 0, table.measured >= table.bound, table.measured <= table.bound)
-    table["met"] = pd.Series(met, dtype=object).where(table.measured.notna(), "not measured")
-    return table.drop(columns=["bound", "direction"])

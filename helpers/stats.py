@@ -138,3 +138,42 @@ def wilson_ci(hits: int, total: int, level: float = 0.95) -> tuple[float, float]
     half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
     # the interval always holds p itself (at 0 or n hits rounding could put a bound a hair past it)
     return (float(min(p, max(0.0, centre - half))), float(max(p, min(1.0, centre + half))))
+
+
+def coverage_thresholds(frame: pd.DataFrame, scores: np.ndarray, min_accuracy: float = 0.95,
+                        max_candidates: int = 400) -> tuple[float, float]:
+    """``(real_threshold, fake_threshold)`` of a three-way answer chosen on validation rows (``label``,
+    ``source``): real below the first, fake at or above the second, unsure in between.
+
+    Of all pairs, those whose definite answers are at least ``min_accuracy`` right on every source
+    (a real source's "real" answers among its real and fake answers, a fake source's "fake" ones)
+    are kept, and of those the one whose largest per-source share of unsure answers is smallest;
+    ties go to the smallest mean share, then the narrowest band. Candidates are the scores
+    themselves (at most ``max_candidates`` of them, at evenly spaced ranks), 0 and just above 1,
+    so "unsure for everything" is always allowed and the answer is never forced.
+    """
+    scores = np.asarray(scores, dtype=float)
+    labels, sources = frame["label"].to_numpy(), frame["source"].to_numpy()
+    values = np.unique(scores)
+    if len(values) > max_candidates:
+        values = values[np.unique(np.linspace(0, len(values) - 1, max_candidates).round().astype(int))]
+    candidates = np.unique(np.concatenate([[0.0], values, [np.nextafter(1.0, 2.0)]]))
+    worst = np.zeros((len(candidates), len(candidates)))
+    total = np.zeros_like(worst)
+    allowed = np.triu(np.ones_like(worst, dtype=bool))  # real_threshold <= fake_threshold
+    groups = sorted({(label, source) for label, source in zip(labels, sources)})
+    for label, source in groups:
+        own = np.sort(scores[(labels == label) & (sources == source)])
+        below = np.searchsorted(own, candidates, side="left").astype(float)  # scores < candidate
+        n = float(len(own))
+        called_real, called_fake = below[:, None], n - below[None, :]       # real_threshold i, fake_threshold j
+        right, wrong = (called_real, called_fake) if label == "real" else (called_fake, called_real)
+        allowed &= wrong * min_accuracy <= right * (1 - min_accuracy) + 1e-9
+        unsure = np.maximum(below[None, :] - below[:, None], 0) / n
+        worst = np.maximum(worst, unsure)
+        total += unsure
+    width = candidates[None, :] - candidates[:, None]
+    key = np.where(allowed, worst, np.inf), np.where(allowed, total, np.inf), np.where(allowed, width, np.inf)
+    order = np.lexsort((key[2].ravel(), key[1].ravel(), key[0].ravel()))
+    i, j = np.unravel_index(order[0], worst.shape)
+    return float(candidates[i]), float(min(candidates[j], np.nextafter(1.0, 2.0)))

@@ -332,7 +332,7 @@ def test_operating_point_bounds_each_source_on_validation_and_leaves_a_band_betw
     sources = np.repeat(["cam_a", "cam_b", "gan_a", "gan_b"], 200)
     scores = np.concatenate([rng.beta(2, 6, 200), rng.beta(2, 3, 200), rng.beta(6, 2, 200), rng.beta(3, 2, 200)])
     frame = pd.DataFrame({"source": sources, "label": np.where(np.char.startswith(sources, "cam"), "real", "fake")})
-    point = served.choose_operating_point(frame, scores, max_real_fpr=0.05, max_fake_miss=0.05)
+    point = served.choose_operating_point(frame, scores, max_real_fpr=0.05, max_fake_miss=0.05, rule="rates")
     for source in ("cam_a", "cam_b"):
         assert (scores[sources == source] >= point.fake_threshold).mean() <= 0.05
     for source in ("gan_a", "gan_b"):
@@ -349,8 +349,9 @@ def test_operating_point_bounds_each_source_on_validation_and_leaves_a_band_betw
     verdicts = point.verdicts(np.array([point.fake_threshold, point.real_threshold, point.real_threshold - 1e-6]))
     assert verdicts.tolist() == ["fake", "unsure", "real"]
     # classes that do not overlap: no band, one threshold
-    separated = served.choose_operating_point(frame, np.where(frame.label == "fake", 0.9, 0.1))
-    assert separated.real_threshold == separated.fake_threshold
+    for rule in served.ANSWER_RULES:
+        separated = served.choose_operating_point(frame, np.where(frame.label == "fake", 0.9, 0.1), rule=rule)
+        assert separated.verdicts(np.array([0.1, 0.9])).tolist() == ["real", "fake"], rule
 
 
 def test_a_reused_compiled_head_trains_exactly_like_a_fresh_one(tmp_path):

@@ -221,3 +221,63 @@ def test_a_served_export_checks_one_pass_and_carries_the_served_card(served_run,
     point = served_run["point"]
     assert "## Served answer" in card and f"{point.real_threshold:.4f}" in card and "averaging each image" in card
     assert "# Served detector — model card" in card  # the served card travels with the export
+
+
+def _brute_force_band(frame, scores, accuracy):
+    """Every pair of thresholds over the scores, 0 and just above 1, counted one by one: the best
+    (worst-source unsure share, summed share) of the pairs whose definite answers are right often enough."""
+    import itertools
+
+    candidates = sorted(set(scores.tolist()) | {0.0, float(np.nextafter(1.0, 2.0))})
+    best = None
+    for low, high in itertools.product(candidates, repeat=2):
+        if low > high:
+            continue
+        worst, total, allowed = 0.0, 0.0, True
+        for (label, _), members in frame.assign(score=scores).groupby(["label", "source"]):
+            x = members.score.to_numpy()
+            real, fake = int((x < low).sum()), int((x >= high).sum())
+            right, wrong = (real, fake) if label == "real" else (fake, real)
+            allowed &= wrong * accuracy <= right * (1 - accuracy) + 1e-9
+            worst, total = max(worst, 1 - (real + fake) / len(x)), total + 1 - (real + fake) / len(x)
+        if allowed and (best is None or (worst, total) < best):
+            best = (worst, total)
+    return best
+
+
+def test_the_coverage_rule_is_the_best_band_that_keeps_every_source_right():
+    """Against a brute-force search on small data: definite answers at least the asked accuracy on every
+    source, and no allowed band leaves less of the worst-served source unsure."""
+    rng = np.random.default_rng(11)
+    for case in range(24):
+        n = int(rng.integers(4, 14))
+        frame = pd.DataFrame({"label": ["real"] * (n + 6) + ["fake"] * n,
+                              "source": ["a"] * n + ["b"] * 6 + ["g"] * n})
+        scores = np.round(np.concatenate([rng.beta(2, 4, n), rng.beta(3, 3, 6), rng.beta(4, 2, n)]), 2)
+        accuracy = (0.95, 0.8, 0.6)[case % 3]
+        point = served.choose_operating_point(frame, scores, rule="coverage", min_definite_accuracy=accuracy)
+        verdicts = point.verdicts(scores)
+        worst, total = 0.0, 0.0
+        for (label, _), rows in frame.groupby(["label", "source"]):
+            given = verdicts[rows.index]
+            definite = given[given != "unsure"]
+            assert (definite == label).sum() >= accuracy * len(definite) - 1e-9, case
+            worst, total = max(worst, (given == "unsure").mean()), total + (given == "unsure").mean()
+        best = _brute_force_band(frame, scores, accuracy)
+        assert worst == pytest.approx(best[0]) and total == pytest.approx(best[1]), case
+
+
+def test_the_coverage_rule_on_a_hand_worked_example():
+    """Reals 0.1 0.2 0.3 0.6, fakes 0.4 0.7 0.8 0.9. At 95% (four images a source) a definite answer may
+    never be wrong, so the band must hold 0.4 and 0.6: real below 0.4, fake from 0.7, one real and one
+    fake unsure (25% each). At 75% one wrong answer in four is allowed: a single threshold at 0.4 (the
+    lowest of the equally good ones) calls the real 0.6 fake, 3 of 4 reals right, nothing unsure."""
+    frame = pd.DataFrame({"label": ["real"] * 4 + ["fake"] * 4, "source": ["r"] * 4 + ["f"] * 4})
+    scores = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
+    strict = served.choose_operating_point(frame, scores, rule="coverage", min_definite_accuracy=0.95)
+    assert strict.verdicts(scores).tolist() == ["real", "real", "real", "unsure", "unsure", "fake", "fake", "fake"]
+    assert (strict.real_threshold, strict.fake_threshold) == (0.4, 0.7)
+    loose = served.choose_operating_point(frame, scores, rule="coverage", min_definite_accuracy=0.75)
+    assert (loose.real_threshold, loose.fake_threshold) == (0.4, 0.4) and (loose.verdicts(scores) != "unsure").all()
+    rates = served.choose_operating_point(frame, scores, rule="rates", max_real_fpr=0.0, max_fake_miss=0.0)
+    assert (rates.real_threshold, rates.fake_threshold) == (0.4, np.nextafter(0.6, 1))  # no real above, no fake below
