@@ -13,11 +13,16 @@ against the ``helpers`` implementations they mirror.
 * :func:`autograde` grades submitted notebooks the way nbgrader's ``autograde`` does (check cells
   restored from the source so hidden tests come back and edited asserts do not count; a check cell
   scores its points when it runs without an error; nbgrader's ``determine_grade``, except that
-  text on stderr, where TensorFlow logs at import, costs nothing), but it runs
-  only the exercise cells, which are self-contained by design, instead of the whole notebook:
-  grading a notebook takes seconds, not the minutes-to-hours of re-running the training pipeline,
-  and no course database is needed. Teachers who want nbgrader's formgrader can point it at the
-  same notebooks: the metadata is nbgrader's.
+  text on stderr, where TensorFlow logs at import, costs nothing), but it runs only the exercise
+  cells, which are self-contained by design, and the student's cells that only import
+  (:data:`GRADING_RULE`, stated in every exercise's cell), instead of the whole notebook: grading a
+  notebook takes seconds, not the minutes-to-hours of re-running the training pipeline, and no
+  course database is needed. Teachers who want nbgrader's formgrader can point it at the same
+  notebooks: the metadata is nbgrader's.
+
+In the release, exercise and check cells carry the ``raises-exception`` tag, so "Run all" goes on
+past an unfinished exercise (reported in its cell) to the end of the notebook; the Colab badge,
+which opens the research notebook with its solutions, is replaced by how to open the release.
 
 Command line: ``python -m helpers.course release`` and
 ``python -m helpers.course autograde course/submitted --out course/grades.csv``.
@@ -39,6 +44,10 @@ from helpers.config import REPO_ROOT
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 COURSE_DIR = REPO_ROOT / "course"
 GRADE_COLUMNS = ["student", "notebook", "exercise", "points", "max_points", "status"]
+GRADING_RULE = ("# Graded on its own: this cell, the check below and your cells that only import (import ...,\n"
+                "# from ... import ...) run in a fresh kernel; define here anything else your answer needs.\n")
+RELEASE_BADGE = ("*Student release: open it in Colab with File → Upload notebook, or in Jupyter. The badge of the "
+                 "research notebook opens the version with the solutions.*")
 _KERNEL_PRELUDE = ("import os, warnings\nwarnings.filterwarnings('ignore')\n"
                    "os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')")
 
@@ -64,6 +73,18 @@ class Exercise:
     points: float
 
 
+def only_imports(source: str) -> bool:
+    """True for code that is nothing but import statements (and comments): what the grader runs of the
+    student's own cells."""
+    import ast
+
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return False
+    return bool(body) and all(isinstance(node, (ast.Import, ast.ImportFrom)) for node in body)
+
+
 def exercises(notebook: nbformat.NotebookNode) -> list[Exercise]:
     """The graded exercises (check cells) of a notebook, in order."""
     return [Exercise(_grading(c)["grade_id"], float(_grading(c)["points"]))
@@ -87,7 +108,22 @@ def release_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     for step in (CheckCellMetadata(), LockCells(), ClearSolutions(), ClearOutput(), ClearHiddenTests(),
                  ClearMarkScheme(), ComputeChecksums(), CheckCellMetadata()):
         student, resources = step.preprocess(student, resources)
+    for cell in student.cells:
+        if is_exercise_cell(cell):  # "Run all" reports an unfinished exercise and goes on
+            tags = cell.metadata.setdefault("tags", [])
+            if "raises-exception" not in tags:
+                tags.append("raises-exception")
+        elif cell.cell_type == "markdown" and "colab.research.google.com/github/" in cell.source:
+            cell.source = _without_badge(cell.source)
     return student
+
+
+def _without_badge(markdown: str) -> str:
+    """A markdown cell with its Colab badge (which opens the research notebook) replaced by :data:`RELEASE_BADGE`."""
+    import re
+
+    return re.sub(r"\[!\[Open In Colab\]\([^)]*\)\]\(https://colab\.research\.google\.com/github/[^)]*\)",
+                  RELEASE_BADGE, markdown)
 
 
 def make_release(source_dir: str | Path = NOTEBOOKS_DIR, out_dir: str | Path = COURSE_DIR / "release") -> pd.DataFrame:
@@ -106,12 +142,17 @@ def make_release(source_dir: str | Path = NOTEBOOKS_DIR, out_dir: str | Path = C
 
 
 def grading_notebook(submitted: nbformat.NotebookNode, source: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """The cells the grader runs: the student's exercise cells, with every check cell taken from the
-    source (hidden tests restored, edits undone; a deleted one put back at the end)."""
+    """The cells the grader runs: the student's exercise cells and the code cells that only import
+    (:data:`GRADING_RULE`), in the notebook's order, with every check cell taken from the source
+    (hidden tests restored, edits undone; a deleted one put back at the end)."""
     checks = {_grading(c)["grade_id"]: c for c in source.cells if is_check_cell(c)}
     cells, seen = [nbformat.v4.new_code_cell(_KERNEL_PRELUDE)], set()
     for cell in submitted.cells:
-        if not is_exercise_cell(cell) or cell.cell_type != "code":
+        if cell.cell_type != "code":
+            continue
+        if not is_exercise_cell(cell):
+            if only_imports(cell.source):
+                cells.append(copy.deepcopy(cell))
             continue
         grade_id = _grading(cell).get("grade_id")
         if is_check_cell(cell) and grade_id in checks:

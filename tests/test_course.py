@@ -53,8 +53,12 @@ def test_release_removes_solutions_and_hidden_tests_and_leaves_the_rest(tmp_path
                 assert after.metadata.nbgrader["locked"] and after.metadata.nbgrader["checksum"]
                 visible = before.source.split("### BEGIN HIDDEN TESTS")[0]
                 assert after.source.startswith(visible.rstrip()) and len(after.source) < len(before.source)
+            elif "colab.research.google.com/github/" in before.source:
+                assert course.RELEASE_BADGE in after.source and "colab.research.google.com/github/" not in after.source
             else:
                 assert after.source == before.source  # the research notebook is otherwise untouched
+            if course.is_exercise_cell(before):  # "Run all" goes on past an unfinished exercise
+                assert "raises-exception" in after.metadata.get("tags", [])
 
 
 def test_grading_notebook_restores_check_cells_from_the_source(tmp_path):
@@ -96,6 +100,17 @@ def test_autograde_full_marks_for_the_solutions_zero_for_the_blank_release(tmp_p
             cell.source = ("from helpers import stats\n\ndef youden_threshold(y_true, scores):\n"
                            "    return stats.choose_threshold(y_true, scores, method='accuracy')\n")
     nbformat.write(wrong, submitted / "wrong" / "05_evaluation.ipynb")
+    # "own_import": a correct answer whose import sits in a cell the student added above it, plus an
+    # added cell that does more than import (not run: it would fail the answer if it were)
+    mine = _filled_in(nbformat.read(release / "05_evaluation.ipynb", as_version=4),
+                      _source(course.NOTEBOOKS_DIR / "05_evaluation.ipynb"))
+    at = next(i for i, c in enumerate(mine.cells) if c.metadata.get("nbgrader", {}).get("solution"))
+    mine.cells[at].source = mine.cells[at].source.replace("import numpy as np\n", "")
+    assert "import numpy" not in mine.cells[at].source
+    mine.cells.insert(at, nbformat.v4.new_code_cell("# my imports\nimport numpy as np"))
+    mine.cells.insert(at, nbformat.v4.new_code_cell("import numpy as np\nnp = None  # not only imports: not run"))
+    (submitted / "own_import").mkdir()
+    nbformat.write(mine, submitted / "own_import" / "05_evaluation.ipynb")
     (submitted / "wrong" / "01_data_collection.ipynb").write_text("{not json")
 
     out = tmp_path / "grades.csv"
@@ -114,6 +129,42 @@ def test_autograde_full_marks_for_the_solutions_zero_for_the_blank_release(tmp_p
     assert wrong_rows.loc["05_evaluation.ipynb", "status"].startswith("AssertionError")
     assert wrong_rows.loc["01_data_collection.ipynb", "points"] == 0
     assert wrong_rows.loc["01_data_collection.ipynb", "status"].startswith("unreadable notebook")
+    own = grades[grades.student == "own_import"]
+    assert len(own) == 1 and (own.points == own.max_points).all() and (own.status == "passed").all(), own
+
+
+def test_every_exercise_states_the_grading_rule_and_the_grader_follows_it():
+    for path in NOTEBOOKS:
+        for cell in _source(path).cells:
+            if cell.metadata.get("nbgrader", {}).get("solution"):
+                assert cell.source.startswith(course.GRADING_RULE), path.name
+    assert course.only_imports("import numpy as np\nfrom helpers import stats  # mine")
+    for code in ("import numpy as np\nnp = None", "", "%matplotlib inline", "def f():\n    import os"):
+        assert not course.only_imports(code), code
+
+
+def test_run_all_on_a_release_notebook_reaches_the_end(tmp_path):
+    """An unfinished exercise fails in its check cell, reported there, and execution goes on to the end."""
+    from nbclient import NotebookClient
+
+    grading = {"schema_version": 3, "task": False, "locked": False}
+    solution = nbformat.v4.new_code_cell(course.GRADING_RULE + "def double(x):\n    ### BEGIN SOLUTION\n"
+                                         "    return 2 * x\n    ### END SOLUTION",
+                                         metadata={"nbgrader": {**grading, "solution": True, "grade": False,
+                                                                "grade_id": "ex_double"}})
+    check = nbformat.v4.new_code_cell("assert double(2) == 4",
+                                      metadata={"nbgrader": {**grading, "solution": False, "grade": True,
+                                                             "grade_id": "ex_double_check", "points": 1,
+                                                             "locked": True}})
+    last = nbformat.v4.new_code_cell("reached = 'the end'\nprint(reached)")
+    source = nbformat.v4.new_notebook(cells=[solution, check, last],
+                                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                               "language": "python"}})
+    student = course.release_notebook(source)
+    NotebookClient(student, timeout=60, kernel_name="python3").execute()  # no allow_errors: the tags decide
+    assert "raise NotImplementedError()" in student.cells[0].source
+    assert student.cells[1].outputs[-1]["ename"] == "NotImplementedError"  # the check calls the unfinished answer
+    assert student.cells[2].outputs[0]["text"].strip() == "the end"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
