@@ -68,9 +68,11 @@ with st.sidebar:
                    "its training images.")
     for warning in predictor.warnings:
         st.warning(warning)
-    st.caption("Faces are found with MTCNN and each face crop is scored (untick to score whole "
-               "images). Scores are not calibrated probabilities; results on sources the model "
-               "never saw can be wrong.")
+    st.caption(("Faces are found with MTCNN and each face crop is scored: the framing this model was trained on."
+                if predictor.input_kind == "face" else
+                "Whole pictures are scored: the framing this model was trained on (tick 'Find faces first' to "
+                "score each face crop instead).")
+               + " Scores are not calibrated probabilities; results on sources the model never saw can be wrong.")
 
 
 def check_upload(upload, find_faces: bool) -> None:
@@ -110,7 +112,11 @@ def check_upload(upload, find_faces: bool) -> None:
 
 detect_tab, generate_tab = st.tabs(["Check images", "Generate a variation"])
 with detect_tab:
-    find_faces = st.checkbox("Find faces first (MTCNN) and check each face", value=True)
+    trained_on_faces = predictor.input_kind == "face"  # serve the framing the model was trained and measured on
+    find_faces = st.checkbox("Find faces first (MTCNN) and check each face", value=trained_on_faces)
+    if find_faces and not trained_on_faces:
+        st.caption("This model was trained and measured on whole pictures: face crops are a framing it was not "
+                   "measured on, and its answers on them are less reliable.")
     uploads = st.file_uploader("Upload one or more pictures", accept_multiple_files=True)
     for upload in uploads or []:
         try:

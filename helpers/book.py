@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -117,7 +118,13 @@ def build_book(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Render ``run_dir`` into a static site (default ``run_dir/book``); returns its ``index.html``."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir} not found: run the series first (make reproduce or make smoke)")
+        done = sorted(p.name for p in run_dir.parent.glob("*") if (p / "notebooks").is_dir()) \
+            if run_dir.parent.is_dir() else []
+        profile = run_dir.name if run_dir.name in ("smoke", "sample", "full", "class") else "sample"
+        hint = (f"make reproduce PROFILE={profile}" if profile != "sample" else "make reproduce") + \
+            (" (or make smoke, then make book RUN=smoke: minutes)" if run_dir.name != "smoke" else "")
+        have = f"; runs here: {', '.join(done)} (make book RUN=<name>)" if done else ""
+        raise FileNotFoundError(f"{run_dir} not found: run the series first with {hint}{have}")
     out = Path(out_dir) if out_dir else run_dir / "book"
     out.mkdir(parents=True, exist_ok=True)
     notebook_pages = []
@@ -141,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output folder (default: runs/<run>/book)")
     args = parser.parse_args(argv)
     root = Path(args.runs_root) if args.runs_root else config.default_runs_root()
-    print(build_book(root / args.run, args.out))
+    try:
+        print(build_book(root / args.run, args.out))
+    except FileNotFoundError as missing:
+        print(f"make book: {missing}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -80,6 +80,10 @@ def _predict(args: argparse.Namespace) -> int:
     if args.faces:
         from helpers.faces import FaceDetector
 
+        if predictor.input_kind != "face":
+            print("fakeface: warning: this model was trained and measured on whole pictures; --faces scores face "
+                  "crops, a framing it was not measured on", file=sys.stderr)
+
         results = predictor.predict_faces(files, FaceDetector(), progress=not args.quiet, reasons=reasons)
     else:
         results = predictor.predict_files(files, batch_size=args.batch_size, progress=not args.quiet,

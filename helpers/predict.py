@@ -229,6 +229,11 @@ class Predictor:
         return notes
 
     @property
+    def input_kind(self) -> str:
+        """The framing the model was trained and measured on: ``image`` (whole pictures) or ``face`` (crops)."""
+        return str(self.metrics.get("input_kind") or "image")
+
+    @property
     def operating_point(self):
         """The served operating point, or a single threshold (no unsure band) for other models."""
         from helpers.served import OperatingPoint

@@ -44,7 +44,7 @@ def fpr_controlled_threshold(frame: pd.DataFrame, scores: np.ndarray, max_fpr: f
         own = np.sort(scores[reals & (frame["source"].to_numpy() == source)])
         allowed = int(np.floor(max_fpr * len(own)))       # at most this many of its images called fake
         threshold = max(threshold, float(np.nextafter(own[len(own) - allowed - 1], np.inf)))
-    return min(threshold, 1.0)
+    return threshold  # just above 1 when a real score of 1.0 must not be called fake (a saturated sigmoid)
 
 
 def miss_controlled_threshold(frame: pd.DataFrame, scores: np.ndarray, max_miss: float = 0.05) -> float:

@@ -53,3 +53,12 @@ def test_a_missing_run_is_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="run the series first"):
         book.build_book(tmp_path / "nope")
+    # a fresh clone's `make book`: the hint names a command that makes that very run, and what exists
+    with pytest.raises(FileNotFoundError, match=r"make reproduce \(or make smoke, then make book RUN=smoke"):
+        book.build_book(tmp_path / "sample")
+    with pytest.raises(FileNotFoundError, match=r"with make reproduce PROFILE=smoke$"):
+        book.build_book(tmp_path / "smoke")
+    (tmp_path / "class" / "notebooks").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"runs here: class \(make book RUN=<name>\)"):
+        book.build_book(tmp_path / "sample")
+    assert book.main(["--run", "sample", "--runs-root", str(tmp_path / "none")]) == 1  # one line, no traceback

@@ -428,7 +428,8 @@ def test_miss_controlled_threshold_bounds_every_fake_source():
 def test_fpr_controlled_threshold_default_and_bounds():
     frame = pd.DataFrame({"label": ["real"] * 4 + ["fake"] * 2, "source": ["cam"] * 4 + ["gan"] * 2})
     scores = np.array([0.1, 0.2, 0.3, 1.0, 0.9, 1.0])
-    assert stats.fpr_controlled_threshold(frame, scores, 0.0) == 1.0  # a real photo at 1.0: capped, not past 1
+    # a real photo at 1.0 (a saturated sigmoid) with no false positive allowed: just above 1, so it is not called fake
+    assert stats.fpr_controlled_threshold(frame, scores, 0.0) == np.nextafter(1.0, 2.0)
     assert stats.fpr_controlled_threshold(frame, scores) == stats.fpr_controlled_threshold(frame, scores, 0.05)
     assert stats.fpr_controlled_threshold(frame, scores, 0.25) == pytest.approx(np.nextafter(0.3, 1))
     assert stats.fpr_controlled_threshold(frame[frame.label == "fake"], scores[4:]) == 0.0  # no real source

@@ -74,6 +74,14 @@ def test_smoke_profile_runs_every_notebook(shared_faces, tmp_path):
     for m in metrics.values():
         assert 0.0 <= m["test"]["auc"] <= 1.0 and len(m["per_source"]) == len(sample_sources(shared_faces))
     _check_the_head_learnt(run_dir)
+    from helpers import course  # the course's numbers come from a run's own files (class_run_summary)
+
+    written = course.class_run_summary(run_dir)
+    for name, seconds in summary["notebooks"].items():
+        assert f"| {seconds:.0f}" in written or f" {seconds:.0f} |" in written, name
+    head = json.loads((run_dir / "metrics" / "mobilenetv2_head_metrics.json").read_text())
+    assert f"| {head['model']} | {head['test']['auc']:.3f} [{head['test']['auc_ci'][0]:.3f}" in written
+    assert "Cluster purity" in written
     for table in TABLES:
         assert (run_dir / "tables" / table).is_file(), table
     glasses = pd.read_csv(run_dir / "tables" / "glasses_check.csv").set_index("half")  # smoke: 24 of the labels

@@ -1,0 +1,147 @@
+"""Hand-written one-line bugs in the modules that decide published numbers, each applied alone to a
+copy of the package: the tests named with it must fail.
+
+    python benchmarks/hand_mutants.py                 # one line per mutant; exit 1 if one survives
+    python benchmarks/hand_mutants.py --only resize   # the mutants whose title contains a word
+
+The copy is a git worktree of HEAD in a temporary folder with this checkout's ``helpers/`` and
+``tests/`` copied in (uncommitted work included); the tests run there with this checkout's
+interpreter, so the copy's ``helpers`` is imported. A control run of every named test file on the
+unbroken copy must pass. Results and dates: benchmarks/README.md ("Hand-written mutants").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ORACLES = "tests/test_oracles.py"
+
+# (title, file, text, broken text, test files that must catch it)
+MUTANTS = [
+    # the four breaks of the first round
+    ('choose_threshold(method="accuracy") uses Youden\'s rule', "helpers/stats.py",
+     'if method == "youden":', 'if method in ("youden", "accuracy"):', ["tests/test_evaluate.py"]),
+    ("split_manifest stratifies by label only", "helpers/splits.py",
+     'group_info.groupby(["label", "source"], sort=True)', 'group_info.groupby(["label"], sort=True)',
+     ["tests/test_splits.py"]),
+    ("prepare_finetune unfreezes 70% instead of 30%", "helpers/models.py",
+     "(1.0 - trainable_fraction)))", "(trainable_fraction)))", ["tests/test_models.py"]),
+    ("load_image does not rescale 16-bit images", "helpers/decoding.py",
+     "np.rint(band * (255.0 / full_scale))", "np.rint(band)", ["tests/test_data.py"]),
+    # the eight that survived the suite before the oracle tests
+    ("a per-source accuracy interval on this source plus the other class", "helpers/evaluate.py",
+     'bootstrap_ci(y[own], scores[own], "accuracy"', 'bootstrap_ci(y[idx], scores[idx], "accuracy"', [ORACLES]),
+    ("a per-source rate drops scores on the threshold", "helpers/evaluate.py",
+     "called_fake = float(np.mean(scores[own] >= threshold))", "called_fake = float(np.mean(scores[own] > threshold))",
+     [ORACLES]),
+    ("near-duplicates indexed by position among hashed rows", "helpers/splits.py",
+     "pairs.add((int(index[a]), int(index[b])))", "pairs.add((int(a), int(b)))", [ORACLES, "tests/test_splits.py"]),
+    ("a frozen head's threshold chosen on test", "helpers/protocols.py",
+     'val_scores = score(trained, bank, "val")[val_rows]\n'
+     '    trained.threshold = choose_threshold(labels_of(bank.frames["val"].iloc[val_rows]), val_scores)',
+     'trained.threshold = choose_threshold(labels_of(bank.frames["test"]), score(trained, bank, "test"))',
+     ["tests/test_protocols.py"]),
+    ("served per-source rates at the real threshold", "helpers/served.py",
+     "hits = int((scores[own] >= point.fake_threshold).sum())", "hits = int((scores[own] >= point.real_threshold).sum())",
+     [ORACLES]),
+    ("the resize returns BGR", "helpers/data.py",
+     "return np.asarray(Image.fromarray(array).resize((size, size), Image.Resampling.BILINEAR))",
+     "return np.asarray(Image.fromarray(array).resize((size, size), Image.Resampling.BILINEAR))[..., ::-1]",
+     [ORACLES]),
+    ("a subsample's seed ignored", "helpers/splits.py",
+     'order = rows["path"].map(lambda p: _seeded_key(p, seed))', 'order = rows["path"].map(lambda p: _seeded_key(p, 0))',
+     [ORACLES]),
+    ("augmentation flips upside down", "helpers/perturb.py",
+     "image = image[:, ::-1]", "image = image[::-1]", [ORACLES]),
+    # more, one or more per module that decides a number
+    ("the listing's seed ignored", "helpers/data.py",
+     'hashlib.sha256(f"{seed}:{p}".encode())', 'hashlib.sha256(f"0:{p}".encode())', [ORACLES]),
+    ("the Wilson interval at the wrong quantile", "helpers/stats.py",
+     "z = float(norm.ppf(0.5 + level / 2))", "z = float(norm.ppf(level))", [ORACLES]),
+    ("the FPR-controlled threshold rounds the allowance up", "helpers/stats.py",
+     "allowed = int(np.floor(max_fpr * len(own)))       # at most this many",
+     "allowed = int(np.ceil(max_fpr * len(own)))       # at most this many", [ORACLES]),
+    ("the miss-controlled threshold takes the loosest source", "helpers/stats.py",
+     "threshold = min(threshold, float(own[allowed]))", "threshold = max(threshold, float(own[allowed]))",
+     ["tests/test_protocols.py"]),
+    ("the coverage rule's accuracy test inverted", "helpers/stats.py",
+     "allowed &= wrong * min_accuracy <= right * (1 - min_accuracy) + 1e-9",
+     "allowed &= wrong * (1 - min_accuracy) <= right * min_accuracy + 1e-9", ["tests/test_served.py"]),
+    ("the coverage rule minimises the mean, not the worst source", "helpers/stats.py",
+     "order = np.lexsort((key[2].ravel(), key[1].ravel(), key[0].ravel()))",
+     "order = np.lexsort((key[2].ravel(), key[0].ravel(), key[1].ravel()))", ["tests/test_served.py"]),
+    ("evaluation's threshold chosen on test", "helpers/evaluate.py",
+     "threshold = choose_threshold(labels_of(val_frame), val_scores, threshold_method)",
+     "threshold = choose_threshold(labels_of(test_frame), test_scores, threshold_method)", [ORACLES]),
+    ("definite-answer accuracy counts the other label", "helpers/served.py",
+     "right = int((verdicts[definite] == label).sum())", 'right = int((verdicts[definite] == "fake").sum())',
+     [ORACLES]),
+    ("JPEG perturbation ignores its quality", "helpers/perturb.py",
+     'Image.fromarray(image).save(buffer, "JPEG", quality=int(quality))',
+     'Image.fromarray(image).save(buffer, "JPEG", quality=95)', ["tests/test_protocols.py"]),
+    ("a balanced sample's seed ignored", "helpers/balance.py",
+     "rng = np.random.default_rng(seed)", "rng = np.random.default_rng(0)", ["tests/test_annotate.py"]),
+    ("the loader keeps an EXIF rotation's old size", "helpers/data.py",
+     "result.width, result.height = height, width", "result.width, result.height = width, height",
+     ["tests/test_data.py"]),
+    ("a decoder exception escapes the loader", "helpers/data.py",
+     "except Exception as exc:  # noqa: BLE001 - any decoder failure",
+     "except (OSError, ValueError) as exc:  # noqa: BLE001 - any decoder failure", ["tests/test_data.py"]),
+    ("an object key with // escapes the folder", "helpers/download.py",
+     'if (not relative or relative.startswith("/") or', 'if (not relative or', ["tests/test_storage.py"]),
+]
+
+
+def run_tests(copy: Path, files: list[str]) -> tuple[int, float]:
+    """Exit code and seconds of pytest on ``files`` in the copy; the face sample and the weights are this
+    checkout's ``../shared`` (the copy has none beside it)."""
+    environment = {**os.environ, "FAKEFACE_TEST_FACES": str(REPO.parent / "shared" / "data" / "faces"),
+                   "FAKEFACE_WEIGHTS": str(REPO.parent / "shared" / "weights"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    start = time.perf_counter()
+    code = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly", "-p", "no:cacheprovider",
+                           *files], cwd=copy, capture_output=True, env=environment).returncode
+    return code, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default="", help="run the mutants whose title contains this")
+    args = parser.parse_args(argv)
+    chosen = [m for m in MUTANTS if args.only in m[0]]
+    with tempfile.TemporaryDirectory() as temp:
+        copy = Path(temp) / "copy"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach", str(copy), "HEAD"], check=True)
+        try:
+            for folder in ("helpers", "tests"):
+                shutil.copytree(REPO / folder, copy / folder, dirs_exist_ok=True)
+            control, seconds = run_tests(copy, sorted({f for m in chosen for f in m[4]}))
+            print(f"control (no mutant): {'passes' if control == 0 else 'FAILS'} ({seconds:.0f} s)", flush=True)
+            survived = int(control != 0)
+            for title, file, text, broken, tests in chosen:
+                path = copy / file
+                original = path.read_text()
+                if original.count(text) != 1:
+                    print(f"{title}: the text to break is not in {file} once — update this script", flush=True)
+                    survived += 1
+                    continue
+                path.write_text(original.replace(text, broken))
+                code, seconds = run_tests(copy, tests)
+                path.write_text(original)
+                print(f"{title}: {'caught' if code else 'SURVIVED'} by {' '.join(tests)} ({seconds:.0f} s)", flush=True)
+                survived += code == 0
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(copy)], check=False)
+    print(f"{len(chosen) - survived} of {len(chosen)} caught")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
