@@ -6,8 +6,10 @@
 - ``index.html``: the run (profile, date, time per notebook from ``summary.json``), the
   environment the numbers came from (Python, TensorFlow, Keras, NumPy, … recorded by
   :mod:`helpers.reproduce`), links to every page;
+- the headline numbers and the key figures of the run;
 - one page per executed notebook (``notebooks/*.ipynb``, rendered by nbconvert with its
-  outputs and figures embedded);
+  outputs and figures embedded, nothing loaded from the network; TensorFlow's stderr lines and
+  the exercises' solutions are left out);
 - ``tables.html``: every ``tables/*.csv`` as an HTML table; ``metrics.html``: the headline of
   every ``metrics/*.json`` (test AUC with its CI, accuracy, threshold, weights).
 
@@ -52,14 +54,37 @@ def notebook_title(path: Path) -> str:
     return path.stem
 
 
+SOLUTION_HIDDEN = "    # (the exercise's solution is not shown in the results book)"
+KEY_FIGURES = ("05_roc_pr.png", "05_per_source.png", "08_leave_one_generator_out.png",
+               "08_leave_one_real_source_out.png", "08_robustness.png", "07_umap_hdbscan.png")
+
+
+def book_notebook(path: Path):
+    """An executed notebook as the book shows it: no stderr streams (TensorFlow's log lines), and each
+    exercise's solution replaced by a line saying it is not shown."""
+    import re
+
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+        if "### BEGIN SOLUTION" in cell.source:
+            cell.source = re.sub(r"[ \t]*### BEGIN SOLUTION.*?### END SOLUTION", SOLUTION_HIDDEN, cell.source,
+                                 flags=re.S)
+    return notebook
+
+
 def render_notebook(path: Path, out: Path) -> Path:
-    """An executed notebook as a standalone HTML page (outputs and figures embedded)."""
+    """An executed notebook as a standalone HTML page that works offline: nbconvert's ``basic`` template
+    (no MathJax or require.js from a CDN) inside the book's own page, outputs and figures embedded."""
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(template_name="lab")
-    body, _ = exporter.from_filename(str(path))
+    body, _ = HTMLExporter(template_name="basic").from_notebook_node(book_notebook(path))
     target = out / f"{path.stem}.html"
-    target.write_text(body, encoding="utf-8")
+    target.write_text(_page(notebook_title(path), body), encoding="utf-8")
     return target
 
 
@@ -84,7 +109,8 @@ def metrics_frame(run_dir: Path) -> pd.DataFrame:
         ci = test.get("auc_ci") or [None, None]
         rows.append(dict(file=path.name, model=data.get("model", path.stem), test_auc=test.get("auc"),
                          auc_ci_low=ci[0], auc_ci_high=ci[1], test_accuracy=test.get("accuracy"),
-                         threshold=data.get("threshold"), weights=(data.get("weights") or {}).get("source")))
+                         threshold=data.get("threshold"),
+                         weights=(data.get("weights") or {}).get("source") or "not recorded"))
     return pd.DataFrame(rows)
 
 
@@ -100,6 +126,19 @@ def index_page(run_dir: Path, notebook_pages: list[tuple[str, str]]) -> str:
     items = "".join(f'<li><a href="{stem}.html">{html.escape(title)}</a>'
                     + (f" — {seconds[stem]:.0f} s" if stem in seconds else "") + "</li>"
                     for stem, title in notebook_pages)
+    metrics = metrics_frame(run_dir)
+    if len(metrics):
+        headline = metrics[["model", "test_auc", "auc_ci_low", "auc_ci_high", "test_accuracy", "weights"]]
+        parts.append("<h2>Headline numbers (test split)</h2>"
+                     + headline.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0))
+    figures = [name for name in KEY_FIGURES if (run_dir / "figures" / name).is_file()]
+    if figures:
+        import base64
+
+        images = "".join(f'<figure><img style="max-width:100%" alt="{name}" src="data:image/png;base64,'
+                         f'{base64.b64encode((run_dir / "figures" / name).read_bytes()).decode()}">'
+                         f"<figcaption>{name}</figcaption></figure>" for name in figures)
+        parts.append(f"<h2>Key figures</h2>{images}")
     parts.append(f"<h2>Notebooks</h2><ol>{items}</ol>")
     parts.append('<h2>Results</h2><ul><li><a href="tables.html">every table of the run</a></li>'
                  '<li><a href="metrics.html">every model\'s headline metrics</a></li></ul>')

@@ -81,7 +81,6 @@ class Source:
             return f"{base}/{self.repo}/archive/{self.ref}.zip"
         return self.url
 
-
     def archives(self) -> list[Source]:
         """The archives this source is fetched from: itself, or one per entry of ``parts``."""
         if not self.parts:
@@ -89,7 +88,7 @@ class Source:
         return [replace(self, name=f"{self.name}-{k}", parts=None, **part) for k, part in enumerate(self.parts, 1)]
 
     def pins(self) -> pd.DataFrame | None:
-        """The pinned files (``name``, ``md5``) this source must deliver, or None if it has no pin file."""
+        """The pinned files (``name``, ``md5``, ``sha256``; :mod:`helpers.pins`) this source must deliver, or None."""
         if not self.files:
             return None
         return pd.read_csv(PINS_DIR / self.files, dtype=str, keep_default_na=False)
@@ -173,10 +172,12 @@ def ensure_face_data(fetch_sources: list[str], data_root: str | os.PathLike | No
 
 def registry_table(sources: dict[str, Source]) -> pd.DataFrame:
     """The registry as a table, for notebook 01."""
+    def where(s: Source) -> str | None:
+        return s.repo or ", ".join(part["repo"] for part in s.parts or []) or s.url or s.dataset or s.path
+
     return pd.DataFrame([dict(name=s.name, label=s.label, folder=s.folder, generator=s.generator or "",
-                              kind=s.kind, where=s.repo or ", ".join(p["repo"] for p in s.parts or []) or s.url or s.dataset
-                              or s.path,
-                              expected=s.expected_count, licence=s.licence) for s in sources.values()])
+                              kind=s.kind, where=where(s), expected=s.expected_count, licence=s.licence)
+                         for s in sources.values()])
 
 
 def _selected(files: list[Path], base: Path, include: list[str]) -> list[tuple[Path, str]]:

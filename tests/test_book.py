@@ -14,7 +14,10 @@ def _run_folder(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("# 05 · Evaluation of a demo\n\nWhy."),
                 nbformat.v4.new_code_cell("print(6 * 7)", outputs=[nbformat.v4.new_output(
-                    "stream", name="stdout", text="42\n")], execution_count=1)]
+                    "stream", name="stdout", text="42\n"), nbformat.v4.new_output(
+                    "stream", name="stderr", text="I0000 oneDNN custom operations are on\n")], execution_count=1),
+                nbformat.v4.new_code_cell("def answer():\n    ### BEGIN SOLUTION\n    return 'the secret 41 + 1'\n"
+                                          "    ### END SOLUTION")]
     (run / "notebooks").mkdir(parents=True)
     nbformat.write(nb, run / "notebooks" / "05_evaluation.ipynb")
     (run / "tables").mkdir()
@@ -39,6 +42,9 @@ def test_the_book_renders_every_notebook_table_and_metric(tmp_path):
     assert "keras" in page and reproduce.environment_versions()["keras"] in page
     notebook = (index.parent / "05_evaluation.html").read_text()
     assert "Evaluation of a demo" in notebook and "<pre>42\n</pre>" in notebook  # the output, embedded
+    assert "oneDNN" not in notebook and "the secret" not in notebook and "not shown in the results book" in notebook
+    assert not re.search(r"<script[^>]+src=|https?://cdn", notebook)  # works offline
+    assert re.search(r"0\.87[67]", page) and "Headline numbers" in page  # the index shows the headline numbers
     tables = (index.parent / "tables.html").read_text()
     for name, rows in (("table5", 3), ("per_source", 1)):
         block = tables.split(f'id="{name}"')[1].split("<h2")[0]

@@ -379,3 +379,16 @@ def test_archive_members_with_odd_names_are_refused(tmp_path, name):
     with pytest.raises(download.UnsafeArchiveError, match="outside"):
         download.safe_extract(archive, tmp_path / "out")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
+
+
+def test_a_remote_name_never_lands_outside_its_folder_even_through_a_link(tmp_path):
+    """Oracle: the resolved destination's parents, by hand. A link already inside the folder that points
+    outside it must not carry a name (an S3 key, an archive member) out."""
+    folder = tmp_path / "faces"
+    (folder / "real").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (folder / "link").symlink_to(tmp_path / "elsewhere")
+    assert download.contained_path(folder, "real/a.jpg") == (folder / "real" / "a.jpg").resolve()
+    assert download.contained_path(folder, "link/evil.txt") is None
+    for name in ("", "/abs", "a//b", "../x", "a/../../x", "a\\b", "a\x00b", "c:/x", "./a", "a/\x7f"):
+        assert download.contained_path(folder, name) is None, name

@@ -212,3 +212,32 @@ def test_coverage_rule_with_a_one_class_source_and_an_empty_band():
     assert set(verdicts[6:]) == {"fake"} and set(verdicts[:5]) <= {"real", "unsure"}
     real = verdicts[:5]
     assert (real == "real").all() or (real == "unsure").all()  # the five equal scores share one answer
+
+
+def test_the_jpeg_perturbation_is_pillow_at_that_quality():
+    """Bug caught: a JPEG step that ignores its quality. Oracle: Pillow's own encoder at 50 and at 95."""
+    import io
+
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+
+    def pillow(quality):
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, "JPEG", quality=quality)
+        return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+
+    assert np.array_equal(perturb.jpeg(image, 50), pillow(50))
+    assert np.array_equal(perturb.apply(image, "jpeg:50"), pillow(50))
+    assert not np.array_equal(perturb.jpeg(image, 50), perturb.jpeg(image, 95))
+
+
+def test_a_balanced_sample_follows_its_seed():
+    """Bug caught: the balanced sample's draw seeded with a constant."""
+    from helpers import balance
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"path": [f"p{k}" for k in range(400)], "glasses": rng.choice(["yes", "no"], 400),
+                          "gender": rng.choice(["female", "male"], 400)})
+    draws = {seed: set(balance.balanced_sample(frame, ["glasses", "gender"], 40, seed=seed).path) for seed in (1, 2)}
+    assert draws[1] == set(balance.balanced_sample(frame, ["glasses", "gender"], 40, seed=1).path)
+    assert draws[1] != draws[2] and len(draws[1]) == len(draws[2]) == 40

@@ -73,6 +73,18 @@ def test_protocols_run_end_to_end_on_a_small_tree(bank, tmp_path):
     improved = protocols.Recipe("+ blur/JPEG", None, augment_copies=1, balanced=True, tta_flip=True, epochs=3)
     trained = protocols.train_recipe(improved, bank, tmp_path)
     assert 0 <= trained.threshold <= 1 and trained.val_auc > 0.5  # fakes are brighter: learnable
+    # the threshold is Youden's J on validation, found by trying every validation score (not test's)
+    y_val = (bank.frames["val"].label == "fake").to_numpy()
+    val_scores = protocols.score(trained, bank, "val")
+
+    def youden(t):
+        return (val_scores[y_val] >= t).mean() - (val_scores[~y_val] >= t).mean()
+
+    assert youden(trained.threshold) == pytest.approx(max(youden(t) for t in np.unique(val_scores)))
+    narrow = protocols.train_recipe(report, bank, tmp_path)  # trained and thresholded on cam_a and gan_a only
+    rows = bank.frames["val"].source.isin(["cam_a", "gan_a"]).to_numpy()
+    own = protocols.score(narrow, bank, "val")[rows]
+    assert narrow.threshold in set(own.tolist())  # one of its own validation rows' scores
 
     matrix = protocols.cross_source_matrix(report, {"a": ["cam_a", "gan_a"], "all": None},
                                            [(["cam_a"], "gan_a"), (["cam_b"], "gan_b")], bank, tmp_path, n_boot=20)
