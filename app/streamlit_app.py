@@ -70,7 +70,7 @@ with st.sidebar:
         st.warning(warning)
     st.caption(("Faces are found with MTCNN and each face crop is scored: the framing this model was trained on."
                 if predictor.input_kind == "face" else
-                "Whole pictures are scored: the framing this model was trained on (tick 'Find faces first' to "
+                "Whole pictures are scored: the framing this model was trained on (tick the face-finding box to "
                 "score each face crop instead).")
                + " Scores are not calibrated probabilities; results on sources the model never saw can be wrong.")
 
