@@ -234,24 +234,26 @@ def _fetch_archives(source: Source, cache: Path, mirror, progress: bool) -> tupl
             folders.append(Path(tempfile.mkdtemp(prefix=f"{source.name}-made-", dir=cache)))
             choice = _choose(source, candidates, folders[-1], _origin(source))
         except Exception:
-            for folder in folders:
-                shutil.rmtree(folder, ignore_errors=True)
-            for archive in archives:
-                archive.unlink(missing_ok=True)
+            _discard(folders, archives)
             for part in parts[len(archives):]:  # the one whose download or extraction failed
                 (cache / part.archive_name).unlink(missing_ok=True)
             raise
         if not choice.missing:
             return folders, choice
-        for folder in folders:
-            shutil.rmtree(folder, ignore_errors=True)
-        for archive in archives:
-            archive.unlink(missing_ok=True)
+        _discard(folders, archives)
         if attempt == 2:
             raise ChecksumError(f"{source.name}: {choice.missing} pinned files are missing or changed in "
                                 f"{_origin(source)} (fetched twice); the upstream differs from the pins")
         print(f"{source.name}: the cached archives lack {choice.missing} pinned files; fetching them again")
     raise AssertionError("unreachable")
+
+
+def _discard(folders: list[Path], archives: list[Path] = ()) -> None:
+    """Remove a fetch's temporary folders and, when given, its cached archives (a bad one is never kept)."""
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    for archive in archives:
+        archive.unlink(missing_ok=True)
 
 
 def _origin(source: Source) -> str:
@@ -302,8 +304,7 @@ def fetch_source(source: Source, root: str | os.PathLike, mirror: str | os.PathL
         provenance = import_images(choice.kept, root, source.label, source.folder, origin, source.licence,
                                    progress)
     finally:
-        for folder in folders:
-            shutil.rmtree(folder, ignore_errors=True)
+        _discard(folders)
     for position, (path, _) in enumerate(choice.kept):  # re-encoded files: their upstream path and how
         if path in choice.notes and provenance.at[position, "status"] != "rejected":
             upstream, note = choice.notes[path]
