@@ -34,7 +34,8 @@ test: install
 ## Mutation testing (a benchmark, not a CI step; an hour or more on 2 cores): mutmut on the modules the
 ## tests must guard, then the score per module (results: benchmarks/README.md)
 MUTANTS ?= "helpers.evaluate*" "helpers.stats*" "helpers.splits*" "helpers.models.x_prepare_finetune*" "helpers.data.x_load_image*" \
-	"helpers.data.x__decode*" "helpers.data.x__file_problem*" "helpers.decoding*" "helpers.predict*" "helpers.protocols*" "helpers.calibration*" "helpers.served*"
+	"helpers.data.x__decode*" "helpers.data.x__file_problem*" "helpers.decoding*" "helpers.predict*" "helpers.protocols*" "helpers.calibration*" "helpers.served*" \
+	"helpers.perturb*" "helpers.balance*" "helpers.data.x_resize_square*"
 mutation: install
 	$(VENV)/bin/python -m pip install -q "mutmut>=3.8,<4"
 	FAKEFACE_TEST_FACES=$(abspath ../shared/data/faces) FAKEFACE_WEIGHTS=$(abspath ../shared/weights) \

@@ -1,0 +1,122 @@
+"""Perturbations against Pillow called directly and against the augmentation as its docstring states it.
+
+The oracle for :func:`helpers.perturb.augment` is the documented recipe written out with Pillow and a
+NumPy generator drawn in the documented order (mirror with probability 0.5, Gaussian blur with sigma
+uniform in 0-2, JPEG at a quality in 30-95, a random square crop of 80-100% of the shorter side at a
+uniformly drawn offset), so a changed probability, range or offset shows as different pixels.
+"""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter, ImageOps
+
+from helpers import perturb
+
+
+def _image(height: int = 40, width: int = 52, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    smooth = np.stack([x * 4, y * 5, (x + y) * 2], axis=-1) % 256
+    return np.clip(smooth + rng.integers(0, 40, (height, width, 3)), 0, 255).astype(np.uint8)
+
+
+def _pillow_jpeg(picture: Image.Image, quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    picture.save(buffer, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def _augment_by_the_spec(image: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
+    rng = np.random.default_rng(seed)
+    picture, steps = Image.fromarray(image), {}
+    if rng.random() < 0.5:
+        picture, steps["mirror"] = ImageOps.mirror(picture), True
+    if rng.random() < 0.5:
+        steps["sigma"] = float(rng.uniform(0.0, 2.0))
+        picture = picture.filter(ImageFilter.GaussianBlur(steps["sigma"])) if steps["sigma"] > 0 else picture
+    if rng.random() < 0.5:
+        steps["quality"] = int(rng.integers(30, 95, endpoint=True))
+        picture = _pillow_jpeg(picture, steps["quality"])
+    width, height = picture.size
+    side = int(min(height, width) * rng.uniform(0.8, 1.0))
+    top, left = int(rng.integers(0, height - side, endpoint=True)), int(rng.integers(0, width - side, endpoint=True))
+    steps.update(side=side, top=top, left=left)
+    return np.asarray(picture.crop((left, top, left + side, top + side))), steps
+
+
+def test_augment_is_the_documented_recipe():
+    image = _image()
+    seen = {"mirror": 0, "sigma": [], "quality": [], "side": [], "top": [], "left": []}
+    for seed in range(300):
+        expected, steps = _augment_by_the_spec(image, seed)
+        got = perturb.augment(image, seed)
+        assert got.dtype == np.uint8 and got.flags.c_contiguous
+        assert np.array_equal(got, expected), (seed, steps)
+        seen["mirror"] += steps.get("mirror", False)
+        for name in ("sigma", "quality"):
+            if name in steps:
+                seen[name].append(steps[name])
+        for name in ("side", "top", "left"):
+            seen[name].append(steps[name])
+    # the draws cover what the docstring promises (300 copies: each step about half the time)
+    assert 110 < seen["mirror"] < 190 and 110 < len(seen["sigma"]) < 190 and 110 < len(seen["quality"]) < 190
+    assert min(seen["quality"]) <= 33 and max(seen["quality"]) >= 92 and set(seen["quality"]) <= set(range(30, 96))
+    assert 32 <= min(seen["side"]) <= 33 and max(seen["side"]) == 39  # 80-100% of the 40-px side, int() floors
+    assert min(seen["top"]) == 0 and min(seen["left"]) == 0 and max(seen["left"]) >= 18
+
+
+def test_augment_through_apply_is_seeded_by_the_key_and_copy_number():
+    image = _image()
+    for key in ("real/ffhq/a.jpg", "fake/sd15/b.jpg"):
+        for copy in (0, 1, 2):
+            seed = perturb.stable_seed(f"{key}|{copy}")
+            assert np.array_equal(perturb.apply(image, f"augment:{copy}", key), perturb.augment(image, seed))
+            # in a chain, every step gets the key
+            chained = perturb.apply(image, f"augment:{copy}+jpeg:95", key)
+            assert np.array_equal(chained, perturb.jpeg(perturb.augment(image, seed), 95))
+    # no key: the copy number alone seeds it (key "")
+    assert np.array_equal(perturb.apply(image, "augment:1"), perturb.augment(image, perturb.stable_seed("|1")))
+    assert perturb.stable_seed("x") == int.from_bytes(__import__("hashlib").sha1(b"x").digest()[:4], "little")
+
+
+def test_scale_blur_and_recode_are_pillow_with_the_documented_filters():
+    image = _image()
+    picture = Image.fromarray(image)
+    assert np.array_equal(perturb.scale(image, 0.5), np.asarray(picture.resize((26, 20), Image.Resampling.BILINEAR)))
+    assert np.array_equal(perturb.apply(image, "scale:1.5"),
+                          np.asarray(picture.resize((78, 60), Image.Resampling.BILINEAR)))
+    # never below 8 px on either side: 12 x 10 at half size is 8 x 8, not 6 x 5
+    small = _image(10, 12)
+    assert perturb.scale(small, 0.5).shape == (8, 8, 3)
+    assert perturb.scale(_image(10, 40), 0.5).shape == (8, 20, 3)
+    for sigma in (0.5, 1.0, 2.0):
+        assert np.array_equal(perturb.apply(image, f"blur:{sigma}"),
+                              np.asarray(picture.filter(ImageFilter.GaussianBlur(sigma))))
+    assert not np.array_equal(perturb.blur(image, 0.5), image)
+    assert perturb.blur(image, 0) is image  # sigma 0: the image itself, untouched
+    square = picture.resize((32, 32), Image.Resampling.BILINEAR)
+    assert np.array_equal(perturb.apply(image, "recode:32"), np.asarray(_pillow_jpeg(square, 90)))
+
+
+def test_jpeg_of_a_grey_image_is_rgb_and_bad_names_say_what_is_allowed():
+    grey = _image()[..., 0]
+    out = perturb.jpeg(grey, 80)
+    assert out.shape == grey.shape + (3,)
+    with pytest.raises(ValueError, match="kind in"):
+        perturb.parse("sharpen:2")
+    with pytest.raises(ValueError, match="'jpeg'"):
+        perturb.apply(_image(), "jpeg:90+jpeg")
+
+
+def test_resize_of_a_float_map_is_pillow_bilinear_in_float():
+    """A Grad-CAM heatmap (float, [0, 1]) is resized in 32-bit float, bilinear, not quantised to 8 bits."""
+    from helpers import data
+
+    heat = np.random.default_rng(3).random((7, 9))
+    got = data.resize_square(heat, 20)
+    expected = np.asarray(Image.fromarray(heat.astype(np.float32), mode="F").resize((20, 20), Image.Resampling.BILINEAR))
+    assert got.shape == (20, 20) and got.dtype == np.float32 and np.array_equal(got, expected)
+    assert not np.array_equal(got, np.asarray(Image.fromarray(heat.astype(np.float32)).resize((20, 20))))  # not bicubic
+    assert 0.0 <= got.min() and got.max() <= 1.0 and len(np.unique(got)) > 256  # not 8-bit steps
