@@ -65,6 +65,11 @@ def table(found: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def named(found: dict[str, str], status: str) -> list[str]:
+    """The in-scope mutants with ``status``, sorted by name."""
+    return sorted(name for name, s in found.items() if s == status and in_scope(name))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--survivors", action="store_true", help="list the surviving mutants too")
@@ -72,12 +77,11 @@ def main() -> None:
     args = parser.parse_args()
     found = statuses()
     if args.status:
-        print("\n".join(sorted(n for n, s in found.items() if s == args.status and in_scope(n))))
+        print("\n".join(named(found, args.status)))
         return
     print(table(found))
     if args.survivors:
-        for name in sorted(n for n, s in found.items() if s == "survived" and in_scope(n)):
-            print(name)
+        print("\n".join(named(found, "survived")))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ uniform in 0-2, JPEG at a quality in 30-95, a random square crop of 80-100% of t
 uniformly drawn offset), so a changed probability, range or offset shows as different pixels.
 """
 
+import hashlib
 import io
 
 import numpy as np
@@ -46,6 +47,16 @@ def _augment_by_the_spec(image: np.ndarray, seed: int) -> tuple[np.ndarray, dict
     return np.asarray(picture.crop((left, top, left + side, top + side))), steps
 
 
+def test_the_jpeg_perturbation_is_pillow_at_that_quality():
+    """Bug caught: a JPEG step that ignores its quality. Oracle: Pillow's own encoder at 50 and at 95."""
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    pillow = {quality: np.asarray(_pillow_jpeg(Image.fromarray(image), quality)) for quality in (50, 95)}
+    assert np.array_equal(perturb.jpeg(image, 50), pillow[50])
+    assert np.array_equal(perturb.apply(image, "jpeg:50"), pillow[50])
+    assert not np.array_equal(perturb.jpeg(image, 50), perturb.jpeg(image, 95))
+
+
 def test_augment_is_the_documented_recipe():
     image = _image()
     seen = {"mirror": 0, "sigma": [], "quality": [], "side": [], "top": [], "left": []}
@@ -78,7 +89,7 @@ def test_augment_through_apply_is_seeded_by_the_key_and_copy_number():
             assert np.array_equal(chained, perturb.jpeg(perturb.augment(image, seed), 95))
     # no key: the copy number alone seeds it (key "")
     assert np.array_equal(perturb.apply(image, "augment:1"), perturb.augment(image, perturb.stable_seed("|1")))
-    assert perturb.stable_seed("x") == int.from_bytes(__import__("hashlib").sha1(b"x").digest()[:4], "little")
+    assert perturb.stable_seed("x") == int.from_bytes(hashlib.sha1(b"x").digest()[:4], "little")
 
 
 def test_scale_blur_and_recode_are_pillow_with_the_documented_filters():
@@ -108,15 +119,3 @@ def test_jpeg_of_a_grey_image_is_rgb_and_bad_names_say_what_is_allowed():
         perturb.parse("sharpen:2")
     with pytest.raises(ValueError, match="'jpeg'"):
         perturb.apply(_image(), "jpeg:90+jpeg")
-
-
-def test_resize_of_a_float_map_is_pillow_bilinear_in_float():
-    """A Grad-CAM heatmap (float, [0, 1]) is resized in 32-bit float, bilinear, not quantised to 8 bits."""
-    from helpers import data
-
-    heat = np.random.default_rng(3).random((7, 9))
-    got = data.resize_square(heat, 20)
-    expected = np.asarray(Image.fromarray(heat.astype(np.float32), mode="F").resize((20, 20), Image.Resampling.BILINEAR))
-    assert got.shape == (20, 20) and got.dtype == np.float32 and np.array_equal(got, expected)
-    assert not np.array_equal(got, np.asarray(Image.fromarray(heat.astype(np.float32)).resize((20, 20))))  # not bicubic
-    assert 0.0 <= got.min() and got.max() <= 1.0 and len(np.unique(got)) > 256  # not 8-bit steps
