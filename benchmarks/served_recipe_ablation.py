@@ -31,6 +31,9 @@ FROZEN = [
     {"name": "improved", "train_sources": None, "balanced": True, "augment_copies": 3, "tta_flip": True},
     {"name": "improved + label smoothing", "train_sources": None, "balanced": True, "augment_copies": 3,
      "tta_flip": True, "label_smoothing": 0.1},
+    # each blur/JPEG/crop copy made from the picture down-scaled 0.5-1x first (helpers.perturb, "scaled:K")
+    {"name": "improved, down-scaled copies", "train_sources": None, "balanced": True, "augment_copies": 3,
+     "tta_flip": True, "copy_kind": "scaled"},
 ]
 FINETUNED = [
     {"name": "improved, fine-tuned 100%", "train_sources": None, "balanced": True, "augment_copies": 3,
@@ -173,6 +176,8 @@ def main() -> None:
                         help="training seed (default: the run's); another seed retrains the same recipe on the same "
                              "split: weight initialisation, batch order and augmentation draws change")
     parser.add_argument("--skip-frozen", action="store_true")
+    parser.add_argument("--frozen-candidates", nargs="*", type=int, default=None,
+                        help="which frozen candidates to run (positions in FROZEN; default: all)")
     parser.add_argument("--skip-finetuned", action="store_true")
     parser.add_argument("--candidates", nargs="*", type=int, default=[0],
                         help="which fine-tuned candidates to run (positions in FINETUNED; default: the served one)")
@@ -238,10 +243,12 @@ def main() -> None:
         return
     if not args.skip_frozen:
         start = time.perf_counter()
+        chosen = [FROZEN[k] for k in (range(len(FROZEN)) if args.frozen_candidates is None else args.frozen_candidates)]
+        kinds = tuple(sorted({spec.get("copy_kind", "augment") for spec in chosen}))
         bank = protocols.build_bank(split, data_root, args.size, 3, ("jpeg:50", "scale:0.5", "recode:256"),
-                                    cache_dir=cfg.cache_dir("features"), seed=seed)
+                                    cache_dir=cfg.cache_dir("features"), seed=seed, copy_kinds=kinds)
         timings["feature bank"] = round(time.perf_counter() - start, 1)
-        for spec in FROZEN:
+        for spec in chosen:
             run(protocols.Recipe(**spec), bank, "frozen")
         del bank
     if not args.skip_finetuned:

@@ -139,7 +139,7 @@ def training_dataset(bank: ImageBank, recipe: FinetuneRecipe, rows: np.ndarray, 
                      seed: int) -> tf.data.Dataset:
     """Batches of (images, labels) over ``rows`` of the training split: each epoch, each image in one of
     its stored versions (clean or an augmentation copy) at random; source-balanced if the recipe says so."""
-    versions = [bank.images_of("train")] + [bank.images_of("train", f"augment:{k}")
+    versions = [bank.images_of("train")] + [bank.images_of("train", f"{recipe.copy_kind}:{k}")
                                             for k in range(recipe.augment_copies)]
     labels = labels_of(bank.frames["train"]).astype(np.float32)
     positions = epoch_positions(bank.frames["train"], rows, recipe.balanced, seed)

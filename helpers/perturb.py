@@ -10,7 +10,10 @@ before the model's resize (as an upload site would re-encode or rescale the file
   compression no longer differ between sources;
 - ``augment:K`` — training augmentation copy K (Wang et al. 2020 style): with probability 0.5
   each, a mirror image, Gaussian blur (sigma 0–2) and JPEG (quality 30–95), then a random crop of 80–100% of the
-  side; seeded by the file path and K, so a copy is the same every time it is computed.
+  side; seeded by the file path and K, so a copy is the same every time it is computed;
+- ``scaled:K`` — copy K with random down-scaling: the image is first shrunk by a factor drawn from
+  0.5–1 (seeded like ``augment``), then made into ``augment:K``, so the copy's JPEG runs at the new
+  scale; real and fake images alike, so native scale is no cue.
 
 Steps joined by ``+`` run in order: ``"jpeg:50+jpeg:95"`` is a JPEG 50 upload that a detector then
 re-encodes at quality 95 (:func:`then`).
@@ -24,7 +27,9 @@ import io
 import numpy as np
 from PIL import Image, ImageFilter
 
-KINDS = ("jpeg", "scale", "blur", "recode", "augment")
+KINDS = ("jpeg", "scale", "blur", "recode", "augment", "scaled")
+COPY_KINDS = ("augment", "scaled")  # training copies: augment:K, scaled:K
+SCALED_RANGE = (0.5, 1.0)       # the down-scaling factors of a scaled copy
 
 
 def then(first: str | None, second: str | None) -> str:
@@ -94,7 +99,15 @@ def apply(image: np.ndarray, perturbation: str, key: str = "") -> np.ndarray:
     if kind == "recode":
         square = np.asarray(Image.fromarray(image).resize((int(level), int(level)), Image.Resampling.BILINEAR))
         return jpeg(square, 90)
-    return augment(image, stable_seed(f"{key}|{int(level)}"))
+    seed = stable_seed(f"{key}|{int(level)}")
+    if kind == "scaled":
+        image = scale(image, scaled_factor(key, int(level)))
+    return augment(image, seed)
+
+
+def scaled_factor(key: str, copy: int) -> float:
+    """The down-scaling factor of ``scaled:copy`` for the file ``key``: uniform in ``SCALED_RANGE``, seeded."""
+    return float(np.random.default_rng(stable_seed(f"scaled|{key}|{copy}")).uniform(*SCALED_RANGE))
 
 
 def stable_seed(text: str) -> int:

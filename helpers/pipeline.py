@@ -119,7 +119,7 @@ def load_patch_array(frame: pd.DataFrame, root: str | Path, size: int, perturbat
                      workers: int = 4) -> np.ndarray:
     """Like :func:`load_array`, framed as a native-resolution patch (:func:`native_patch`) instead of a
     whole-image resize: the file is decoded at its own size, perturbed there (e.g. ``"jpeg:50"``), and
-    cut to its centre patch; an ``augment:K`` copy takes its patch at a position seeded by the file
+    cut to its centre patch; an ``augment:K`` (or ``scaled:K``) copy takes its patch at a position seeded by the file
     and ``K`` (the same every time it is computed)."""
     root = Path(root)
     paths = frame["path"].astype(str).tolist()
@@ -132,7 +132,7 @@ def load_patch_array(frame: pd.DataFrame, root: str | Path, size: int, perturbat
             from helpers.perturb import apply, stable_seed
 
             image = apply(image, perturbation, key=rel)
-            if perturbation.startswith("augment:"):
+            if perturbation.startswith(("augment:", "scaled:")):
                 seed = stable_seed(f"patch|{rel}|{perturbation}")
         out[position] = native_patch(image, size, seed)
 

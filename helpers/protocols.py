@@ -45,6 +45,7 @@ class Recipe:
     name: str
     train_sources: list[str] | None = None   # None: every source of the split
     augment_copies: int = 0                  # cached blur+JPEG+crop copies per training image
+    copy_kind: str = "augment"               # "scaled": each copy down-scaled 0.5-1x first (helpers.perturb)
     balanced: bool = False                   # every source equally often in each epoch
     tta_flip: bool = False                   # average the scores of the image and its mirror
     epochs: int = 15
@@ -104,8 +105,10 @@ class FeatureBank:
 
 def build_bank(split_frame: pd.DataFrame, root: str | Path, image_size: int, augment_copies: int = 0,
                perturbations: tuple[str, ...] = ROBUSTNESS_GRID + ("recode:256",), batch_size: int = 64,
-               cache_dir: str | Path | None = None, seed: int = 42) -> FeatureBank:
-    """Extract (or read back) every feature the protocols need with a frozen ImageNet MobileNetV2."""
+               cache_dir: str | Path | None = None, seed: int = 42,
+               copy_kinds: tuple[str, ...] = ("augment",)) -> FeatureBank:
+    """Extract (or read back) every feature the protocols need with a frozen ImageNet MobileNetV2
+    (``augment_copies`` training copies of each of ``copy_kinds``)."""
     keras.backend.clear_session()
     probe, _ = models.build_mobilenetv2(image_size=image_size, augment="flip", seed=seed)
     frames = {s: split_frame[split_frame["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
@@ -120,9 +123,9 @@ def build_bank(split_frame: pd.DataFrame, root: str | Path, image_size: int, aug
     for split, frame in frames.items():
         clean = get(frame)
         bank.arrays[split] = {"clean": clean["features"], "flipped": clean["flipped"]}
-    for copy in range(augment_copies):
+    for kind, copy in ((kind, copy) for kind in copy_kinds for copy in range(augment_copies)):
         # each copy already mirrors at random: no separate flipped pass
-        bank.arrays["train"][f"augment:{copy}"] = get(frames["train"], f"augment:{copy}", flips=False)["features"]
+        bank.arrays["train"][f"{kind}:{copy}"] = get(frames["train"], f"{kind}:{copy}", flips=False)["features"]
     for perturbation in perturbations:
         result = get(frames["test"], perturbation)
         bank.arrays["test"][perturbation] = result["features"]
@@ -164,7 +167,8 @@ def epoch_positions(frame: pd.DataFrame, rows: np.ndarray, balanced: bool, seed:
 
 def _training_dataset(bank: FeatureBank, recipe: Recipe, rows: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
     arrays = bank.arrays["train"]
-    variants = [arrays["clean"], arrays["flipped"]] + [arrays[f"augment:{k}"] for k in range(recipe.augment_copies)]
+    copies = [arrays[f"{recipe.copy_kind}:{k}"] for k in range(recipe.augment_copies)]
+    variants = [arrays["clean"], arrays["flipped"]] + copies
     stacked = tf.constant(np.stack(variants, axis=1).astype(np.float32))  # (n, variants, d)
     labels = tf.constant(labels_of(bank.frames["train"]).astype(np.float32))
     generator = tf.random.Generator.from_seed(seed)

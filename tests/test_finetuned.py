@@ -38,6 +38,15 @@ def test_training_batches_mix_versions_and_balance_sources(image_bank):
             seen.add(next(v for v, stored in enumerate(versions) if any(np.array_equal(image, s) for s in stored)))
     assert seen == {0, 1, 2}                                         # clean and both augmentation copies
     assert abs(np.concatenate(fake_share).mean() - 0.5) < 0.1        # 1 fake row, half of the draws
+    # a recipe of down-scaled copies trains on those, never on the plain ones
+    scaled = finetuned.FinetuneRecipe("scaled", None, augment_copies=2, copy_kind="scaled")
+    kinds = [image_bank.images_of("train")] + [image_bank.images_of("train", f"{kind}:{k}")
+                                               for kind in ("scaled", "augment") for k in range(2)]
+    seen = set()
+    for images, _ in (batch for _ in range(10) for batch in finetuned.training_dataset(image_bank, scaled, rows, 4, 0)):
+        for image in images.numpy().astype(np.uint8):
+            seen.add(next(v for v, stored in enumerate(kinds) if any(np.array_equal(image, s) for s in stored)))
+    assert seen == {0, 1, 2}
 
 
 def test_finetuned_recipes_run_every_protocol(image_bank, tmp_path, eager_steps):

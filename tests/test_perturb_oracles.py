@@ -92,6 +92,29 @@ def test_augment_through_apply_is_seeded_by_the_key_and_copy_number():
     assert perturb.stable_seed("x") == int.from_bytes(hashlib.sha1(b"x").digest()[:4], "little")
 
 
+def test_a_scaled_copy_is_the_augment_copy_of_the_image_shrunk_first():
+    """``scaled:K``: Pillow's bilinear resize by a factor drawn from 0.5-1 (seeded by the file and K), then the
+    documented augment copy K of that smaller image (so its JPEG runs at the new scale)."""
+    image = _image(80, 100)
+    factors = []
+    for key in ("real/ffhq/a.jpg", "fake/sd15/b.jpg", "real/utkface/c.jpg"):
+        for copy in (0, 1, 2):
+            factor = float(np.random.default_rng(perturb.stable_seed(f"scaled|{key}|{copy}")).uniform(0.5, 1.0))
+            size = (round(100 * factor), round(80 * factor))
+            shrunk = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+            expected, _ = _augment_by_the_spec(shrunk, perturb.stable_seed(f"{key}|{copy}"))
+            got = perturb.apply(image, f"scaled:{copy}", key)
+            assert np.array_equal(got, expected), (key, copy)
+            assert perturb.scaled_factor(key, copy) == factor
+            factors.append(factor)
+    assert min(factors) >= 0.5 and max(factors) <= 1.0 and len(set(factors)) == len(factors)
+    # the same copy every time, another copy number or file another draw; labels play no part (the key is the path)
+    assert np.array_equal(perturb.apply(image, "scaled:1", "x.jpg"), perturb.apply(image, "scaled:1", "x.jpg"))
+    assert perturb.apply(image, "scaled:1", "x.jpg").shape != perturb.apply(image, "augment:1", "x.jpg").shape
+    draws = [perturb.scaled_factor(f"f{i}.jpg", 0) for i in range(2000)]
+    assert 0.5 <= min(draws) < 0.51 and 0.99 < max(draws) <= 1.0 and abs(np.mean(draws) - 0.75) < 0.01
+
+
 def test_scale_blur_and_recode_are_pillow_with_the_documented_filters():
     image = _image()
     picture = Image.fromarray(image)

@@ -521,3 +521,22 @@ def test_feature_bank_trains_with_the_seed_it_is_given(monkeypatch, tmp_path):
     bank = protocols.FeatureBank(image_size=8, frames={})
     assert bank.train(protocols.Recipe("r"), tmp_path, seed=7) == ("r", tmp_path, 7)
     assert bank.train(protocols.Recipe("r"), tmp_path)[2] == 42  # the lab's default seed
+
+
+def test_a_recipe_trains_on_the_copies_of_its_own_kind():
+    """Training batches hold the clean rows, their mirrors and the recipe's copy kind only: with every
+    version of each row a distinct constant, the values seen say which arrays the batches came from."""
+    n, rows = 6, np.arange(6)
+    frames = {"train": pd.DataFrame({"source": ["a", "b"] * 3, "label": ["real", "fake"] * 3})}
+    values = {"clean": 1.0, "flipped": 2.0, "augment:0": 3.0, "augment:1": 4.0, "scaled:0": 5.0, "scaled:1": 6.0}
+    arrays = {name: np.full((n, 4), value, np.float32) for name, value in values.items()}
+    bank = protocols.FeatureBank(image_size=8, frames=frames, arrays={"train": arrays})
+    for kind, expected in (("augment", {1.0, 2.0, 3.0, 4.0}), ("scaled", {1.0, 2.0, 5.0, 6.0})):
+        recipe = protocols.Recipe("r", augment_copies=2, copy_kind=kind)
+        seen = set()
+        for seed in range(20):  # 120 draws of one of four versions: each appears
+            for features, _labels in protocols._training_dataset(bank, recipe, rows, 3, seed=seed):
+                seen |= set(np.unique(features.numpy()).tolist())
+        assert seen == expected, kind
+    with pytest.raises(KeyError):
+        list(protocols._training_dataset(bank, protocols.Recipe("r", augment_copies=3, copy_kind="scaled"), rows, 3, 0))

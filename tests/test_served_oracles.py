@@ -1,6 +1,8 @@
 """The served detector's per-source table (``served.answer_rates``) on a hand-worked batch: every
 column, with scipy's Wilson intervals as the oracle for the CIs."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -52,3 +54,160 @@ def test_answer_rates_by_hand():
     only = served.answer_rates(frame.iloc[5:7], served.answer(point, scores[5:7]), scores[5:7], point).iloc[0]
     assert only.definite_accuracy == 1.0 and only.definite_accuracy_hi == pytest.approx(1.0)
     assert only.definite_accuracy_lo == pytest.approx(_wilson(2, 2)[0])
+
+
+def _verdicts(scores, far, point):
+    """Fake at or above the fake threshold, real below the real one, unsure between or when far: by hand."""
+    return np.where(far, "unsure", np.where(scores >= point.fake_threshold, "fake",
+                                            np.where(scores < point.real_threshold, "real", "unsure")))
+
+
+def _shares_by_hand(frame: pd.DataFrame, verdicts: np.ndarray) -> pd.DataFrame:
+    rows = {}
+    for source in sorted(set(frame.source)):
+        own = verdicts[(frame.source == source).to_numpy()]
+        label = frame.label[frame.source == source].iloc[0]
+        definite = own[own != "unsure"]
+        rows[source] = dict(called_fake=np.mean(own == "fake"), called_real=np.mean(own == "real"),
+                            unsure=np.mean(own == "unsure"),
+                            definite_accuracy=np.mean(definite == label) if len(definite) else np.nan)
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def test_serve_trained_records_and_saves_what_its_parts_compute(tmp_path):
+    """``serve_trained`` on the flat-colour bank: the operating point, the distance, the AUCs, the per-source
+    table, the answer rules compared, and the files beside the model, each against a computation by hand."""
+    from types import SimpleNamespace
+
+    from sklearn.metrics import roc_auc_score
+    from test_served import _brute_force_distance, _ColourBank
+
+    from helpers import protocols
+
+    class OverlapBank(_ColourBank):
+        """Scores with noise, so pale photos and fakes overlap and the rules leave an unsure band."""
+
+        def score(self, trained, split, variant="clean"):
+            noise = np.random.default_rng(len(split)).normal(0, 0.03, len(self.frames[split]))
+            return np.clip(super().score(trained, split) + noise, 0, 1)
+
+    bank = OverlapBank()
+    bank.image_size = bank.SIZE
+    recipe = protocols.Recipe(name="colour", tta_flip=True)
+    trained = SimpleNamespace(model=bank.model, recipe=recipe, seconds=12.34,
+                              notes={"weights": "imagenet", "weights_warning": "none here"})
+    extra = pd.DataFrame({"held_out": ["x"], "auc": [0.5]})
+    record, rates = served.serve_trained(trained, bank, tmp_path, seed=3, protocol_tables={"Extra": extra}, k=3,
+                                         quantile=0.9, max_real_fpr=0.1, max_fake_miss=0.2)
+    frames = bank.frames
+    scores = {s: bank.score(None, s) for s in ("val", "test")}
+    truth = {s: (frames[s].label == "fake").to_numpy() for s in ("val", "test")}
+    point = served.choose_operating_point(frames["val"], scores["val"], 0.1, 0.2)
+    assert record.operating_point == point and (point.max_real_fpr, point.max_fake_miss) == (0.1, 0.2)
+    assert point.real_threshold < point.fake_threshold  # a band: "unsure" for a score is possible
+    assert record.test_auc == pytest.approx(roc_auc_score(truth["test"], scores["test"]))
+    assert record.validation["auc"] == pytest.approx(roc_auc_score(truth["val"], scores["val"]))
+    assert record.validation["n"] == len(frames["val"]) == 90
+    # the distance: every training image is a reference (90 < 2,000), the limit the 90% quantile on validation
+    reference = bank.features("train")
+    limit = np.quantile(_brute_force_distance(bank.features("val"), reference, 3), 0.9)
+    assert record.max_distance == pytest.approx(limit, abs=1e-5)
+    assert (record.distance_k, record.distance_quantile, record.image_size) == (3, 0.9, bank.SIZE)
+    assert record.tta_flip is True and record.recipe == recipe.to_dict() and record.train_seconds == 12.3
+    assert record.weights == {"source": "imagenet", "warning": "none here"}
+    far = {s: _brute_force_distance(bank.features(s), reference, 3) > limit for s in ("val", "test")}
+    verdicts = _verdicts(scores["test"], far["test"], point)
+    assert {"fake", "real", "unsure"} <= set(verdicts[~far["test"]]) and far["test"].any()
+    # the per-source table on test (returned and recorded), against verdicts made by hand
+    expected = _shares_by_hand(frames["test"], _verdicts(scores["test"], far["test"], point))
+    for table in (rates, pd.DataFrame(record.test_rates)):
+        got = table.set_index("source").loc[expected.index]
+        for column in expected.columns:
+            assert got[column].to_numpy() == pytest.approx(expected[column].to_numpy(), nan_ok=True), column
+        fakes = scores["test"][(frames["test"].source == "red").to_numpy()]
+        assert got.loc["red", "rate"] == pytest.approx(np.mean(fakes >= point.fake_threshold))
+    val_expected = _shares_by_hand(frames["val"], _verdicts(scores["val"], far["val"], point))
+    val_got = pd.DataFrame(record.validation["rates"]).set_index("source").loc[val_expected.index]
+    assert val_got.unsure.to_numpy() == pytest.approx(val_expected.unsure.to_numpy())
+    # both answer rules on the same scores and distances, each at its own validation thresholds
+    compared = pd.DataFrame(record.protocols["Answer rules compared"])
+    assert sorted(set(zip(compared.rule, compared.split))) == [("coverage", "test"), ("coverage", "val"),
+                                                                ("rates", "test"), ("rates", "val")]
+    for rule in ("rates", "coverage"):
+        own = served.choose_operating_point(frames["val"], scores["val"], 0.1, 0.2, rule, 0.95)
+        for split in ("val", "test"):
+            rows = compared[(compared.rule == rule) & (compared.split == split)].set_index("source")
+            assert (rows.fake_threshold == own.fake_threshold).all() and (rows.real_threshold == own.real_threshold).all()
+            by_hand = _shares_by_hand(frames[split], _verdicts(scores[split], far[split], own))
+            for column in by_hand.columns:
+                assert rows.loc[by_hand.index, column].to_numpy() == pytest.approx(by_hand[column].to_numpy(),
+                                                                                   nan_ok=True), (rule, split, column)
+            assert (rows.n == 30).all()
+    assert record.protocols["Extra"] == extra.to_dict("records")
+    assert re.fullmatch(r"20\d\d-[01]\d-[0-3]\d [0-2]\d:[0-5]\d", record.created), record.created
+    # called alone, the comparison uses the accuracy it is given, in a table of its own rows
+    fitted = served.fit_answers(trained, bank, None, seed=3, k=3, quantile=0.9, max_real_fpr=0.1, max_fake_miss=0.2)
+    alone = served.compare_rules(fitted, bank, 0.1, 0.2, min_definite_accuracy=0.8)
+    own = served.choose_operating_point(frames["val"], scores["val"], 0.1, 0.2, "coverage", 0.8)
+    assert (alone[alone.rule == "coverage"].fake_threshold == own.fake_threshold).all()
+    assert (alone[alone.rule == "coverage"].real_threshold == own.real_threshold).all()
+    assert alone.index.tolist() == list(range(len(alone))) == list(range(12))
+    # the files beside the model: the record reads back, the reference is the unit training features, the card
+    path = tmp_path / "served.keras"
+    assert path.is_file() and served.read_record(path).to_json() == record.to_json()
+    saved = np.load(served.reference_path(path))
+    assert saved == pytest.approx(reference / np.linalg.norm(reference, axis=1, keepdims=True), abs=1e-6)
+    assert served.load_distance(path, record).max_distance == record.max_distance
+    assert (tmp_path / "served_card.md").read_text() == served.model_card(record)
+
+
+def test_the_operating_point_uses_and_records_the_rates_it_is_given():
+    """A hand-worked validation set: the real source's scores 0.1, 0.2, 0.3, 0.9 and the fakes' 0.05, 0.6, 0.7, 0.8.
+    At most 25% false positives: fake from above 0.3 (0.9 may stay fake) and 0.8 called fake; at most 0%: only
+    above 0.9. At most 25% of fakes missed: real below a threshold above 0.05 that lets 0.3 through as real."""
+    frame = pd.DataFrame({"label": ["real"] * 4 + ["fake"] * 4, "source": ["r"] * 4 + ["f"] * 4})
+    scores = np.array([0.1, 0.2, 0.3, 0.9, 0.05, 0.6, 0.7, 0.8])
+    loose = served.choose_operating_point(frame, scores, max_real_fpr=0.25, max_fake_miss=0.25)
+    assert 0.3 < loose.fake_threshold <= 0.8 and loose.verdicts([0.3, 0.8]).tolist()[1] == "fake"
+    assert loose.verdicts([0.3]).tolist() != ["fake"] and 0.05 < loose.real_threshold <= loose.fake_threshold
+    assert loose.verdicts([0.05, 0.3]).tolist() == ["real", "real"]
+    strict = served.choose_operating_point(frame, scores, max_real_fpr=0.0, max_fake_miss=0.0)
+    assert strict.fake_threshold > 0.9 and strict.real_threshold <= 0.05
+    assert strict.verdicts([0.8, 0.3, 0.01]).tolist() == ["unsure", "unsure", "real"]
+    point = served.choose_operating_point(frame, scores, 0.25, 0.125, "rates", 0.8)
+    assert (point.max_real_fpr, point.max_fake_miss, point.rule, point.min_definite_accuracy) == (0.25, 0.125, "rates", 0.8)
+    assert served.OperatingPoint(**point.to_dict()) == point
+    with pytest.raises(ValueError, match=r"rule must be one of \('rates', 'coverage'\), not 'best'"):
+        served.choose_operating_point(frame, scores, rule="best")
+
+
+def test_reference_rows_and_the_distance_follow_their_seed_and_limits():
+    rng = np.random.default_rng(1)
+    expected = np.sort(np.random.default_rng(3).permutation(100)[:10])
+    assert served.reference_rows(100, 10, seed=3).tolist() == expected.tolist()
+    default = served.reference_rows(2500)  # at most 2,000, seed 0
+    assert default.tolist() == np.sort(np.random.default_rng(0).permutation(2500)[:2000]).tolist()
+    train, val = rng.normal(size=(2500, 8)), rng.normal(size=(50, 8))
+    unit = train / np.linalg.norm(train, axis=1, keepdims=True)
+    fitted = served.FeatureDistance.fit(train, val, k=2, quantile=0.9)
+    assert fitted.reference == pytest.approx(unit[default], abs=1e-6) and fitted.quantile == 0.9 and fitted.k == 2
+    seeded = served.FeatureDistance.fit(train, val, k=2, max_reference=30, seed=5)
+    assert seeded.reference == pytest.approx(unit[served.reference_rows(2500, 30, 5)], abs=1e-6)
+
+
+def test_distances_are_the_k_nearest_among_many_and_the_limit_itself_is_familiar():
+    from test_served import _brute_force_distance
+
+    rng = np.random.default_rng(7)
+    reference = rng.normal(size=(1500, 6))
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    queries = rng.normal(size=(40, 6))
+    for k in (1, 2, 5, 9):
+        distance = served.FeatureDistance(reference.astype(np.float32), k=k)
+        got = distance.distances(queries, chunk=16)  # three chunks, the last one short
+        assert got == pytest.approx(_brute_force_distance(queries, reference, k), abs=1e-5), k
+    distance = served.FeatureDistance(reference.astype(np.float32), k=5)
+    distance.max_distance = float(distance.distances(queries[:1])[0])
+    assert distance.unfamiliar(queries[:1]).tolist() == [False]  # unfamiliar only beyond the limit
+    empty = distance.distances(np.zeros((0, 6)))
+    assert empty.shape == (0,) and empty.dtype == np.float32
