@@ -28,7 +28,6 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 KINDS = ("jpeg", "scale", "blur", "recode", "augment", "scaled")
-COPY_KINDS = ("augment", "scaled")  # training copies: augment:K, scaled:K
 SCALED_RANGE = (0.5, 1.0)       # the down-scaling factors of a scaled copy
 
 
