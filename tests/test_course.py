@@ -120,12 +120,10 @@ def test_autograde_full_marks_for_the_solutions_zero_for_the_blank_release(tmp_p
     assert course.main(["autograde", str(submitted), "--out", str(out)]) == 0
     grades = pd.read_csv(out)
     expected = {(p.name, e.grade_id, e.points) for p in NOTEBOOKS for e in course.exercises(_source(p))}
-    solved_rows = grades[grades.student == "solved"]
-    assert set(zip(solved_rows.notebook, solved_rows.exercise, solved_rows.max_points)) == expected
-    blank_rows = grades[grades.student == "blank"]
-    assert set(zip(blank_rows.notebook, blank_rows.exercise, blank_rows.max_points)) == {
-        row for row in expected if row[0] == "08_generalization_and_robustness.ipynb"} and len(blank_rows) == 2
     solved, blank = grades[grades.student == "solved"], grades[grades.student == "blank"]
+    assert set(zip(solved.notebook, solved.exercise, solved.max_points)) == expected
+    assert set(zip(blank.notebook, blank.exercise, blank.max_points)) == {
+        row for row in expected if row[0] == "08_generalization_and_robustness.ipynb"} and len(blank) == 2
     assert (solved.points == solved.max_points).all(), solved[solved.points < solved.max_points]
     assert (solved.status == "passed").all()
     assert (blank.points == 0).all() and blank.status.str.startswith("NotImplementedError").all()

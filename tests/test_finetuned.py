@@ -25,6 +25,12 @@ def test_images_are_decoded_once_per_split_and_variant(image_bank):
     assert not np.array_equal(image_bank.images_of("test", "blur:2"), clean)
 
 
+def _versions_of(images, versions: list[np.ndarray]) -> set[int]:
+    """The position in ``versions`` of the first stored array holding each image of a batch."""
+    return {next(v for v, stored in enumerate(versions) if any(np.array_equal(image, s) for s in stored))
+            for image in images.numpy().astype(np.uint8)}
+
+
 def test_training_batches_mix_versions_and_balance_sources(image_bank):
     train = image_bank.frames["train"]
     rows = np.concatenate([np.flatnonzero(train.source == "cam_a"), np.flatnonzero(train.source == "gan_a")[:1]])
@@ -34,8 +40,7 @@ def test_training_batches_mix_versions_and_balance_sources(image_bank):
     seen, fake_share = set(), []
     for images, y in (batch for _ in range(30) for batch in dataset):
         fake_share.append(y.numpy())
-        for image in images.numpy().astype(np.uint8):
-            seen.add(next(v for v, stored in enumerate(versions) if any(np.array_equal(image, s) for s in stored)))
+        seen |= _versions_of(images, versions)
     assert seen == {0, 1, 2}                                         # clean and both augmentation copies
     assert abs(np.concatenate(fake_share).mean() - 0.5) < 0.1        # 1 fake row, half of the draws
     # a recipe of down-scaled copies trains on those, never on the plain ones
@@ -44,8 +49,7 @@ def test_training_batches_mix_versions_and_balance_sources(image_bank):
                                                for kind in ("scaled", "augment") for k in range(2)]
     seen = set()
     for images, _ in (batch for _ in range(10) for batch in finetuned.training_dataset(image_bank, scaled, rows, 4, 0)):
-        for image in images.numpy().astype(np.uint8):
-            seen.add(next(v for v, stored in enumerate(kinds) if any(np.array_equal(image, s) for s in stored)))
+        seen |= _versions_of(images, kinds)
     assert seen == {0, 1, 2}
 
 

@@ -183,7 +183,7 @@ def test_the_learning_bound_is_what_chance_rarely_reaches():
     first = rng.random(110)  # the rank formula is scipy's U
     assert np.isclose((rankdata(first)[:55].sum() - 55 * 56 / 2) / 55**2,
                       mannwhitneyu(first[:55], first[55:]).statistic / 55**2)
-    assert np.mean(np.asarray(draws) >= bound) < 5e-4  # the normal tail at z = 4 is 3.2e-5
+    assert np.mean(draws >= bound) < 5e-4  # the normal tail at z = 4 is 3.2e-5
     assert 0.0545 < np.std(draws) < 0.056  # the variance formula: sqrt(111 / (12 * 55 * 55)) = 0.0553
 
 

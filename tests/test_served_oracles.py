@@ -119,7 +119,7 @@ def test_serve_trained_records_and_saves_what_its_parts_compute(tmp_path):
     verdicts = _verdicts(scores["test"], far["test"], point)
     assert {"fake", "real", "unsure"} <= set(verdicts[~far["test"]]) and far["test"].any()
     # the per-source table on test (returned and recorded), against verdicts made by hand
-    expected = _shares_by_hand(frames["test"], _verdicts(scores["test"], far["test"], point))
+    expected = _shares_by_hand(frames["test"], verdicts)
     for table in (rates, pd.DataFrame(record.test_rates)):
         got = table.set_index("source").loc[expected.index]
         for column in expected.columns:
