@@ -222,18 +222,16 @@ def apply_profile(notebook: str, namespace: dict, profile: str) -> dict:
     """
     import ast
 
-    import papermill as pm
-
     from helpers import reproduce
 
     path = reproduce.NOTEBOOKS_DIR / f"{notebook}.ipynb"
     settings = reproduce.load_profile(profile)["notebooks"].get(notebook) or {}
     changed = {}
-    for name, declared in pm.inspect_notebook(str(path)).items():
+    for name, declared in reproduce.declared_parameters(path).items():
         if name not in settings or name in ("run_name", "runs_root", "profile"):
             continue
         try:
-            default = ast.literal_eval(declared["default"])
+            default = ast.literal_eval(declared)
         except (ValueError, SyntaxError):
             continue
         if namespace.get(name) == default and settings[name] != default and isinstance(settings[name], type(default)):

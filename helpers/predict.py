@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,6 +198,9 @@ class Predictor:
             raise NoModelError(f"model file {path_text(model_path)} not found")
         if not model_path.is_file() or model_path.suffix != ".keras":
             raise ModelUnusable(f"{path_text(model_path)} is not a .keras model file")
+        if not zipfile.is_zipfile(model_path):  # a Keras 3 model file is a zip archive: say so before importing TensorFlow
+            raise ModelUnusable(f"{path_text(model_path)} cannot be loaded as a detector: not a Keras archive "
+                                "(a .keras file is a zip)")
         from helpers import served  # TensorFlow: only once there is a model file to load (a wrong path answers at once)
         from helpers.models import load_detector
 

@@ -53,6 +53,29 @@ def load_profile(name_or_path: str) -> dict:
     return profile
 
 
+def declared_parameters(notebook: Path) -> dict[str, str]:
+    """The parameters ``notebook``'s cell tagged ``parameters`` declares, each with the source text of
+    its default (``{"n_boot": "1000", ...}``), as papermill's ``inspect_notebook`` reads them for
+    Python notebooks: every top-level assignment to one name, in order. Read with ``json`` and
+    ``ast`` because a notebook's setup cell calls this in its kernel, where importing papermill
+    alone takes seconds."""
+    import ast
+
+    cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not tagged:
+        return {}
+    source = tagged[0]["source"]
+    source = "".join(source) if isinstance(source, list) else source
+    declared = {}
+    for node in ast.parse(source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, ast.AnnAssign) and node.value is not None else []
+        if len(targets) == 1 and isinstance(targets[0], ast.Name):
+            declared[targets[0].id] = ast.get_source_segment(source, node.value)
+    return declared
+
+
 def notebook_parameters(profile: dict, notebook: str, run_name: str, runs_root: Path,
                         overrides: dict | None = None) -> dict:
     """Parameters for one notebook: common, then the notebook's own, then overrides."""
@@ -119,14 +142,12 @@ def run_profile_notebook(profile: dict, notebook: str, run_name: str, runs_root:
     """Run one of the series' notebooks as ``profile`` says: its parameters (those the notebook
     declares), the profile's ``cell_timeout`` and kernel ``environment``; the executed copy goes to
     :func:`executed_notebook`. Returns the seconds it took (:func:`run_notebook`)."""
-    import papermill as pm
-
     python_dir = os.path.dirname(sys.executable)  # the kernel spec runs "python": this interpreter's
     if not os.environ.get("PATH", "").startswith(python_dir + os.pathsep):
         os.environ["PATH"] = python_dir + os.pathsep + os.environ.get("PATH", "")
     source = NOTEBOOKS_DIR / f"{notebook}.ipynb"
     params = notebook_parameters(profile, notebook, run_name, runs_root, overrides)
-    declared = set(pm.inspect_notebook(str(source)))
+    declared = set(declared_parameters(source))
     return run_notebook(source, executed_notebook(runs_root, run_name, notebook),
                         {k: v for k, v in params.items() if k in declared},
                         timeout=profile.get("cell_timeout"), environment=profile.get("environment"))

@@ -7,6 +7,7 @@ pooled feature has a NumPy oracle below. No training, no pretrained weights: sec
 """
 
 import json
+import zipfile
 
 import keras
 import numpy as np
@@ -114,7 +115,7 @@ def test_load_reads_threshold_size_and_name_from_the_metrics_and_warns(known_mod
     (tmp_path / "weights.h5").write_bytes(b"x")
     (tmp_path / "broken.keras").write_bytes(b"not a zip")
     for name, reason in (("folder.keras", "is not a .keras model file"), ("weights.h5", "is not a .keras model file"),
-                         ("broken.keras", "cannot be loaded as a detector: ")):
+                         ("broken.keras", "cannot be loaded as a detector: not a Keras archive")):
         with pytest.raises(predict.ModelUnusable, match=reason) as err:
             predict.Predictor.load(tmp_path / name)
         assert str(err.value).startswith(str(tmp_path / name)) and "\n" not in str(err.value)
@@ -263,7 +264,8 @@ def test_a_model_that_fails_to_load_gets_a_one_line_reason(known_model_path, mon
     from helpers import models as model_module
 
     target = tmp_path / "odd.keras"
-    target.write_bytes(b"x")
+    with zipfile.ZipFile(target, "w") as archive:  # a zip, as a .keras file is: the loader itself is reached
+        archive.writestr("config.json", "{}")
     for raised, reason in ((ValueError("first line\nsecond line"), "first line"), (KeyError(), "KeyError"),
                            (OSError("x" * 300), "x" * 200)):
         def failing(path, raised=raised):

@@ -26,6 +26,41 @@ def test_profiles_name_existing_notebooks_and_declared_parameters(profile):
         assert not unknown, f"{profile}/{notebook} sets undeclared parameters {unknown}"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_declared_parameters_read_as_papermill_reads_them(path):
+    """The setup cell reads a notebook's defaults without papermill (seconds to import in a kernel):
+    the same names in the same order, and the same values, as papermill's own reading."""
+    import ast
+
+    theirs = {name: v["default"] for name, v in pm.inspect_notebook(str(path)).items()}
+    mine = reproduce.declared_parameters(path)
+    assert list(mine) == list(theirs)
+    for name, default in theirs.items():
+        try:
+            expected = ast.literal_eval(default)
+        except (ValueError, SyntaxError):  # an expression papermill keeps as text (joined onto one line)
+            assert " ".join(mine[name].split()) == " ".join(default.split()), name
+            continue
+        assert ast.literal_eval(mine[name]) == expected, name
+
+
+def test_declared_parameters_skip_what_papermill_skips(tmp_path):
+    """Only top-level assignments to one name are parameters (papermill's rule too); a notebook without
+    a cell tagged ``parameters`` declares none."""
+    notebook = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                                 "display_name": "Python 3"}})
+    notebook.cells = [nbformat.v4.new_code_cell("a = 1"),
+                      nbformat.v4.new_code_cell("b: int = 2\nc, d = 3, 4\ne = f = 5\ng += 1\nh = [1,\n     2]\n"
+                                                "x = 'y'  # a comment", metadata={"tags": ["parameters"]})]
+    path = tmp_path / "n.ipynb"
+    nbformat.write(notebook, path)
+    assert reproduce.declared_parameters(path) == {"b": "2", "h": "[1,\n     2]", "x": "'y'"}
+    assert list(pm.inspect_notebook(str(path))) == ["b", "h", "x"]
+    notebook.cells[1].metadata = {}
+    nbformat.write(notebook, path)
+    assert reproduce.declared_parameters(path) == {}
+
+
 def test_unknown_profile_lists_the_known_ones():
     with pytest.raises(FileNotFoundError, match="smoke"):
         reproduce.load_profile("nope")
