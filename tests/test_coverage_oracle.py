@@ -67,3 +67,22 @@ def test_coverage_candidates_are_evenly_spaced_ranks_when_there_are_many():
     assert stats.coverage_thresholds(frame, scores, 0.9, max_candidates=len(values)) == \
         _brute_force(frame, scores, 0.9, sorted({0.0, ABOVE_ONE, *map(float, values)}))
     assert stats.coverage_thresholds(frame, scores, 0.9) == stats.coverage_thresholds(frame, scores, 0.9, 400)
+
+
+def test_coverage_defaults_are_95_percent_and_400_candidates():
+    """Without arguments: definite answers at least 95% right (one wrong answer in 20 is allowed, so the band
+    is narrower than at 100%), and at most 400 candidates: of 401 perfectly separated scores, the one rank
+    that 400 evenly spaced ranks leave out is the only threshold with no unsure answer, so without it the
+    band holds one real and one fake image."""
+    frame = pd.DataFrame({"label": ["real"] * 20 + ["fake"] * 20, "source": ["r"] * 20 + ["f"] * 20})
+    scores = np.array([0.1] * 19 + [0.9] + [0.8] * 20)  # one real photo scored above every fake
+    candidates = sorted({0.0, ABOVE_ONE, *map(float, scores)})
+    assert stats.coverage_thresholds(frame, scores) == _brute_force(frame, scores, 0.95, candidates) == (0.8, 0.8)
+    assert _brute_force(frame, scores, 1.0, candidates) == (0.8, ABOVE_ONE)  # at 100%: every fake unsure
+    values = np.linspace(0.0, 0.8, 401)
+    kept = np.unique(np.floor(np.linspace(0, 400, 400) + 0.5).astype(int))
+    dropped = int(np.setdiff1d(np.arange(401), kept)[0])
+    frame = pd.DataFrame({"label": ["real"] * dropped + ["fake"] * (401 - dropped), "source": ["r"] * dropped +
+                          ["f"] * (401 - dropped)})
+    assert stats.coverage_thresholds(frame, values, 1.0, max_candidates=401) == (values[dropped], values[dropped])
+    assert stats.coverage_thresholds(frame, values, 1.0) == (values[dropped - 1], values[dropped + 1])

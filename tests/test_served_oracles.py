@@ -211,3 +211,60 @@ def test_distances_are_the_k_nearest_among_many_and_the_limit_itself_is_familiar
     assert distance.unfamiliar(queries[:1]).tolist() == [False]  # unfamiliar only beyond the limit
     empty = distance.distances(np.zeros((0, 6)))
     assert empty.shape == (0,) and empty.dtype == np.float32
+
+
+def _sorted_distance(features: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
+    """Mean cosine distance to the k most similar reference rows, by a full sort (no partition)."""
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    ref = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    return 1 - np.sort(unit @ ref.T, axis=1)[:, ::-1][:, :k].mean(axis=1)
+
+
+def test_serve_trained_with_its_defaults_on_more_than_2000_training_images(tmp_path):
+    """Every default of ``serve_trained``, ``fit_answers`` and ``compare_rules`` against a computation by hand,
+    on a bank of 2,100 training images (so the 2,000 references are a seeded draw) whose scores and images
+    exist only for the detector it was given (any other object passed on is refused)."""
+    from types import SimpleNamespace
+
+    from test_served import _ColourBank
+
+    from helpers import protocols
+
+    trained = SimpleNamespace(recipe=protocols.Recipe(name="colour"), seconds=1.0, notes={})
+
+    class OwnBank(_ColourBank):
+        def score(self, given, split, variant="clean"):
+            assert given is trained, "scored for another detector"
+            noise = np.random.default_rng(len(split)).normal(0, 0.05, len(self.frames[split]))
+            return np.clip(super().score(given, split) + noise, 0, 1)
+
+        def scored_images(self, given, split, variant="clean"):
+            assert given is trained, "images for another detector"
+            return super().scored_images(given, split)
+
+    bank = OwnBank(n=700, seed=1)
+    bank.image_size = bank.SIZE
+    trained.model = bank.model
+    record, _ = served.serve_trained(trained, bank, tmp_path)
+    frames = bank.frames
+    scores = {s: bank.score(trained, s) for s in ("val", "test")}
+    point = served.choose_operating_point(frames["val"], scores["val"], 0.05, 0.05)
+    assert record.operating_point == point and (point.max_real_fpr, point.max_fake_miss) == (0.05, 0.05)
+    assert (record.distance_k, record.distance_quantile) == (5, 0.99)
+    kept = np.sort(np.random.default_rng(42).permutation(2100)[:2000])  # seed 42, at most 2,000
+    reference = bank.features("train")[kept]
+    saved = np.load(served.reference_path(tmp_path / "served.keras"))
+    assert saved == pytest.approx(reference / np.linalg.norm(reference, axis=1, keepdims=True), abs=1e-6)
+    limit = np.quantile(_sorted_distance(bank.features("val"), reference, 5), 0.99)
+    assert record.max_distance == pytest.approx(limit, abs=1e-6)
+    # the comparison of rules at their defaults: 5% / 5%, definite answers 95% right
+    compared = pd.DataFrame(record.protocols["Answer rules compared"])
+    coverage = served.choose_operating_point(frames["val"], scores["val"], 0.05, 0.05, "coverage", 0.95)
+    rows = compared[compared.rule == "coverage"]
+    assert (rows.fake_threshold == coverage.fake_threshold).all() and (rows.real_threshold == coverage.real_threshold).all()
+    fitted = served.fit_answers(trained, bank, rule="coverage")
+    assert fitted.point == coverage and fitted.distance.k == 5 and fitted.distance.quantile == 0.99
+    assert fitted.distance.reference == pytest.approx(saved, abs=1e-6)  # its own default seed: 42 too
+    again = served.compare_rules(fitted, bank)
+    pd.testing.assert_frame_equal(again, served.compare_rules(fitted, bank, 0.05, 0.05, 0.95))
+    assert (again[again.rule == "rates"].fake_threshold == point.fake_threshold).all()
