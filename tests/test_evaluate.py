@@ -41,8 +41,11 @@ def test_threshold_is_chosen_on_validation_data():
     assert stats.binary_metrics(y, s, 0.5)["accuracy"] < 1.0
     assert stats.choose_threshold(y, s, "accuracy") == pytest.approx(0.3)
     assert stats.choose_threshold(np.zeros(4), np.linspace(0, 1, 4)) == 0.5
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown threshold method 'magic'"):
         stats.choose_threshold(y, s, "magic")
+    # a detector that ranks every fake below every real: Youden's J is 0 at best, at roc_curve's first
+    # threshold (infinity): nothing is called fake, and the threshold is the largest probability, 1.0
+    assert stats.choose_threshold(np.array([0, 0, 1, 1]), np.array([0.8, 0.9, 0.1, 0.2])) == 1.0
 
 
 def test_fpr_controlled_threshold_bounds_every_real_source():

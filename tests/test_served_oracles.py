@@ -245,7 +245,8 @@ def test_serve_trained_with_its_defaults_on_more_than_2000_training_images(tmp_p
     bank = OwnBank(n=700, seed=1)
     bank.image_size = bank.SIZE
     trained.model = bank.model
-    record, _ = served.serve_trained(trained, bank, tmp_path)
+    models_dir = tmp_path / "run" / "models"  # folders made as needed
+    record, _ = served.serve_trained(trained, bank, models_dir)
     frames = bank.frames
     scores = {s: bank.score(trained, s) for s in ("val", "test")}
     point = served.choose_operating_point(frames["val"], scores["val"], 0.05, 0.05)
@@ -253,8 +254,11 @@ def test_serve_trained_with_its_defaults_on_more_than_2000_training_images(tmp_p
     assert (record.distance_k, record.distance_quantile) == (5, 0.99)
     kept = np.sort(np.random.default_rng(42).permutation(2100)[:2000])  # seed 42, at most 2,000
     reference = bank.features("train")[kept]
-    saved = np.load(served.reference_path(tmp_path / "served.keras"))
+    saved = np.load(served.reference_path(models_dir / "served.keras"))
     assert saved == pytest.approx(reference / np.linalg.norm(reference, axis=1, keepdims=True), abs=1e-6)
+    assert served.read_record(models_dir / "served.keras").to_json() == record.to_json()
+    alone = served.FeatureDistance.fit(reference, bank.features("val"))
+    assert (alone.k, alone.quantile) == (5, 0.99)
     limit = np.quantile(_sorted_distance(bank.features("val"), reference, 5), 0.99)
     assert record.max_distance == pytest.approx(limit, abs=1e-6)
     # the comparison of rules at their defaults: 5% / 5%, definite answers 95% right
