@@ -39,6 +39,33 @@ def hidden_embeddings(model: keras.Model, dataset) -> np.ndarray:
     return np.asarray(embedding_model(model).predict(dataset, verbose=0))
 
 
+# UMAP's numba kernels for exact neighbours (fewer than 4,096 points) and the fuzzy graph are compiled in
+# every new process, not cached: 17-50 s on 2 CPU cores, against 2 s for the whole fit once compiled
+# (benchmarks/README.md, "Test suite"). numba's own on-disk cache (``cache=True``, next to the module or in
+# the user's cache folder) keeps them for the next run of notebook 07; the results are the same code's.
+_UMAP_KERNELS = (("umap.utils", "fast_knn_indices"), ("umap.umap_", "smooth_knn_dist"),
+                 ("umap.umap_", "compute_membership_strengths"))
+
+
+def _cache_umap_kernels() -> list[str]:
+    """Turn on numba's on-disk cache for UMAP's kernels; returns the names of those cached (none where
+    the installed UMAP has other names or numba finds no writable cache folder: they compile as before)."""
+    import importlib
+
+    from numba.core.caching import NullCache
+
+    cached = []
+    for module_name, name in _UMAP_KERNELS:
+        kernel = getattr(importlib.import_module(module_name), name, None)
+        try:
+            if isinstance(kernel._cache, NullCache):
+                kernel.enable_caching()
+        except (AttributeError, RuntimeError):  # not a numba dispatcher, or no cache folder to write
+            continue
+        cached.append(f"{module_name}.{name}")
+    return cached
+
+
 def umap_hdbscan(features: np.ndarray, n_neighbors: int = 15, min_dist: float = 0.1,
                  min_cluster_size: int = 15, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
     """Project features to 2-D with UMAP and cluster the projection with HDBSCAN.
@@ -48,6 +75,7 @@ def umap_hdbscan(features: np.ndarray, n_neighbors: int = 15, min_dist: float = 
     import hdbscan
     import umap
 
+    _cache_umap_kernels()
     n_neighbors = max(2, min(n_neighbors, len(features) - 1))
     reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, random_state=seed)
     embedding = reducer.fit_transform(np.asarray(features, dtype=np.float32))

@@ -1,5 +1,7 @@
 """Heatmaps, feature maps and the UMAP + HDBSCAN embedding."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -73,6 +75,14 @@ def test_umap_hdbscan_recovers_separated_groups():
     summary = table[table["cluster"] == "all"].iloc[0]
     assert summary["ARI_source"] > 0.9 and summary["source_purity"] > 0.95
     assert len(set(clusters) - {-1}) == 3
+    # UMAP's kernels were read from (or written to) numba's on-disk cache, not compiled for this process only
+    assert embed._cache_umap_kernels() == [f"{m}.{n}" for m, n in embed._UMAP_KERNELS]
+    import importlib
+
+    for module_name, name in embed._UMAP_KERNELS:
+        kernel = getattr(importlib.import_module(module_name), name)
+        assert sum(kernel.stats.cache_hits.values()) + sum(kernel.stats.cache_misses.values()) >= 1, name
+        assert list(Path(kernel._cache.cache_path).glob(f"*{name}*.nbi")), name
 
 
 def test_embedding_model_and_scatter(small_model, tmp_path):
