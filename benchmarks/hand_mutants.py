@@ -98,6 +98,17 @@ MUTANTS = [
     ("a remote name is not resolved through links on disk", "helpers/download.py",
      "return target if target.is_relative_to(folder) and target != folder else None",
      "return target if target != folder else None", ["tests/test_download.py"]),
+    ("the loader decodes every JPEG at full size: its draft scale dropped", "helpers/data.py",
+     'img.draft("RGB", (width // scale, height // scale))', 'img.draft("RGB", (width, height))',
+     ["tests/test_loader_oracles.py"]),
+    ("large images reduced to three times the asked size before the resize", "helpers/data.py",
+     "shrink_to(img, 2 * size if size else max_side)", "shrink_to(img, 3 * size if size else max_side)",
+     ["tests/test_loader_oracles.py"]),
+    ("the bootstrap AUC's rank offset off by one", "helpers/stats.py",
+     "- n1 * (n1 + 1) / 2) / (n0 * n1)", "- n1 * (n1 - 1) / 2) / (n0 * n1)", [ORACLES]),
+    ("the feature bank's training copies extracted clean", "helpers/protocols.py",
+     'get(frames["train"], f"{kind}:{copy}", flips=False)', 'get(frames["train"], None, flips=False)',
+     ["tests/test_protocols.py"]),
 ]
 
 

@@ -142,3 +142,13 @@ def test_jpeg_of_a_grey_image_is_rgb_and_bad_names_say_what_is_allowed():
         perturb.parse("sharpen:2")
     with pytest.raises(ValueError, match="'jpeg'"):
         perturb.apply(_image(), "jpeg:90+jpeg")
+
+
+@pytest.mark.parametrize("first, second, expected", [
+    ("jpeg:90", "scale:0.5", "jpeg:90+scale:0.5"),
+    ("scale:0.5", "jpeg:90", "scale:0.5+jpeg:90"),   # in the order given
+    (None, "jpeg:90", "jpeg:90"), ("blur:1", "clean", "blur:1"), ("", "blur:1", "blur:1"),
+    ("clean", None, "clean"), (None, "", "clean"), ("clean", "clean", "clean"),
+])
+def test_then_joins_the_steps_in_order_and_drops_the_empty_ones(first, second, expected):
+    assert perturb.then(first, second) == expected

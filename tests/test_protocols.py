@@ -540,3 +540,43 @@ def test_a_recipe_trains_on_the_copies_of_its_own_kind():
         assert seen == expected, kind
     with pytest.raises(KeyError):
         list(protocols._training_dataset(bank, protocols.Recipe("r", augment_copies=3, copy_kind="scaled"), rows, 3, 0))
+
+
+def test_the_bank_holds_each_split_and_copy_from_its_own_extraction(monkeypatch, tmp_path):
+    """Every array of the bank is the extraction made for it: the clean splits with their mirrors, each
+    copy of each kind on the training rows without a mirror pass, each perturbation of the test rows
+    with its mirror. The extractor is replaced by one whose call number is its features' value."""
+    calls = []
+
+    def extract(model, frame, root, image_size, batch_size, flips, preprocessing, cache_dir, perturbation):
+        calls.append((model, len(frame), image_size, batch_size, flips, preprocessing, cache_dir, perturbation))
+        k = len(calls)
+        return {"features": np.full((len(frame), 2), k, np.float32),
+                "flipped": np.full((len(frame), 2), -k, np.float32) if flips else None, "seconds": 0.25}
+
+    built = []
+    monkeypatch.setattr(protocols.features, "extract_features", extract)
+    monkeypatch.setattr(protocols.models, "build_mobilenetv2", lambda **kw: (built.append(kw) or "probe", None))
+    split = pd.DataFrame({"path": [f"{i}.jpg" for i in range(6)], "split": ["train"] * 3 + ["val"] * 2 + ["test"]})
+    bank = protocols.build_bank(split, tmp_path, 32, augment_copies=2, perturbations=("jpeg:50", "blur:1"),
+                                batch_size=5, cache_dir=tmp_path / "c", seed=3, copy_kinds=("augment", "scaled"))
+    assert built == [{"image_size": 32, "augment": "flip", "seed": 3}]
+    expected = [(3, True, None), (2, True, None), (1, True, None), (3, False, "augment:0"), (3, False, "augment:1"),
+                (3, False, "scaled:0"), (3, False, "scaled:1"), (1, True, "jpeg:50"), (1, True, "blur:1")]
+    assert [(n, flips, p) for _m, n, _s, _b, flips, _pre, _c, p in calls] == expected
+    assert {(m, s, b, pre, c) for m, _n, s, b, _f, pre, c, _p in calls} == {("probe", 32, 5, "none", tmp_path / "c")}
+    value = {split: {name: float(array[0, 0]) for name, array in arrays.items()} for split, arrays in bank.arrays.items()}
+    assert value == {"train": {"clean": 1, "flipped": -1, "augment:0": 4, "augment:1": 5, "scaled:0": 6, "scaled:1": 7},
+                     "val": {"clean": 2, "flipped": -2},
+                     "test": {"clean": 3, "flipped": -3, "jpeg:50": 8, "jpeg:50|flipped": -8, "blur:1": 9,
+                              "blur:1|flipped": -9}}
+    assert bank.image_size == 32 and bank.seconds == 9 * 0.25 and len(bank.arrays["train"]["scaled:1"]) == 3
+    assert [len(bank.frames[s]) for s in ("train", "val", "test")] == [3, 2, 1]
+    # the defaults: no copies, the robustness grid and the JPEG round trip at 256 px; copies of one kind
+    calls.clear()
+    protocols.build_bank(split, tmp_path, 32)
+    assert [p for *_rest, p in calls][3:] == list(protocols.ROBUSTNESS_GRID) + ["recode:256"]
+    calls.clear()
+    protocols.build_bank(split, tmp_path, 32, augment_copies=1, perturbations=())
+    assert [p for *_rest, p in calls] == [None, None, None, "augment:0"]
+    assert {(b, c) for _m, _n, _s, b, _f, _pre, c, _p in calls} == {(64, None)} and built[-1]["seed"] == 42

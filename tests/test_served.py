@@ -94,7 +94,7 @@ class _ColourBank:
         return self.images[split]
 
 
-def test_served_answers_for_a_held_out_source_are_fitted_without_it():
+def test_served_answers_for_a_held_out_source_are_fitted_without_it(monkeypatch):
     from types import SimpleNamespace
 
     from helpers import protocols
@@ -129,6 +129,18 @@ def test_served_answers_for_a_held_out_source_are_fitted_without_it():
     bank.train = lambda recipe, out_dir, seed=42: SimpleNamespace(model=bank.model, threshold=0.5)
     table = protocols.leave_one_real_source_out(protocols.Recipe(name="colour"), bank, None, n_boot=20,
                                                 held_outs=["pale"], served_answers=True)
+    assert table.loc[0, "held_out_unfamiliar"] == pytest.approx(shares["held_out_unfamiliar"])
+    # the protocol fits the answers with its own seed and false-positive limit, without the held-out source
+    calls, fit = [], served.fit_answers
+
+    def recorded(trained, bank, sources, **settings):
+        calls.append((sorted(sources), settings))
+        return fit(trained, bank, sources, **settings)
+
+    monkeypatch.setattr(served, "fit_answers", recorded)
+    table = protocols.leave_one_real_source_out(protocols.Recipe(name="colour"), bank, None, n_boot=20, seed=5,
+                                                held_outs=["pale"], served_answers=True, max_real_fpr=0.4)
+    assert calls == [(sorted(set(bank.frames["train"].source) - {"pale"}), {"seed": 5, "max_real_fpr": 0.4})]
     assert table.loc[0, "held_out_unfamiliar"] == pytest.approx(shares["held_out_unfamiliar"])
     assert "held_out_unsure" not in protocols.leave_one_real_source_out(
         protocols.Recipe(name="colour"), bank, None, n_boot=20, held_outs=["pale"]).columns
