@@ -40,9 +40,9 @@ def hidden_embeddings(model: keras.Model, dataset) -> np.ndarray:
 
 
 # UMAP's numba kernels for exact neighbours (fewer than 4,096 points) and the fuzzy graph are compiled in
-# every new process, not cached: 17-50 s on 2 CPU cores, against 2 s for the whole fit once compiled
-# (benchmarks/README.md, "Test suite"). numba's own on-disk cache (``cache=True``, next to the module or in
-# the user's cache folder) keeps them for the next run of notebook 07; the results are the same code's.
+# every new process, not cached: a fit of 160 points took 18 s on 2 CPU cores, 2 s once they were cached
+# (benchmarks/README.md, "UMAP's compiled kernels"). numba's own on-disk cache (next to the module, or in
+# the user's cache folder) keeps them for the next process; the kernels, and so the results, are the same.
 _UMAP_KERNELS = (("umap.utils", "fast_knn_indices"), ("umap.umap_", "smooth_knn_dist"),
                  ("umap.umap_", "compute_membership_strengths"))
 
