@@ -67,8 +67,14 @@ FINETUNED = [
      "balanced": True, "augment_copies": 3, "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2,
      "learning_rate": 1e-3, "finetune_epochs": 4, "finetune_learning_rate": 1e-4, "score_reencode": "jpeg:95",
      "label_smoothing": 0.1},
+    # the served recipe of the sample profile (candidate 6) whose head reads six intermediate blocks too
+    # (helpers.block_taps; screened on frozen features by benchmarks/intermediate_features_screen.py)
+    {"name": "improved, fine-tuned 100%, JPEG 95 before scoring, block taps", "train_sources": None,
+     "balanced": True, "augment_copies": 3, "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2,
+     "learning_rate": 1e-3, "finetune_epochs": 4, "finetune_learning_rate": 1e-4, "score_reencode": "jpeg:95",
+     "block_taps": True},
 ]
-CHECKS = {f"{fake} vs reals": fake for fake in ("stylegan1", "stylegan2", "sd21")}
+CHECKS = {f"{fake} vs reals": fake for fake in ("sd15", "sd21", "stylegan1", "stylegan2")}
 
 
 class ReencodedBank(finetuned.ImageBank):

@@ -41,6 +41,8 @@ class FinetuneRecipe(Recipe):
     each stage validates, keeps and serves the exponential moving average of its weights with that
     momentum (:func:`helpers.train.compile_detector`); 0 serves the weights as trained.
     ``residual_branch``: a noise-residual branch beside MobileNetV2 (:func:`helpers.models.with_residual_branch`).
+    ``block_taps``: the head reads six blocks' pooled activations and spreads, not the last map's alone
+    (:func:`helpers.block_taps.with_block_taps`).
     ``score_reencode``: a perturbation (:mod:`helpers.perturb`, e.g. ``"jpeg:95"``) every picture the
     detector scores goes through at its own resolution, before the resize — validation, test and served
     pictures alike (after any perturbation a protocol applies first); training images are unchanged, so
@@ -53,6 +55,7 @@ class FinetuneRecipe(Recipe):
     finetune_learning_rate: float = 1e-4
     weight_averaging: float = 0.0
     residual_branch: bool = False
+    block_taps: bool = False
     score_reencode: str = ""
 
 
@@ -166,7 +169,8 @@ def train_finetuned(recipe: FinetuneRecipe, bank: ImageBank, out_dir: str | Path
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     detector, weights = models.build_mobilenetv2(image_size=bank.image_size, dropout=recipe.dropout,
-                                                 augment="flip", seed=seed, residual=recipe.residual_branch)
+                                                 augment="flip", seed=seed, residual=recipe.residual_branch,
+                                                 block_taps=recipe.block_taps)
     rows = rows_of_sources(bank.frames["train"], recipe.train_sources)
     val_rows = rows_of_sources(bank.frames["val"], recipe.train_sources)
     val_labels = labels_of(bank.frames["val"].iloc[val_rows]).astype(np.float32)

@@ -23,6 +23,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from helpers.block_taps import with_block_taps
 from helpers.config import DEFAULT_IMAGE_SIZE, weights_search_dirs
 
 ARCHITECTURES = {
@@ -166,11 +167,14 @@ def with_residual_branch(base: keras.Model, image_size: int, seed: int = 42) -> 
 
 
 def _pooled_backbone(arch: str, image_size: int, weights: str | None, augment: bool | str, seed: int,
-                     residual: bool = False):
+                     residual: bool = False, block_taps: bool = False):
     """Input -> augmentation -> preprocessing -> frozen backbone (with a residual branch beside it when
-    ``residual``) -> global average pooling."""
-    base, info = build_backbone(arch, image_size, weights, name=arch if residual else BACKBONE_NAME)
+    ``residual``; reading intermediate blocks too when ``block_taps``) -> global average pooling."""
+    base, info = build_backbone(arch, image_size, weights, name=arch if residual or block_taps else BACKBONE_NAME)
     base.trainable = False
+    if block_taps:
+        base = with_block_taps(base, BACKBONE_NAME)
+        base.trainable = False
     if residual:
         base = with_residual_branch(base, image_size, seed)
     inputs = keras.Input((image_size, image_size, 3), name="image")
@@ -222,10 +226,11 @@ def build_head(arch: str, dropout: float = 0.2, l2: float = 1e-4, hidden_units: 
 def build_mobilenetv2(image_size: int = DEFAULT_IMAGE_SIZE, dropout: float = 0.2, l2: float = 1e-4,
                       dense_units: tuple[int, ...] = (256, 128, 64), augment: bool | str = True,
                       weights: str | None = "imagenet", seed: int = 42,
-                      residual: bool = False) -> tuple[keras.Model, WeightsInfo]:
+                      residual: bool = False, block_taps: bool = False) -> tuple[keras.Model, WeightsInfo]:
     """MobileNetV2 detector: augmentation, frozen base, GAP, three Dense+ReLU (Dropout, L2), sigmoid;
-    ``residual``: a noise-residual branch beside the base (:func:`with_residual_branch`)."""
-    inputs, x, info = _pooled_backbone("mobilenetv2", image_size, weights, augment, seed, residual)
+    ``residual``: a noise-residual branch beside the base (:func:`with_residual_branch`); ``block_taps``:
+    intermediate blocks pooled beside the last map (:func:`helpers.block_taps.with_block_taps`)."""
+    inputs, x, info = _pooled_backbone("mobilenetv2", image_size, weights, augment, seed, residual, block_taps)
     outputs = report_head(x, dropout, l2, dense_units, seed)
     return keras.Model(inputs, outputs, name="mobilenetv2_detector"), info
 

@@ -100,8 +100,9 @@ def test_finetuned_recipes_run_every_protocol(image_bank, tmp_path, eager_steps)
     assert 0 <= trained.threshold <= 1 and trained.seconds > 0
 
 
-def test_a_recipe_with_a_residual_branch_trains_a_model_with_one(monkeypatch, tmp_path):
-    """``FinetuneRecipe.residual_branch`` reaches the builder (the branch itself: tests/test_models.py)."""
+def test_a_recipe_with_a_residual_branch_or_block_taps_trains_a_model_with_them(monkeypatch, tmp_path):
+    """``FinetuneRecipe.residual_branch`` and ``block_taps`` reach the builder (the branch and the taps
+    themselves: tests/test_models.py)."""
     from types import SimpleNamespace
 
     built = []
@@ -111,11 +112,12 @@ def test_a_recipe_with_a_residual_branch_trains_a_model_with_one(monkeypatch, tm
         raise RuntimeError("built")
 
     monkeypatch.setattr(finetuned.models, "build_mobilenetv2", builder)
-    for flag in (True, False):
+    for residual, taps in ((True, False), (False, False), (False, True)):
         with pytest.raises(RuntimeError, match="built"):
-            finetuned.train_finetuned(finetuned.FinetuneRecipe(name="r", residual_branch=flag),
+            finetuned.train_finetuned(finetuned.FinetuneRecipe(name="r", residual_branch=residual, block_taps=taps),
                                       SimpleNamespace(image_size=32), tmp_path)
-    assert [kwargs["residual"] for kwargs in built] == [True, False]
+    assert [(kwargs["residual"], kwargs["block_taps"]) for kwargs in built] == [(True, False), (False, False),
+                                                                               (False, True)]
 
 
 def test_a_detector_read_back_from_the_trained_cache_scores_as_trained(image_bank, tmp_path, eager_steps):

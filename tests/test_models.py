@@ -289,3 +289,43 @@ def test_the_residual_branch_sits_inside_the_backbone_and_trains_from_the_head_s
     inference.save(tmp_path / "residual.keras")
     np.testing.assert_allclose(models.load_detector(tmp_path / "residual.keras").predict(images, verbose=0),
                                inference.predict(images, verbose=0), atol=1e-5)
+
+
+def test_block_taps_pool_each_block_and_its_spread_beside_the_last_map(tmp_path):
+    """The intermediate-blocks candidate keeps the detectors' layout (one nested ``backbone``, ``gap``, the head):
+    ``gap`` of its output is, block by block, the channel means of the activations and of their squares / 6 —
+    computed here from the blocks themselves — and fine-tuning, BatchNormalization and saving work unchanged."""
+    from helpers import block_taps
+
+    model, _ = models.build_mobilenetv2(image_size=64, weights=None, augment=False, block_taps=True)
+    base = models.backbone_of(model)
+    names = ("out_relu", *block_taps.TAPPED_BLOCKS)
+    widths = [int(base.get_layer(n).output.shape[-1]) for n in names]
+    assert tuple(base.output.shape[1:]) == (2, 2, 2 * sum(widths))
+    images = np.random.default_rng(1).integers(0, 256, (2, 64, 64, 3)).astype(np.float32)
+    preprocessed = model.get_layer("preprocess")(images)
+    pooled = np.asarray(keras.Model(base.input, model.get_layer("gap")(base.output))(preprocessed))
+    maps = keras.Model(base.input, [base.get_layer(n).output for n in names])(preprocessed)
+    start = 0
+    for width, activations in zip(widths, maps):
+        activations = np.asarray(activations, np.float64)
+        np.testing.assert_allclose(pooled[:, start:start + width], activations.mean(axis=(1, 2)), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(pooled[:, start + width:start + 2 * width],
+                                   (activations ** 2).mean(axis=(1, 2)) / 6, rtol=1e-4, atol=1e-5)
+        start += 2 * width
+    trainable = {id(w) for w in model.trainable_weights}
+    assert base.weights and not any(id(w) in trainable for w in base.weights)  # the base starts frozen
+    models.prepare_finetune(model, 1.0)
+    assert models.batchnorm_layers(model) and not any(bn.trainable for bn in models.batchnorm_layers(model))
+    trainable = {id(w) for w in model.trainable_weights}
+    assert base.get_layer("Conv1").kernel.path and id(base.get_layer("Conv1").kernel) in trainable
+    inference = models.inference_model(model)
+    inference.save(tmp_path / "taps.keras")
+    np.testing.assert_allclose(models.load_detector(tmp_path / "taps.keras").predict(images, verbose=0),
+                               inference.predict(images, verbose=0), atol=1e-5)
+
+
+def test_block_taps_refuse_a_size_whose_grids_do_not_nest():
+    """At 72 px MobileNetV2's 36-px block is not a whole multiple of its last 3-px map: said, not mis-pooled."""
+    with pytest.raises(ValueError, match="not a multiple"):
+        models.build_mobilenetv2(image_size=72, weights=None, augment=False, block_taps=True)
