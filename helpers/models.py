@@ -170,6 +170,8 @@ def _pooled_backbone(arch: str, image_size: int, weights: str | None, augment: b
                      residual: bool = False, block_taps: bool = False):
     """Input -> augmentation -> preprocessing -> frozen backbone (with a residual branch beside it when
     ``residual``; reading intermediate blocks too when ``block_taps``) -> global average pooling."""
+    if residual and block_taps:
+        raise ValueError("a residual branch and block taps are separate candidates: choose one")
     base, info = build_backbone(arch, image_size, weights, name=arch if residual or block_taps else BACKBONE_NAME)
     base.trainable = False
     if block_taps:

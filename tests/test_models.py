@@ -325,7 +325,10 @@ def test_block_taps_pool_each_block_and_its_spread_beside_the_last_map(tmp_path)
                                inference.predict(images, verbose=0), atol=1e-5)
 
 
-def test_block_taps_refuse_a_size_whose_grids_do_not_nest():
-    """At 72 px MobileNetV2's 36-px block is not a whole multiple of its last 3-px map: said, not mis-pooled."""
-    with pytest.raises(ValueError, match="not a multiple"):
+def test_block_taps_refuse_a_size_whose_grids_do_not_nest_and_a_residual_branch_beside_them():
+    """At 72 px MobileNetV2's 5-px ninth block is not a whole multiple of its last 3-px map: said, not mis-pooled; the
+    two candidates are not stacked into one backbone silently."""
+    with pytest.raises(ValueError, match="block_9_expand_relu.s 5-pixel grid is not a multiple of the last map.s 3"):
         models.build_mobilenetv2(image_size=72, weights=None, augment=False, block_taps=True)
+    with pytest.raises(ValueError, match="choose one"):
+        models.build_mobilenetv2(image_size=64, weights=None, augment=False, block_taps=True, residual=True)
