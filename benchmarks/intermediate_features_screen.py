@@ -170,12 +170,14 @@ def main() -> None:
         keys = FEATURE_SETS[name]
         recipe = protocols.Recipe(name=name, balanced=True, tta_flip=True)
         start = time.perf_counter()
-        val_aucs = {}
+        bank = ProbeBank(frames, blocks, keys, args.size, REGULARISATION[0], cfg.seed)  # features joined once
+        trained = {}
         for c in REGULARISATION:  # chosen on the every-source training's validation AUC
-            val_aucs[c] = ProbeBank(frames, blocks, keys, args.size, c, cfg.seed).train(recipe, out).val_auc
+            bank.regularisation = c
+            trained[c] = bank.train(recipe, out)
+        val_aucs = {c: probe.val_auc for c, probe in trained.items()}
         best = max(val_aucs, key=val_aucs.get)
-        bank = ProbeBank(frames, blocks, keys, args.size, best, cfg.seed)
-        everything = bank.train(recipe, out)
+        bank.regularisation, everything = best, trained[best]
         tables["in_distribution"].append(in_distribution(bank, everything, args.n_boot, cfg.seed)
                                          .assign(feature_set=name, C=best, val_auc=everything.val_auc))
         tables["logo"].append(protocols.leave_one_generator_out(recipe, bank, out, args.n_boot, cfg.seed)

@@ -8,9 +8,6 @@ per source, the shares called fake / unsure / real, how often a definite answer 
 and each generator's AUC against every real test image [95% CI]. The "unfamiliar" check (feature
 distance) is not applied: it needs the model's features, and it can only turn definite answers into
 "unsure", so the unsure shares here are lower bounds.
-``--robustness K`` also loads the saved model (``served_candidate_<recipe>.keras`` beside the scores,
-``FINETUNED[K]`` of ``served_recipe_ablation.py``) and measures what notebook 08's summary row does:
-the AUC change under JPEG 50, half size and the format-shortcut re-encoding.
 
     .venv/bin/python benchmarks/served_answers_from_scores.py runs/experiments/block_taps/scores_*.npz
 """
@@ -18,15 +15,14 @@ the AUC change under JPEG 50, half size and the format-shortcut re-encoding.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from helpers import config, faces, finetuned, models, protocols, served, splits
+from helpers import config, served, splits
 from helpers.pipeline import labels_of
-from helpers.stats import auc_ci, choose_threshold
+from helpers.stats import auc_ci
 
 
 def answers_table(frames: dict[str, pd.DataFrame], scores: dict[str, np.ndarray], n_boot: int = 1000,
@@ -35,14 +31,14 @@ def answers_table(frames: dict[str, pd.DataFrame], scores: dict[str, np.ndarray]
     test = frames["test"]
     y = labels_of(test)
     reals = (test["label"] == "real").to_numpy()
+    aucs = {}  # the same for both rules
+    for fake in sorted(test.loc[~reals, "source"].unique()):
+        keep = reals | (test["source"] == fake).to_numpy()
+        aucs[fake] = auc_ci(y[keep], scores["test"][keep], n_boot, seed)
     parts = []
     for rule in served.ANSWER_RULES:
         point = served.choose_operating_point(frames["val"], scores["val"], rule=rule)
         rates = served.answer_rates(test, served.answer(point, scores["test"]), scores["test"], point)
-        aucs = {}
-        for fake in sorted(test.loc[~reals, "source"].unique()):
-            keep = reals | (test["source"] == fake).to_numpy()
-            aucs[fake] = auc_ci(y[keep], scores["test"][keep], n_boot, seed)
         rates["auc_vs_reals"] = [aucs.get(s, (np.nan,) * 3)[0] for s in rates["source"]]
         rates["auc_vs_reals_lo"] = [aucs.get(s, (np.nan,) * 3)[1] for s in rates["source"]]
         rates["auc_vs_reals_hi"] = [aucs.get(s, (np.nan,) * 3)[2] for s in rates["source"]]
@@ -51,27 +47,11 @@ def answers_table(frames: dict[str, pd.DataFrame], scores: dict[str, np.ndarray]
     return pd.concat(parts, ignore_index=True)
 
 
-def robustness_row(candidate: int, model_path: Path, cfg, size: int) -> dict:
-    """Notebook 08's summary row (:func:`helpers.protocols.recipe_summary`) of a saved every-source candidate."""
-    from served_recipe_ablation import CHECKS, FINETUNED
-
-    recipe = finetuned.FinetuneRecipe(**FINETUNED[candidate])
-    split, root = faces.input_view(splits.load_split(cfg.path("split.csv")), cfg.data_root, cfg.run_dir, "image")
-    bank = finetuned.ImageBank(split, root, size)
-    trained = finetuned.TrainedDetector(recipe, models.load_detector(model_path), 0.5, float("nan"), 0.0)
-    trained.threshold = choose_threshold(labels_of(bank.frames["val"]), bank.score(trained, "val"))
-    reals = sorted(bank.frames["test"].query("label == 'real'").source.unique())
-    return protocols.recipe_summary(trained, bank, {k: (reals, v) for k, v in CHECKS.items()})
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scores", type=Path, help="scores_*.npz written by served_recipe_ablation.py")
     parser.add_argument("--run", default="sample")
     parser.add_argument("--n-boot", type=int, default=1000)
-    parser.add_argument("--robustness", type=int, default=None, metavar="K",
-                        help="also load the saved model of FINETUNED[K] and measure JPEG 50, half size, format change")
-    parser.add_argument("--size", type=int, default=128)
     args = parser.parse_args()
     cfg = config.load_run_config(args.run)
     split = splits.load_split(cfg.path("split.csv"))
@@ -86,11 +66,6 @@ def main() -> None:
     print(table[columns].round(3).to_string(index=False))
     print(table.groupby("rule")[["fake_threshold", "real_threshold", "test_auc"]].first().round(3).to_string())
     print(f"written: {out}")
-    if args.robustness is not None:
-        model_path = args.scores.with_name(args.scores.stem.replace("scores_finetuned", "served_candidate") + ".keras")
-        row = robustness_row(args.robustness, model_path, cfg, args.size)
-        pd.DataFrame([row]).to_csv(out.with_name(out.stem.replace("answers_", "summary_") + ".csv"), index=False)
-        print(json.dumps(row, indent=1, default=float))
 
 
 if __name__ == "__main__":
