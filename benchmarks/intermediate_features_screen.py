@@ -30,7 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 from served_answers_from_scores import answers_table
+from served_recipe_ablation import add_run_arguments
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
@@ -99,6 +100,7 @@ class Probe:
     threshold: float
     val_auc: float
     seconds: float
+    scores: dict = field(default_factory=dict)   # split -> P(fake), filled by ProbeBank.score
 
 
 class ProbeBank:
@@ -134,9 +136,12 @@ class ProbeBank:
     def score(self, probe: Probe, split: str, variant: str = "clean") -> np.ndarray:
         if variant != "clean":
             raise ValueError("the screen extracts clean pictures and their mirrors only")
-        arrays = self.arrays[split]
-        return np.mean([probe.model.predict_proba(probe.scaler.transform(arrays[v]))[:, 1]
-                        for v in ("clean", "flipped")], axis=0)
+        if split not in probe.scores:  # a fitted probe's scores never change: the protocols ask for them often
+            arrays = self.arrays[split]
+            probe.scores[split] = np.mean([probe.model.predict_proba(probe.scaler.transform(arrays[v]))[:, 1]
+                                           for v in ("clean", "flipped")], axis=0)
+            probe.scores[split].setflags(write=False)  # shared by every caller: nobody may change it
+        return probe.scores[split]
 
 
 def in_distribution(bank: ProbeBank, probe: Probe, n_boot: int, seed: int) -> pd.DataFrame:
@@ -148,10 +153,8 @@ def in_distribution(bank: ProbeBank, probe: Probe, n_boot: int, seed: int) -> pd
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", default="sample")
-    parser.add_argument("--size", type=int, default=128)
+    add_run_arguments(parser)
     parser.add_argument("--out", default=None)
-    parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--feature-sets", nargs="*", default=list(FEATURE_SETS))
     args = parser.parse_args()
     cfg = config.load_run_config(args.run)

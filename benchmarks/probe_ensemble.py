@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from intermediate_features_screen import FEATURE_SETS, ProbeBank, block_extractor, extract, in_distribution
-from served_recipe_ablation import FINETUNED, load_fold
+from served_recipe_ablation import FINETUNED, add_run_arguments, load_fold
 
 from helpers import config, faces, finetuned, protocols, splits
 from helpers.pipeline import labels_of
@@ -52,10 +52,12 @@ class PairBank:
     """A :class:`helpers.protocols.Bank` whose ``train`` loads the kept fine-tuned fold of the recipe's name and
     trains the probe on the same sources; ``score`` gives the detector's, the probe's or their mean P(fake)."""
 
-    def __init__(self, images: finetuned.ImageBank, probes: ProbeBank, checkpoints: list[Path], mode: str):
+    def __init__(self, images: finetuned.ImageBank, probes: ProbeBank, checkpoints: list[Path], mode: str,
+                 loaded: dict[str, finetuned.TrainedDetector] | None = None):
+        """``loaded``: folds already loaded, shared between banks of different modes (each fold loads once)."""
         self.images, self.probes, self.checkpoints, self.mode = images, probes, checkpoints, mode
         self.frames, self.image_size = images.frames, images.image_size
-        self.loaded: dict[str, finetuned.TrainedDetector] = {}
+        self.loaded = {} if loaded is None else loaded
 
     def _detector(self, recipe: finetuned.FinetuneRecipe) -> finetuned.TrainedDetector:
         if recipe.name not in self.loaded:
@@ -90,8 +92,7 @@ class PairBank:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", default="sample")
-    parser.add_argument("--size", type=int, default=128)
+    add_run_arguments(parser)
     parser.add_argument("--candidate", type=int, default=8, help="position in served_recipe_ablation.FINETUNED")
     parser.add_argument("--checkpoints", type=Path, nargs="+", required=True)
     parser.add_argument("--blocks", type=Path, default=None,
@@ -99,7 +100,6 @@ def main() -> None:
     parser.add_argument("--generator-held-outs", nargs="*", default=None)
     parser.add_argument("--real-held-outs", nargs="*", default=None)
     parser.add_argument("--regularisation", type=float, default=0.003, help="the probe's C (the screen's choice)")
-    parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     cfg = config.load_run_config(args.run)
@@ -117,8 +117,7 @@ def main() -> None:
     tables: dict[str, list] = {"logo": [], "lorso": [], "in_distribution": []}
     loaded: dict = {}
     for mode in MODES:
-        bank = PairBank(images, probes, args.checkpoints, mode)
-        bank.loaded = loaded  # one load (and one set of cached scores) per fold for the three modes
+        bank = PairBank(images, probes, args.checkpoints, mode, loaded)  # one load per fold for the three modes
         everything = bank.train(recipe, out, cfg.seed)
         tables["in_distribution"].append(in_distribution(bank, everything, args.n_boot, cfg.seed).assign(mode=mode))
         tables["logo"].append(protocols.leave_one_generator_out(recipe, bank, out, args.n_boot, cfg.seed,

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from served_recipe_ablation import FINETUNED, load_fold
+from served_recipe_ablation import FINETUNED, add_run_arguments, load_fold
 
 from helpers import config, finetuned, protocols, splits
 from helpers.pipeline import labels_of
@@ -46,12 +46,10 @@ class CheckpointBank(finetuned.ImageBank):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", default="sample")
-    parser.add_argument("--size", type=int, default=128)
+    add_run_arguments(parser)
     parser.add_argument("--checkpoints", type=Path, default=config.REPO_ROOT / "runs/experiments/served_recipe",
                         help="an ablation output folder (its checkpoints/ subfolder holds the folds)")
     parser.add_argument("--candidate", type=int, default=0, help="position in served_recipe_ablation.FINETUNED")
-    parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--real-held-outs", nargs="*", default=None)
     args = parser.parse_args()
     cfg = config.load_run_config(args.run)

@@ -115,11 +115,19 @@ def load_fold(checkpoints: Path, recipe: finetuned.FinetuneRecipe) -> finetuned.
     return finetuned.TrainedDetector(recipe, model, 0.5, float("nan"), 0.0, {"checkpoint": str(path)})
 
 
-def add_fold_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of the scripts that score kept folds without training (`held_out_perturbed.py`,
-    `test_time_variant.py`): run, size, where the folds are, which candidate, which real sources."""
+def add_run_arguments(parser: argparse.ArgumentParser, *, n_boot: bool = True) -> None:
+    """The options every script over a run's split shares: which run (``--run``), the input size in pixels
+    (``--size``) and, for scripts that report confidence intervals, the bootstrap resamples (``--n-boot``)."""
     parser.add_argument("--run", default="sample")
     parser.add_argument("--size", type=int, default=128)
+    if n_boot:
+        parser.add_argument("--n-boot", type=int, default=1000)
+
+
+def add_fold_arguments(parser: argparse.ArgumentParser, *, n_boot: bool = False) -> None:
+    """The options of the scripts that score kept folds without training (`held_out_perturbed.py`,
+    `test_time_variant.py`): run, size, where the folds are, which candidate, which real sources."""
+    add_run_arguments(parser, n_boot=n_boot)
     parser.add_argument("--checkpoints", type=Path, default=None,
                         help="folder holding the folds' <name>_finetune.keras (default: runs/<run>/protocols)")
     parser.add_argument("--candidate", type=int, default=0, help="position in served_recipe_ablation.FINETUNED")
@@ -163,10 +171,8 @@ def serve_candidate(cfg, split: pd.DataFrame, data_root: Path, out: Path, size: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", default="sample")
-    parser.add_argument("--size", type=int, default=128)
+    add_run_arguments(parser)
     parser.add_argument("--out", default=None)
-    parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--input", choices=("image", "face"), default="image",
                         help="train and test on whole images, or on notebook 02's MTCNN face crops (one margin; "
                              "images without a face are left out and counted)")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from served_recipe_ablation import FINETUNED, in_distribution, load_fold
+from served_recipe_ablation import FINETUNED, add_run_arguments, in_distribution, load_fold
 
 from helpers import config, faces, finetuned, protocols, splits
 from helpers.pipeline import labels_of
@@ -104,12 +104,10 @@ class FramingBank:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", default="sample")
-    parser.add_argument("--size", type=int, default=128)
+    add_run_arguments(parser)
     parser.add_argument("--whole", type=Path, default=config.REPO_ROOT / "runs/experiments/served_recipe")
     parser.add_argument("--face", type=Path, default=config.REPO_ROOT / "runs/experiments/served_recipe_face")
     parser.add_argument("--out", type=Path, default=config.REPO_ROOT / "runs/experiments/served_recipe_framings")
-    parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--second-whole", type=Path, default=None,
                         help="a second whole-image training's ablation folder, instead of the face crops")
     parser.add_argument("--second-candidate", type=int, default=0, help="its candidate index in FINETUNED")

@@ -86,12 +86,11 @@ def in_distribution(bank: VariantBank, recipe: finetuned.FinetuneRecipe, n_boot:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_fold_arguments(parser)
+    add_fold_arguments(parser, n_boot=True)
     parser.add_argument("--variants", nargs="*", default=["clean", "blur:1", "scale:0.5", "jpeg:95"])
     parser.add_argument("--generator-held-outs", nargs="*", default=None, help="default: every generator")
     parser.add_argument("--also", type=Path, nargs="*", default=[],
                         help="more folders of fold checkpoints (other seeds): each fold scores the mean of its models")
-    parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=config.REPO_ROOT / "runs/experiments/test_time_variant")
     args = parser.parse_args()
     cfg = config.load_run_config(args.run)

@@ -278,6 +278,7 @@ def annotate_faces(faces_table: pd.DataFrame, root: str | os.PathLike, annotator
     from tqdm.auto import tqdm
 
     from helpers.data import load_image
+    from helpers.decoding import read_ahead
 
     report, ready = [], []
     for annotator in annotators:
@@ -291,9 +292,12 @@ def annotate_faces(faces_table: pd.DataFrame, root: str | os.PathLike, annotator
                                source=annotator.source, ran=False, reason=str(error)))
     columns = {f"{a.name}{suffix}": [] for a in ready for suffix in ("", "_confidence", "_score")}
     root = Path(root)
-    for record in tqdm(list(faces_table.itertuples(index=False)), desc="annotate", unit="img", disable=not progress):
-        face = chosen_face(record)
-        loaded = load_image(root / str(record.path)) if face is not None else None
+    records = list(faces_table.itertuples(index=False))
+    faces = [chosen_face(record) for record in records]
+    needed = [root / str(record.path) if face is not None else None for record, face in zip(records, faces)]
+    images = read_ahead(needed, lambda path: load_image(path) if path is not None else None, depth=8)
+    for record, face, loaded in tqdm(zip(records, faces, images), total=len(records), desc="annotate", unit="img",
+                                     disable=not progress):
         for annotator in ready:
             if isinstance(annotator, CsvLabels):
                 result = annotator.annotate(None, face, str(record.path), str(getattr(record, "sha256", "")))

@@ -5,14 +5,19 @@ from its header before a single pixel is decoded (Pillow's in-memory bytes per p
 the pixels left after JPEG's draft scaling); :class:`DecodeBudget` lets several threads
 decode at once while their reserved bytes stay under one total; :func:`to_rgb` converts
 any mode to 8-bit RGB without float64 copies of the whole image (high bit depths are
-scaled in bands of rows).
+scaled in bands of rows); :func:`read_ahead` decodes the next files in a background thread while
+the caller works on the current one (notebook 02's annotators).
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -22,6 +27,7 @@ MiB = 1 << 20
 _PILLOW_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _BAND_ROWS = 256
+Item, Result = TypeVar("Item"), TypeVar("Result")
 
 
 def decoded_bytes(width: int, height: int, mode: str) -> int:
@@ -130,3 +136,20 @@ def peak_rss_mib() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise OSError("VmHWM is not in /proc/self/status (not Linux?)")
+
+
+def read_ahead(items: Iterable[Item], load: Callable[[Item], Result], depth: int = 4) -> Iterator[Result]:
+    """``load(item)`` for every item, yielded in order, computed by one background thread at most ``depth``
+    items ahead of the caller: decoding (which releases the GIL) overlaps the caller's own work, and at most
+    ``depth + 1`` results exist at once. Stopping early waits for the loads already started, then returns."""
+    if depth < 1:
+        raise ValueError(f"depth must be at least 1, not {depth}")
+    remaining = iter(items)
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = deque(reader.submit(load, item) for _, item in zip(range(depth), remaining))
+        while pending:
+            result = pending.popleft().result()
+            for item in remaining:  # one more started for the one taken
+                pending.append(reader.submit(load, item))
+                break
+            yield result

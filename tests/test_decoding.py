@@ -87,3 +87,38 @@ def test_peak_rss_is_read_from_this_process():
     before = decoding.peak_rss_mib()
     block = np.ones(64 * 2**20, np.uint8)  # 64 MiB touched
     assert decoding.peak_rss_mib() >= before and decoding.peak_rss_mib() > 60 and block.sum() == 64 * 2**20
+
+
+def test_read_ahead_yields_in_order_and_never_runs_more_than_depth_ahead():
+    import threading
+    import time
+
+    started, taken, lock = [], [], threading.Lock()
+
+    def load(item):
+        with lock:
+            started.append(item)
+            ahead = len(started) - len(taken)
+        time.sleep(0.002 * (item % 3))  # uneven loads: order must still hold
+        return item * 10, ahead, threading.get_ident()
+
+    results = []
+    for value, ahead, thread in decoding.read_ahead(range(12), load, depth=3):
+        time.sleep(0.01)  # a slow caller: an unbounded reader would run far ahead
+        with lock:
+            taken.append(value)
+        results.append((value, ahead, thread))
+    assert [value for value, _, _ in results] == [10 * i for i in range(12)]
+    assert max(ahead for _, ahead, _ in results) <= 3 + 1  # the one being read and at most depth waiting
+    assert {thread for _, _, thread in results} != {threading.get_ident()}  # loaded off the caller's thread
+    assert list(decoding.read_ahead([], load)) == []
+    with pytest.raises(ValueError, match="depth"):
+        next(decoding.read_ahead([1], load, depth=0))
+
+
+def test_read_ahead_stops_early_without_loading_everything():
+    loaded = []
+    reader = decoding.read_ahead(range(100), lambda item: loaded.append(item) or item, depth=2)
+    assert [next(reader), next(reader)] == [0, 1]
+    reader.close()  # the caller stops: the loads already started finish, no more start
+    assert loaded == list(range(len(loaded))) and len(loaded) <= 4

@@ -9,14 +9,12 @@ from helpers import cli, config, predict, served
 from helpers.data import load_image
 
 
-def _brute_force_distance(features, reference, k):
-    """Mean cosine distance to the k nearest reference rows, written out plainly."""
-    out = []
-    for row in features:
-        sims = sorted((float(np.dot(row, r) / (np.linalg.norm(row) * np.linalg.norm(r))) for r in reference),
-                      reverse=True)
-        out.append(1 - np.mean(sims[:k]))
-    return np.array(out)
+def _brute_force_distance(features: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
+    """Mean cosine distance to the k most similar reference rows: every similarity at once, fully sorted
+    (the served code partitions chunk by chunk). The one oracle of the familiarity distance."""
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    ref = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    return 1 - np.sort(unit @ ref.T, axis=1)[:, ::-1][:, :k].mean(axis=1)
 
 
 def test_feature_distance_matches_a_brute_force_oracle_and_its_quantile():

@@ -213,20 +213,13 @@ def test_distances_are_the_k_nearest_among_many_and_the_limit_itself_is_familiar
     assert empty.shape == (0,) and empty.dtype == np.float32
 
 
-def _sorted_distance(features: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
-    """Mean cosine distance to the k most similar reference rows, by a full sort (no partition)."""
-    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
-    ref = reference / np.linalg.norm(reference, axis=1, keepdims=True)
-    return 1 - np.sort(unit @ ref.T, axis=1)[:, ::-1][:, :k].mean(axis=1)
-
-
 def test_serve_trained_with_its_defaults_on_more_than_2000_training_images(tmp_path):
     """Every default of ``serve_trained``, ``fit_answers`` and ``compare_rules`` against a computation by hand,
     on a bank of 2,100 training images (so the 2,000 references are a seeded draw) whose scores and images
     exist only for the detector it was given (any other object passed on is refused)."""
     from types import SimpleNamespace
 
-    from test_served import _ColourBank
+    from test_served import _brute_force_distance, _ColourBank
 
     from helpers import protocols
 
@@ -259,7 +252,7 @@ def test_serve_trained_with_its_defaults_on_more_than_2000_training_images(tmp_p
     assert served.read_record(models_dir / "served.keras").to_json() == record.to_json()
     alone = served.FeatureDistance.fit(reference, bank.features("val"))
     assert (alone.k, alone.quantile) == (5, 0.99)
-    limit = np.quantile(_sorted_distance(bank.features("val"), reference, 5), 0.99)
+    limit = np.quantile(_brute_force_distance(bank.features("val"), reference, 5), 0.99)
     assert record.max_distance == pytest.approx(limit, abs=1e-6)
     # the comparison of rules at their defaults: 5% / 5%, definite answers 95% right
     compared = pd.DataFrame(record.protocols["Answer rules compared"])
