@@ -32,6 +32,11 @@ def digest_of_crops(folder: Path) -> str:
     return total.hexdigest()
 
 
+def digest_of_table(frame) -> str:
+    """SHA-256 of a pass's table as CSV, without its ``cached`` column (which says where a row came from)."""
+    return hashlib.sha256(frame.drop(columns=["cached"]).to_csv(index=False).encode()).hexdigest()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="sample")
@@ -57,11 +62,8 @@ def main() -> None:
         start = time.perf_counter()
         annotations, _ = annotate.annotate_faces(detections, cfg.data_root, annotators, progress=False)
         seconds["annotate"] = time.perf_counter() - start
-        digests = {
-            "detections": hashlib.sha256(detections.drop(columns=["cached"]).to_csv(index=False).encode()).hexdigest(),
-            "crops": digest_of_crops(Path(scratch, "crops")),
-            "annotations": hashlib.sha256(annotations.drop(columns=["cached"]).to_csv(index=False).encode()).hexdigest(),
-        }
+        digests = {"detections": digest_of_table(detections), "crops": digest_of_crops(Path(scratch, "crops")),
+                   "annotations": digest_of_table(annotations)}
     result = {"images": len(chosen), "seconds": {k: round(v, 1) for k, v in seconds.items()},
               "ms_per_image": {k: round(1000 * v / len(chosen), 1) for k, v in seconds.items()}, "digests": digests}
     print(json.dumps(result, indent=2))
