@@ -11,17 +11,27 @@ standard deviations (a texture statistic) — and trains the same linear probe o
 
 - ``last layer``: ``out_relu`` means, what every detector of the lab reads (the baseline);
 - ``six blocks``: the channel means of the six blocks;
-- ``six blocks + std``: the means and standard deviations of the six blocks.
+- ``six blocks + std``: the means and standard deviations of the six blocks;
+- ``gram``: the Gram matrices (channel-by-channel mean products, upper triangle) of four bottleneck outputs
+  (:data:`GRAM_BLOCKS`, 24 to 96 channels, 32×32 to 8×8) — the global texture statistics of Gram-Net
+  (Liu, Qi & Torr, "Global Texture Enhancement for Fake Face Detection in the Wild", CVPR 2020), read
+  from a frozen network instead of trained into one;
+- ``gram + six blocks + std``: both.
 
-Each probe is a logistic regression on standardised features, sources weighted equally (the lab's
-"balanced" batches), trained on every image and its mirror, scored as the mean of both (test-time flip);
-its regularisation is chosen on the validation AUC of the every-source training. Every picture goes
-through JPEG 95 at its own resolution before the resize, as the served detector scores it. The protocol
-functions are notebook 08's (:mod:`helpers.protocols`), so the tables read like its frozen columns.
+Each probe (``--head logistic``) is a logistic regression on standardised features, sources weighted
+equally (the lab's "balanced" batches), trained on every image and its mirror, scored as the mean of both
+(test-time flip); its regularisation is chosen on the validation AUC of the every-source training.
+``--head mlp``: a one-hidden-layer network (256 ReLU units, L2 0.01, at most 40 epochs with early stopping
+on a tenth of the training rows) instead, the same weights and flip. ``--robustness``: the every-source
+probe's test AUC after JPEG 50, half size and the format-shortcut re-encoding (each before the JPEG 95).
+Every picture goes through JPEG 95 at its own resolution before the resize, as the served detector scores
+it. The protocol functions are notebook 08's (:mod:`helpers.protocols`), so the tables read like its
+frozen columns.
 
     .venv/bin/python benchmarks/intermediate_features_screen.py --run sample
 
-Writes ``logo.csv``, ``lorso.csv``, ``in_distribution.csv`` (both answer rules) and ``timings.json`` under ``--out``
+Writes ``logo.csv``, ``lorso.csv``, ``in_distribution.csv`` (both answer rules), ``robustness.csv`` (with
+``--robustness``) and ``timings.json`` under ``--out``
 (default ``runs/experiments/intermediate_features``); results and their date go to ``benchmarks/README.md``.
 """
 
@@ -40,19 +50,35 @@ import tensorflow as tf
 from served_answers_from_scores import answers_table
 from served_recipe_ablation import add_run_arguments
 from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 
-from helpers import config, faces, models, protocols, splits
+from helpers import config, faces, models, perturb, protocols, splits
 from helpers.pipeline import labels_of, make_dataset
 from helpers.stats import auc_ci, choose_threshold
 
 BLOCKS = ("block_2_expand_relu", "block_5_expand_relu", "block_9_expand_relu", "block_12_expand_relu",
           "block_15_expand_relu", "out_relu")
+GRAM_BLOCKS = ("block_2_project_BN", "block_5_project_BN", "block_9_project_BN", "block_12_project_BN")
+SIX_BLOCKS_STD = tuple(f"{b}:{stat}" for b in BLOCKS for stat in ("mean", "std"))
+GRAM = tuple(f"{b}:gram" for b in GRAM_BLOCKS)
 FEATURE_SETS = {"last layer": ("out_relu:mean",),
                 "six blocks": tuple(f"{b}:mean" for b in BLOCKS),
-                "six blocks + std": tuple(f"{b}:{stat}" for b in BLOCKS for stat in ("mean", "std"))}
+                "six blocks + std": SIX_BLOCKS_STD,
+                "gram": GRAM,
+                "gram + six blocks + std": GRAM + SIX_BLOCKS_STD}
 REGULARISATION = (0.0003, 0.001, 0.003, 0.03, 0.3)  # logistic regression's C, chosen on validation
 SCORE_REENCODE = "jpeg:95"
+ROBUSTNESS = ("jpeg:50", "scale:0.5", "recode:256")  # the served detector's robustness targets
+
+
+def head_model(head: str, regularisation: float, seed: int):
+    """The probe: ``logistic`` (regularisation = C) or ``mlp`` (256 ReLU units; regularisation unused)."""
+    if head == "logistic":
+        return LogisticRegression(C=regularisation, max_iter=2000, random_state=seed)
+    if head == "mlp":
+        return MLPClassifier((256,), alpha=1e-2, early_stopping=True, max_iter=40, random_state=seed)
+    raise ValueError(f"head must be logistic or mlp, not {head!r}")
 
 
 def block_extractor(image_size: int, seed: int) -> keras.Model:
@@ -71,8 +97,28 @@ def block_extractor(image_size: int, seed: int) -> keras.Model:
     return keras.Model(inputs, outputs)
 
 
-def extract(extractor: keras.Model, frame: pd.DataFrame, root: Path, image_size: int, cache: Path) -> dict:
-    """``{"clean": {key: array}, "flipped": {...}}`` for every row of ``frame`` (read back from ``cache``)."""
+def gram_extractor(image_size: int, seed: int) -> keras.Model:
+    """Image (0-255) → for each of :data:`GRAM_BLOCKS`, the upper triangle of its Gram matrix: the mean over
+    positions of every product of two channels (``C (C + 1) / 2`` numbers for ``C`` channels)."""
+    detector, _ = models.build_mobilenetv2(image_size=image_size, augment="flip", seed=seed)
+    backbone = detector.get_layer("backbone")
+    inner = keras.Model(backbone.inputs, [backbone.get_layer(name).output for name in GRAM_BLOCKS])
+    inputs = keras.Input((image_size, image_size, 3))
+    maps = inner(detector.get_layer("preprocess")(inputs), training=False)
+    outputs = {}
+    for name, activations in zip(GRAM_BLOCKS, maps):
+        channels, positions = int(activations.shape[-1]), int(activations.shape[1]) * int(activations.shape[2])
+        flat = keras.ops.reshape(activations, (-1, positions, channels))
+        gram = keras.ops.reshape(keras.ops.einsum("bnc,bnd->bcd", flat, flat) / positions, (-1, channels * channels))
+        rows, columns = np.triu_indices(channels)
+        outputs[f"{name}:gram"] = keras.ops.take(gram, rows * channels + columns, axis=1)
+    return keras.Model(inputs, outputs)
+
+
+def extract(extractor: keras.Model | None, frame: pd.DataFrame, root: Path, image_size: int, cache: Path,
+            perturbation: str = SCORE_REENCODE) -> dict:
+    """``{"clean": {key: array}, "flipped": {...}}`` for every row of ``frame`` after ``perturbation``
+    (read back from ``cache``; ``extractor`` may be ``None`` when it exists)."""
     if cache.exists():
         with np.load(cache) as stored:
             out: dict = {"clean": {}, "flipped": {}}
@@ -81,7 +127,7 @@ def extract(extractor: keras.Model, frame: pd.DataFrame, root: Path, image_size:
                 out[variant][name] = stored[key]
             return out
     parts: dict = {"clean": {}, "flipped": {}}
-    for images, _ in make_dataset(frame, root, image_size, 64, cache=False, perturbation=SCORE_REENCODE):
+    for images, _ in make_dataset(frame, root, image_size, 64, cache=False, perturbation=perturbation):
         for variant, batch in (("clean", images), ("flipped", tf.image.flip_left_right(images))):
             for key, value in extractor(batch, training=False).items():
                 parts[variant].setdefault(key, []).append(np.asarray(value, np.float32))
@@ -96,21 +142,25 @@ def extract(extractor: keras.Model, frame: pd.DataFrame, root: Path, image_size:
 class Probe:
     recipe: protocols.Recipe
     scaler: StandardScaler
-    model: LogisticRegression
+    model: LogisticRegression | MLPClassifier
     threshold: float
     val_auc: float
     seconds: float
-    scores: dict = field(default_factory=dict)   # split -> P(fake), filled by ProbeBank.score
+    scores: dict = field(default_factory=dict)   # (split, variant) -> P(fake), filled by ProbeBank.score
 
 
 class ProbeBank:
-    """A :class:`helpers.protocols.Bank` of linear probes on one feature set: the protocols train and score
-    through it exactly as through notebook 08's frozen-feature bank."""
+    """A :class:`helpers.protocols.Bank` of probes on one feature set: the protocols train and score
+    through it exactly as through notebook 08's frozen-feature bank.
+
+    ``blocks[split][variant][key]``: the extracted arrays; variants are ``clean``, ``flipped`` and, for the
+    test split, any perturbation ``p`` with its mirror ``p|flipped``."""
 
     def __init__(self, frames: dict[str, pd.DataFrame], blocks: dict, keys: tuple[str, ...], image_size: int,
-                 regularisation: float, seed: int):
+                 regularisation: float, seed: int, head: str = "logistic"):
         self.frames, self.image_size, self.regularisation, self.seed = frames, image_size, regularisation, seed
-        self.arrays = {s: {v: np.concatenate([blocks[s][v][k] for k in keys], axis=1) for v in ("clean", "flipped")}
+        self.head = head
+        self.arrays = {s: {v: np.concatenate([blocks[s][v][k] for k in keys], axis=1) for v in blocks[s]}
                        for s in frames}
 
     def train(self, recipe: protocols.Recipe, out_dir: str | Path, seed: int = 42) -> Probe:
@@ -123,7 +173,7 @@ class ProbeBank:
         counts = pd.Series(sources).value_counts()
         weights = np.array([len(sources) / (len(counts) * counts[s]) for s in sources])  # every source alike
         scaler = StandardScaler().fit(x)
-        model = LogisticRegression(C=self.regularisation, max_iter=2000, random_state=self.seed)
+        model = head_model(self.head, self.regularisation, self.seed)
         model.fit(scaler.transform(x), y, sample_weight=weights)
         probe = Probe(recipe, scaler, model, 0.5, float("nan"), 0.0)
         val_rows = protocols.rows_of_sources(self.frames["val"], recipe.train_sources)
@@ -134,14 +184,16 @@ class ProbeBank:
         return probe
 
     def score(self, probe: Probe, split: str, variant: str = "clean") -> np.ndarray:
-        if variant != "clean":
-            raise ValueError("the screen extracts clean pictures and their mirrors only")
-        if split not in probe.scores:  # a fitted probe's scores never change: the protocols ask for them often
+        if variant not in self.arrays[split]:
+            raise ValueError(f"no {variant!r} features of the {split} split were extracted")
+        key = (split, variant)
+        if key not in probe.scores:  # a fitted probe's scores never change: the protocols ask for them often
             arrays = self.arrays[split]
-            probe.scores[split] = np.mean([probe.model.predict_proba(probe.scaler.transform(arrays[v]))[:, 1]
-                                           for v in ("clean", "flipped")], axis=0)
-            probe.scores[split].setflags(write=False)  # shared by every caller: nobody may change it
-        return probe.scores[split]
+            mirror = "flipped" if variant == "clean" else f"{variant}|flipped"
+            probe.scores[key] = np.mean([probe.model.predict_proba(probe.scaler.transform(arrays[v]))[:, 1]
+                                         for v in (variant, mirror)], axis=0)
+            probe.scores[key].setflags(write=False)  # shared by every caller: nobody may change it
+        return probe.scores[key]
 
 
 def in_distribution(bank: ProbeBank, probe: Probe, n_boot: int, seed: int) -> pd.DataFrame:
@@ -151,46 +203,76 @@ def in_distribution(bank: ProbeBank, probe: Probe, n_boot: int, seed: int) -> pd
     return answers_table(bank.frames, scores, n_boot, seed)
 
 
+def feature_arrays(keys: set[str], frames: dict[str, pd.DataFrame], root: Path, size: int, cache: Path, seed: int,
+                   robustness: bool) -> dict:
+    """``blocks[split][variant][key]`` for the extractors ``keys`` need (the six blocks, the Gram matrices);
+    with ``robustness``, the test split under each of :data:`ROBUSTNESS` too."""
+    kinds = {"blocks": block_extractor, "gram": gram_extractor}
+    needed = {"gram" if key.endswith(":gram") else "blocks" for key in keys}
+    arrays: dict = {s: {"clean": {}, "flipped": {}} for s in frames}
+    for kind in sorted(needed):
+        extractor = kinds[kind](size, seed)
+        for split, frame in frames.items():
+            part = extract(extractor, frame, root, size, cache / f"{kind}_{size}_{split}.npz")
+            for variant in ("clean", "flipped"):
+                arrays[split][variant].update(part[variant])
+        for perturbation in ROBUSTNESS if robustness else ():
+            name = perturbation.replace(":", "")
+            part = extract(extractor, frames["test"], root, size, cache / f"{kind}_{size}_test_{name}.npz",
+                           perturbation=perturb.then(perturbation, SCORE_REENCODE))
+            for variant, mirror in ((perturbation, "clean"), (f"{perturbation}|flipped", "flipped")):
+                arrays["test"].setdefault(variant, {}).update(part[mirror])
+    return arrays
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_arguments(parser)
-    parser.add_argument("--out", default=None)
+    default = config.REPO_ROOT / "runs" / "experiments" / "intermediate_features"
+    parser.add_argument("--out", type=Path, default=default)
+    parser.add_argument("--cache", type=Path, default=default, help="where the extracted features are kept")
     parser.add_argument("--feature-sets", nargs="*", default=list(FEATURE_SETS))
+    parser.add_argument("--head", choices=("logistic", "mlp"), default="logistic")
+    parser.add_argument("--robustness", action="store_true", help="test AUC after JPEG 50, half size, re-encoding")
     args = parser.parse_args()
     cfg = config.load_run_config(args.run)
-    out = Path(args.out or config.REPO_ROOT / "runs" / "experiments" / "intermediate_features")
-    out.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     split, root = faces.input_view(splits.load_split(cfg.path("split.csv")), cfg.data_root, cfg.run_dir, "image")
     frames = {s: split[split["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
     timings: dict = {}
     start = time.perf_counter()
-    extractor = block_extractor(args.size, cfg.seed)
-    blocks = {s: extract(extractor, f, Path(root), args.size, out / f"blocks_{args.size}_{s}.npz")
-              for s, f in frames.items()}
+    keys = {key for name in args.feature_sets for key in FEATURE_SETS[name]}
+    blocks = feature_arrays(keys, frames, Path(root), args.size, args.cache, cfg.seed, args.robustness)
     timings["features_s"] = round(time.perf_counter() - start, 1)
-    tables: dict[str, list] = {"logo": [], "lorso": [], "in_distribution": []}
+    tables: dict[str, list] = {"logo": [], "lorso": [], "in_distribution": [], "robustness": []}
+    choices = REGULARISATION if args.head == "logistic" else (float("nan"),)  # the MLP's L2 is fixed
     for name in args.feature_sets:
-        keys = FEATURE_SETS[name]
         recipe = protocols.Recipe(name=name, balanced=True, tta_flip=True)
         start = time.perf_counter()
-        bank = ProbeBank(frames, blocks, keys, args.size, REGULARISATION[0], cfg.seed)  # features joined once
+        bank = ProbeBank(frames, blocks, FEATURE_SETS[name], args.size, choices[0], cfg.seed, args.head)
         trained = {}
-        for c in REGULARISATION:  # chosen on the every-source training's validation AUC
+        for c in choices:  # chosen on the every-source training's validation AUC
             bank.regularisation = c
-            trained[c] = bank.train(recipe, out)
+            trained[c] = bank.train(recipe, args.out)
         val_aucs = {c: probe.val_auc for c, probe in trained.items()}
         best = max(val_aucs, key=val_aucs.get)
         bank.regularisation, everything = best, trained[best]
+        tag = dict(head=args.head, C=best)
         tables["in_distribution"].append(in_distribution(bank, everything, args.n_boot, cfg.seed)
-                                         .assign(feature_set=name, C=best, val_auc=everything.val_auc))
-        tables["logo"].append(protocols.leave_one_generator_out(recipe, bank, out, args.n_boot, cfg.seed)
-                              .assign(C=best))
-        tables["lorso"].append(protocols.leave_one_real_source_out(recipe, bank, out, args.n_boot, cfg.seed)
-                               .assign(C=best))
-        timings[name] = dict(seconds=round(time.perf_counter() - start, 1), val_auc_by_C=val_aucs, C=best)
+                                         .assign(feature_set=name, val_auc=everything.val_auc, **tag))
+        if args.robustness:
+            tables["robustness"].append(protocols.robustness_grid(everything, bank, ROBUSTNESS, args.n_boot, cfg.seed)
+                                        .assign(**tag))
+        tables["logo"].append(protocols.leave_one_generator_out(recipe, bank, args.out, args.n_boot, cfg.seed)
+                              .assign(**tag))
+        tables["lorso"].append(protocols.leave_one_real_source_out(recipe, bank, args.out, args.n_boot, cfg.seed)
+                               .assign(**tag))
+        timings[name] = dict(seconds=round(time.perf_counter() - start, 1), head=args.head,  # no NaN in JSON
+                             val_auc_by_C={str(c): v for c, v in val_aucs.items()}, C=None if np.isnan(best) else best)
         for table, parts in tables.items():
-            pd.concat(parts).to_csv(out / f"{table}.csv", index=False)
-        (out / "timings.json").write_text(json.dumps(timings, indent=2))
+            if parts:
+                pd.concat(parts).to_csv(args.out / f"{table}.csv", index=False)
+        (args.out / "timings.json").write_text(json.dumps(timings, indent=2))
         print(name, json.dumps(timings[name]), flush=True)
 
 
