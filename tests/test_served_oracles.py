@@ -1,6 +1,7 @@
 """The served detector's per-source table (``served.answer_rates``) on a hand-worked batch: every
 column, with scipy's Wilson intervals as the oracle for the CIs."""
 
+import json
 import re
 
 import numpy as np
@@ -157,7 +158,11 @@ def test_serve_trained_records_and_saves_what_its_parts_compute(tmp_path):
     assert path.is_file() and served.read_record(path).to_json() == record.to_json()
     saved = np.load(served.reference_path(path))
     assert saved == pytest.approx(reference / np.linalg.norm(reference, axis=1, keepdims=True), abs=1e-6)
-    assert served.load_distance(path, record).max_distance == record.max_distance
+    loaded = served.load_distance(path, record)
+    assert (loaded.max_distance, loaded.k, loaded.quantile) == (record.max_distance, record.distance_k,
+                                                               record.distance_quantile)
+    assert np.array_equal(loaded.reference, saved)
+    assert served.record_path(path) == tmp_path / "served.json" and (tmp_path / "served.json").is_file()
     assert (tmp_path / "served_card.md").read_text() == served.model_card(record)
 
 
@@ -265,3 +270,35 @@ def test_serve_trained_with_its_defaults_on_more_than_2000_training_images(tmp_p
     again = served.compare_rules(fitted, bank)
     pd.testing.assert_frame_equal(again, served.compare_rules(fitted, bank, 0.05, 0.05, 0.95))
     assert (again[again.rule == "rates"].fake_threshold == point.fake_threshold).all()
+
+
+def test_answers_compare_float32_outputs_at_full_precision_and_the_limits_themselves():
+    """Boundaries of the served answer. A detector's scores and feature distances are float32; its thresholds
+    and distance limit are Python floats read from JSON. NumPy 2 compares a float32 array with a Python float
+    in float32, where 0.7 and float32(0.7) = 0.69999998... are equal: the answer must compare in float64, so
+    a score just below the fake threshold is not called fake and a distance just above the limit is
+    unfamiliar. A distance equal to the limit is familiar."""
+    point = served.OperatingPoint(fake_threshold=0.7, real_threshold=0.3)
+    below = np.array([0.7, 0.9], dtype=np.float32)  # 0.69999998..., then a clear fake
+    assert float(below[0]) < 0.7 and (below >= 0.7).tolist() == [True, True]  # the float32 trap itself
+    assert point.verdicts(below).tolist() == ["unsure", "fake"]
+    assert served.answer(point, below).labels.tolist() == ["unsure", "fake"]
+    limit = 0.6999999  # float32(limit) is 0.69999992847..., the distance below
+    above = np.array([0.6999999284744263, 0.5], dtype=np.float32)
+    assert float(above[0]) > limit and not above[0] > limit  # in float32 the distance is not above the limit
+    result = served.answer(point, np.array([0.9, 0.9]), above, max_distance=limit)
+    assert result.labels.tolist() == ["unsure", "fake"] and result.reasons[0].startswith("unlike the training")
+    at_limit = served.answer(point, np.array([0.9, 0.1, 0.5]), np.array([0.5, 0.5, 0.5]), max_distance=0.5)
+    assert at_limit.labels.tolist() == ["fake", "real", "unsure"] and at_limit.reasons[:2] == ["", ""]
+    assert at_limit.reasons[2] == "score 0.500 between 0.300 and 0.700: too close to call"
+
+
+def test_a_record_that_is_not_a_served_one_reads_as_none(tmp_path):
+    """``read_record`` answers ``None`` — not an error — for a model without a record, a record of another
+    kind, and a record with no kind at all (a plain JSON file beside a model)."""
+    model = tmp_path / "detector.keras"
+    assert served.read_record(model) is None
+    served.record_path(model).write_text(json.dumps({"kind": "something else"}))
+    assert served.read_record(model) is None
+    served.record_path(model).write_text(json.dumps({"threshold": 0.5}))
+    assert served.read_record(model) is None
