@@ -1,6 +1,6 @@
 """float32 against Keras' ``mixed_bfloat16`` policy, and XLA (``jit_compile=True``), for MobileNetV2 on the CPU.
 
-Issue 16's leads. Keras' default ``jit_compile="auto"`` turns XLA *off* on a machine without a GPU
+Two leads for CPU training speed. Keras' default ``jit_compile="auto"`` turns XLA *off* on a machine without a GPU
 (``Trainer._resolve_auto_jit_compile``), so what the notebooks run on a CPU is the first variant;
 the others ask for bfloat16 or XLA explicitly. Each job runs in its own process with one variant:
 it builds the served recipe's detector (:func:`helpers.models.build_mobilenetv2` with the ImageNet

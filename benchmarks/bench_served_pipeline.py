@@ -1,4 +1,4 @@
-"""Does the served recipe's input pipeline keep the model fed? (issue 16: within 90% of the model-bound rate)
+"""Does the served recipe's input pipeline keep the model fed? (target: within 90% of the model-bound rate)
 
 The served recipe (notebook 08, ``helpers.finetuned``) trains from images decoded once and held in
 memory: each epoch draws, per position of a source-balanced order, one stored version of the image

@@ -1,4 +1,4 @@
-"""Issue 13's four one-line breaks, each applied alone to a copy of the package: its test file must fail.
+"""Four one-line bugs the tests once missed, each applied alone to a copy of the package: its test file must fail.
 
     python benchmarks/four_breaks.py            # prints one line per break; exit 1 if one survives
 
