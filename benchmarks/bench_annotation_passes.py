@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from run_options import add_run_arguments
 
 from helpers import annotate, config, faces, splits
 
@@ -39,7 +40,7 @@ def digest_of_table(frame) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", default="sample")
+    add_run_arguments(parser, size=False, n_boot=False)
     parser.add_argument("--per-source", type=int, default=40, help="the first N images of each source (by path)")
     parser.add_argument("--detect-max-side", type=int, default=384, help="the sample profile's setting")
     parser.add_argument("--out", type=Path, default=None, help="write the timings and digests as JSON here")

@@ -47,8 +47,8 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from run_options import add_run_arguments
 from served_answers_from_scores import answers_table
-from served_recipe_ablation import add_run_arguments
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from intermediate_features_screen import FEATURE_SETS, ProbeBank, block_extractor, extract, in_distribution
-from served_recipe_ablation import FINETUNED, add_run_arguments, load_fold
+from run_options import add_run_arguments
+from served_recipe_ablation import FINETUNED, load_fold
 
 from helpers import config, faces, finetuned, protocols, splits
 from helpers.pipeline import labels_of

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from run_options import add_run_arguments
 
 from helpers import config, served, splits
 from helpers.pipeline import labels_of
@@ -50,8 +51,7 @@ def answers_table(frames: dict[str, pd.DataFrame], scores: dict[str, np.ndarray]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scores", type=Path, help="scores_*.npz written by served_recipe_ablation.py")
-    parser.add_argument("--run", default="sample")
-    parser.add_argument("--n-boot", type=int, default=1000)
+    add_run_arguments(parser, size=False)
     args = parser.parse_args()
     cfg = config.load_run_config(args.run)
     split = splits.load_split(cfg.path("split.csv"))

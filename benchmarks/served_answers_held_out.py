@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from served_recipe_ablation import FINETUNED, add_run_arguments, load_fold
+from run_options import add_run_arguments
+from served_recipe_ablation import FINETUNED, load_fold
 
 from helpers import config, finetuned, protocols, splits
 from helpers.pipeline import labels_of

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from run_options import add_run_arguments
 
 from helpers import config, evaluate, faces, finetuned, models, protocols, served, splits
 from helpers.perturb import then
@@ -113,15 +114,6 @@ def load_fold(checkpoints: Path, recipe: finetuned.FinetuneRecipe) -> finetuned.
         raise FileNotFoundError(f"{path}: run served_recipe_ablation.py for this recipe first")
     model = models.inference_model(models.load_detector(path))
     return finetuned.TrainedDetector(recipe, model, 0.5, float("nan"), 0.0, {"checkpoint": str(path)})
-
-
-def add_run_arguments(parser: argparse.ArgumentParser, *, n_boot: bool = True) -> None:
-    """The options every script over a run's split shares: which run (``--run``), the input size in pixels
-    (``--size``) and, for scripts that report confidence intervals, the bootstrap resamples (``--n-boot``)."""
-    parser.add_argument("--run", default="sample")
-    parser.add_argument("--size", type=int, default=128)
-    if n_boot:
-        parser.add_argument("--n-boot", type=int, default=1000)
 
 
 def add_fold_arguments(parser: argparse.ArgumentParser, *, n_boot: bool = False) -> None:

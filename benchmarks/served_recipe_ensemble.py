@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from served_recipe_ablation import FINETUNED, add_run_arguments, in_distribution, load_fold
+from run_options import add_run_arguments
+from served_recipe_ablation import FINETUNED, in_distribution, load_fold
 
 from helpers import config, faces, finetuned, protocols, splits
 from helpers.pipeline import labels_of
