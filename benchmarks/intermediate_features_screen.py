@@ -81,13 +81,19 @@ def head_model(head: str, regularisation: float, seed: int):
     raise ValueError(f"head must be logistic or mlp, not {head!r}")
 
 
-def block_extractor(image_size: int, seed: int) -> keras.Model:
-    """Image (0-255) → for each of :data:`BLOCKS`, the channel means and standard deviations of its activations."""
+def block_maps(image_size: int, seed: int, names: tuple[str, ...]) -> tuple:
+    """An image input (0-255) and the frozen ImageNet MobileNetV2's activations of the layers ``names`` for it,
+    preprocessed as the detectors preprocess."""
     detector, _ = models.build_mobilenetv2(image_size=image_size, augment="flip", seed=seed)
     backbone = detector.get_layer("backbone")
-    inner = keras.Model(backbone.inputs, [backbone.get_layer(name).output for name in BLOCKS])
+    inner = keras.Model(backbone.inputs, [backbone.get_layer(name).output for name in names])
     inputs = keras.Input((image_size, image_size, 3))
-    maps = inner(detector.get_layer("preprocess")(inputs), training=False)
+    return inputs, inner(detector.get_layer("preprocess")(inputs), training=False)
+
+
+def block_extractor(image_size: int, seed: int) -> keras.Model:
+    """Image (0-255) → for each of :data:`BLOCKS`, the channel means and standard deviations of its activations."""
+    inputs, maps = block_maps(image_size, seed, BLOCKS)
     outputs = {}
     for name, activations in zip(BLOCKS, maps):
         mean = keras.ops.mean(activations, axis=(1, 2))
@@ -100,11 +106,7 @@ def block_extractor(image_size: int, seed: int) -> keras.Model:
 def gram_extractor(image_size: int, seed: int) -> keras.Model:
     """Image (0-255) → for each of :data:`GRAM_BLOCKS`, the upper triangle of its Gram matrix: the mean over
     positions of every product of two channels (``C (C + 1) / 2`` numbers for ``C`` channels)."""
-    detector, _ = models.build_mobilenetv2(image_size=image_size, augment="flip", seed=seed)
-    backbone = detector.get_layer("backbone")
-    inner = keras.Model(backbone.inputs, [backbone.get_layer(name).output for name in GRAM_BLOCKS])
-    inputs = keras.Input((image_size, image_size, 3))
-    maps = inner(detector.get_layer("preprocess")(inputs), training=False)
+    inputs, maps = block_maps(image_size, seed, GRAM_BLOCKS)
     outputs = {}
     for name, activations in zip(GRAM_BLOCKS, maps):
         channels, positions = int(activations.shape[-1]), int(activations.shape[1]) * int(activations.shape[2])
