@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY ?= $(VENV)/bin/python
 PROFILE ?= sample
+# oneDNN's CPU kernels for TensorFlow (every target, notebook kernels included): TensorFlow 2.21 left them off on
+# a 2-core AMD EPYC without AVX-512, where they train MobileNetV2 1.5x faster (benchmarks/README.md, "oneDNN
+# kernels on a CPU without AVX-512"); TF_ENABLE_ONEDNN_OPTS=0 turns them off
+export TF_ENABLE_ONEDNN_OPTS ?= 1
 
 .PHONY: install test reproduce smoke book course autograde lock app lab lint strip-notebooks clean-runs mutation
 

@@ -213,14 +213,16 @@ def feature_arrays(keys: set[str], frames: dict[str, pd.DataFrame], root: Path, 
     needed = {"gram" if key.endswith(":gram") else "blocks" for key in keys}
     arrays: dict = {s: {"clean": {}, "flipped": {}} for s in frames}
     for kind in sorted(needed):
-        extractor = kinds[kind](size, seed)
+        files = {split: cache / f"{kind}_{size}_{split}.npz" for split in frames}
+        files.update({p: cache / f"{kind}_{size}_test_{p.replace(':', '')}.npz" for p in (ROBUSTNESS if robustness else ())})
+        # a MobileNetV2 is built only when some of its features are not cached yet
+        extractor = None if all(path.exists() for path in files.values()) else kinds[kind](size, seed)
         for split, frame in frames.items():
-            part = extract(extractor, frame, root, size, cache / f"{kind}_{size}_{split}.npz")
+            part = extract(extractor, frame, root, size, files[split])
             for variant in ("clean", "flipped"):
                 arrays[split][variant].update(part[variant])
         for perturbation in ROBUSTNESS if robustness else ():
-            name = perturbation.replace(":", "")
-            part = extract(extractor, frames["test"], root, size, cache / f"{kind}_{size}_test_{name}.npz",
+            part = extract(extractor, frames["test"], root, size, files[perturbation],
                            perturbation=perturb.then(perturbation, SCORE_REENCODE))
             for variant, mirror in ((perturbation, "clean"), (f"{perturbation}|flipped", "flipped")):
                 arrays["test"].setdefault(variant, {}).update(part[mirror])

@@ -546,9 +546,10 @@ def test_the_bank_holds_each_split_and_copy_from_its_own_extraction(monkeypatch,
     """Every array of the bank is the extraction made for it: the clean splits with their mirrors, each
     copy of each kind on the training rows without a mirror pass, each perturbation of the test rows
     with its mirror. The extractor is replaced by one whose call number is its features' value."""
-    calls = []
+    calls, roots = [], []
 
     def extract(model, frame, root, image_size, batch_size, flips, preprocessing, cache_dir, perturbation):
+        roots.append(root)
         calls.append((model, len(frame), image_size, batch_size, flips, preprocessing, cache_dir, perturbation))
         k = len(calls)
         return {"features": np.full((len(frame), 2), k, np.float32),
@@ -572,6 +573,9 @@ def test_the_bank_holds_each_split_and_copy_from_its_own_extraction(monkeypatch,
                               "blur:1|flipped": -9}}
     assert bank.image_size == 32 and bank.seconds == 9 * 0.25 and len(bank.arrays["train"]["scaled:1"]) == 3
     assert [len(bank.frames[s]) for s in ("train", "val", "test")] == [3, 2, 1]
+    assert set(roots) == {tmp_path}  # every extraction reads the images under the root it was given
+    for name in ("train", "val", "test"):  # each split's rows as they were, numbered from 0, no column added
+        assert bank.frames[name].equals(split[split.split == name].reset_index(drop=True)), name
     # the defaults: no copies, the robustness grid and the JPEG round trip at 256 px; copies of one kind
     calls.clear()
     protocols.build_bank(split, tmp_path, 32)
