@@ -9,6 +9,7 @@ Each test names the plausible bugs it exists to catch; none compares a function 
 import numpy as np
 import pandas as pd
 import pytest
+from oracles import bootstrap_auc_interval
 from scipy.stats import binomtest
 from sklearn.metrics import roc_auc_score
 
@@ -37,16 +38,6 @@ def _annotations() -> pd.DataFrame:
         "age": [20] * 11,
     })
 
-
-def _bootstrap_auc(y: np.ndarray, scores: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
-    """The documented percentile bootstrap (reals then fakes, each resampled within its class from one seeded
-    generator), each replicate scored by scikit-learn."""
-    rng = np.random.default_rng(seed)
-    negatives, positives = np.flatnonzero(y == 0), np.flatnonzero(y == 1)
-    idx = np.concatenate([rng.choice(negatives, (n_boot, len(negatives))),
-                          rng.choice(positives, (n_boot, len(positives)))], axis=1)
-    values = [roc_auc_score(y[i], scores[i]) for i in idx]
-    return float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))
 
 
 @pytest.mark.filterwarnings("error")  # a group without reals must not average an empty slice
@@ -84,7 +75,7 @@ def test_per_attribute_rows_match_hand_counts_wilson_and_sklearn():
         rows = predictions.iloc[paths]
         y, scores = (rows.label == "fake").to_numpy().astype(int), rows.score.to_numpy()
         assert glasses.at[value, "auc"] == pytest.approx(roc_auc_score(y, scores))
-        low, high = _bootstrap_auc(y, scores, n_boot, seed)
+        low, high = bootstrap_auc_interval(y, scores, n_boot, seed)
         assert (glasses.at[value, "auc_lo"], glasses.at[value, "auc_hi"]) == pytest.approx((low, high), abs=1e-12)
     assert glasses.loc["unknown", ["auc", "auc_lo", "auc_hi"]].isna().all()  # fakes only: no AUC
     gender = table[table.attribute == "gender"].set_index("value")
@@ -116,11 +107,11 @@ def test_per_attribute_threshold_and_seed_are_the_ones_given():
     intervals = set()
     for n_boot, seed in ((200, 8), (200, 7), (50, 7)):
         row = evaluate.per_attribute_metrics(many, one_value, ["glasses"], 0.3, n_boot=n_boot, seed=seed).iloc[0]
-        expected = _bootstrap_auc(y, scores, n_boot, seed)
+        expected = bootstrap_auc_interval(y, scores, n_boot, seed)
         assert (row.auc_lo, row.auc_hi) == pytest.approx(expected, abs=1e-12), (n_boot, seed)
         intervals.add(expected)
     assert len(intervals) == 3  # the three settings give three intervals: the check can tell them apart
-    documented = _bootstrap_auc(y, scores, 1000, 0)
+    documented = bootstrap_auc_interval(y, scores, 1000, 0)
     row = evaluate.per_attribute_metrics(many, one_value, ["glasses"], 0.3).iloc[0]
     assert (row.auc_lo, row.auc_hi) == pytest.approx(documented, abs=1e-12)
     result = [{"key": "m", "model": "M", "threshold": 0.3}]
@@ -129,7 +120,7 @@ def test_per_attribute_threshold_and_seed_are_the_ones_given():
         pytest.approx(documented, abs=1e-12)
     table = evaluate.attribute_tables(result, many.assign(model="m"), one_value, ["glasses"], n_boot=200, seed=8)
     assert (table["table6_mobilenetv2_attributes"].auc_lo[0], table["table6_mobilenetv2_attributes"].auc_hi[0]) == \
-        pytest.approx(_bootstrap_auc(y, scores, 200, 8), abs=1e-12)  # its settings reach the bootstrap
+        pytest.approx(bootstrap_auc_interval(y, scores, 200, 8), abs=1e-12)  # its settings reach the bootstrap
 
 
 def test_attribute_tables_split_the_models_by_family_each_at_its_own_threshold():

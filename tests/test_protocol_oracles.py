@@ -11,6 +11,7 @@ import zlib
 import numpy as np
 import pandas as pd
 import pytest
+from oracles import bootstrap_auc_interval
 from sklearn.metrics import roc_auc_score
 
 from helpers import protocols
@@ -49,16 +50,6 @@ class VariantBank:
 def _y(frame: pd.DataFrame) -> np.ndarray:
     return (frame.label == "fake").to_numpy().astype(int)
 
-
-def _bootstrap_auc(y: np.ndarray, scores: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
-    """The documented percentile bootstrap: reals then fakes, each resampled within its class from one seeded
-    generator, each replicate scored by scikit-learn, 2.5% and 97.5% quantiles."""
-    rng = np.random.default_rng(seed)
-    negatives, positives = np.flatnonzero(y == 0), np.flatnonzero(y == 1)
-    idx = np.concatenate([rng.choice(negatives, (n_boot, len(negatives))),
-                          rng.choice(positives, (n_boot, len(positives)))], axis=1)
-    values = [roc_auc_score(y[i], scores[i]) for i in idx]
-    return float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))
 
 
 def test_the_stand_in_bank_puts_scores_on_the_threshold_and_tells_variants_apart():
@@ -101,7 +92,7 @@ def test_cross_source_matrix_trains_each_set_and_scores_each_pair_on_its_own_row
         y = _y(test)[rows]
         assert row.n == rows.sum()
         assert row.auc == pytest.approx(roc_auc_score(y, scores))
-        assert (row.auc_lo, row.auc_hi) == pytest.approx(_bootstrap_auc(y, scores, 60, 5), abs=1e-12)
+        assert (row.auc_lo, row.auc_hi) == pytest.approx(bootstrap_auc_interval(y, scores, 60, 5), abs=1e-12)
 
 
 def test_robustness_grid_scores_each_variant_at_the_validation_threshold():
@@ -119,7 +110,7 @@ def test_robustness_grid_scores_each_variant_at_the_validation_threshold():
     for row in grid.itertuples():
         s = bank.score(trained, "test", row.perturbation)
         assert row.auc == pytest.approx(roc_auc_score(y, s))
-        assert (row.auc_lo, row.auc_hi) == pytest.approx(_bootstrap_auc(y, s, 40, 3), abs=1e-12)
+        assert (row.auc_lo, row.auc_hi) == pytest.approx(bootstrap_auc_interval(y, s, 40, 3), abs=1e-12)
         called_fake = s >= THRESHOLD  # ten or more scores lie exactly on it: they count as fake
         assert row.accuracy == pytest.approx(np.mean(called_fake == y.astype(bool)))
         assert row.fpr == pytest.approx(called_fake[y == 0].mean())
@@ -143,7 +134,7 @@ def test_format_shortcut_compares_the_recoded_scores_with_the_clean_ones():
     assert result["clean_auc"] == pytest.approx(roc_auc_score(y, clean))
     assert result["recoded_auc"] == pytest.approx(roc_auc_score(y, recoded))
     assert result["change"] == pytest.approx(roc_auc_score(y, recoded) - roc_auc_score(y, clean))
-    assert result["recoded_ci"] == pytest.approx(_bootstrap_auc(y, recoded, 50, 9), abs=1e-12)
+    assert result["recoded_ci"] == pytest.approx(bootstrap_auc_interval(y, recoded, 50, 9), abs=1e-12)
     blurred = protocols.format_shortcut(trained, bank, "blur:1.0", n_boot=50, seed=9)
     assert blurred["recoded_auc"] == pytest.approx(roc_auc_score(y, bank.score(trained, "test", "blur:1.0")))
 
@@ -189,13 +180,13 @@ def test_the_documented_defaults_reach_the_bootstrap_and_the_training():
     trained = protocols.TrainedHead(bank.trainings[0]["recipe"], None, THRESHOLD, 0, 0)
     scores = bank.score(trained, "test")
     assert (matrix.auc_lo[0], matrix.auc_hi[0]) == pytest.approx(
-        _bootstrap_auc(_y(test)[rows], scores[rows], 1000, 42), abs=1e-12)
+        bootstrap_auc_interval(_y(test)[rows], scores[rows], 1000, 42), abs=1e-12)
     y = _y(test)
     grid = protocols.robustness_grid(trained, bank, ())
-    assert (grid.auc_lo[0], grid.auc_hi[0]) == pytest.approx(_bootstrap_auc(y, scores, 1000, 0), abs=1e-12)
+    assert (grid.auc_lo[0], grid.auc_hi[0]) == pytest.approx(bootstrap_auc_interval(y, scores, 1000, 0), abs=1e-12)
     shortcut = protocols.format_shortcut(trained, bank)
     assert shortcut["recoded_ci"] == pytest.approx(
-        _bootstrap_auc(y, bank.score(trained, "test", "recode:256"), 1000, 0), abs=1e-12)
+        bootstrap_auc_interval(y, bank.score(trained, "test", "recode:256"), 1000, 0), abs=1e-12)
 
 
 def test_recipe_summary_without_real_test_images_reports_no_worst_rate():
