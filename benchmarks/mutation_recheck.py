@@ -12,7 +12,8 @@ the given test files with pytest; a failing run kills the mutant. Usage::
 ``--tests-from-stats`` runs, for each mutant, the tests mutmut recorded as calling its function
 (``mutants/mutmut-stats.json``) instead of whole files, as ``make mutation`` does.
 
-Prints one line per mutant (``killed`` / ``survived`` / ``error``) and a count. Not a test: a benchmark tool.
+Prints one line per mutant (``killed`` / ``survived`` / ``error``, or ``no tests`` where the record names none for
+its function) and the counts. Not a test: a benchmark tool.
 """
 
 from __future__ import annotations
