@@ -36,49 +36,34 @@ FROZEN = [
     {"name": "improved, down-scaled copies", "train_sources": None, "balanced": True, "augment_copies": 3,
      "tta_flip": True, "copy_kind": "scaled"},
 ]
+# The fine-tuned recipe of 2026-11-23 (candidate 0); every other candidate changes one or two of its settings
+FINETUNED_BASE = {"train_sources": None, "balanced": True, "augment_copies": 3, "tta_flip": True,
+                  "trainable_fraction": 1.0, "epochs": 2, "learning_rate": 1e-3, "finetune_epochs": 4,
+                  "finetune_learning_rate": 1e-4}
+# the served recipe of the sample profile (candidate 6): candidate 0 scoring every picture through JPEG 95
+SERVED_RECIPE = {**FINETUNED_BASE, "score_reencode": "jpeg:95"}
 FINETUNED = [
-    {"name": "improved, fine-tuned 100%", "train_sources": None, "balanced": True, "augment_copies": 3,
-     "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2, "learning_rate": 1e-3, "finetune_epochs": 4,
-     "finetune_learning_rate": 1e-4},
-    {"name": "improved, fine-tuned 100%, 8 epochs", "train_sources": None, "balanced": True, "augment_copies": 3,
-     "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2, "learning_rate": 1e-3, "finetune_epochs": 8,
-     "finetune_learning_rate": 1e-4},
-    # the served recipe keeping a moving average of its weights (~200 steps, 1.4 epochs of the sample)
-    {"name": "improved, fine-tuned 100%, weight averaging", "train_sources": None, "balanced": True,
-     "augment_copies": 3, "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2, "learning_rate": 1e-3,
-     "finetune_epochs": 4, "finetune_learning_rate": 1e-4, "weight_averaging": 0.995},
-    # the served recipe with a noise-residual branch beside MobileNetV2 (helpers.models.with_residual_branch)
-    {"name": "improved, fine-tuned 100%, residual branch", "train_sources": None, "balanced": True,
-     "augment_copies": 3, "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2, "learning_rate": 1e-3,
-     "finetune_epochs": 4, "finetune_learning_rate": 1e-4, "residual_branch": True},
-    # the served recipe without its blur/JPEG/crop copies (does the augmentation cost in-distribution AUC?)
-    {"name": "balanced, fine-tuned 100%, no copies", "train_sources": None, "balanced": True,
-     "augment_copies": 0, "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2, "learning_rate": 1e-3,
-     "finetune_epochs": 4, "finetune_learning_rate": 1e-4},
-    # the served recipe fine-tuned at three times its learning rate (it is still improving at its last epoch)
-    {"name": "improved, fine-tuned 100%, lr 3e-4", "train_sources": None, "balanced": True, "augment_copies": 3,
-     "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2, "learning_rate": 1e-3, "finetune_epochs": 4,
-     "finetune_learning_rate": 3e-4},
-    # the served recipe scoring every picture through JPEG 95 at its own resolution (the training is candidate 0's)
-    {"name": "improved, fine-tuned 100%, JPEG 95 before scoring", "train_sources": None, "balanced": True,
-     "augment_copies": 3, "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2, "learning_rate": 1e-3,
-     "finetune_epochs": 4, "finetune_learning_rate": 1e-4, "score_reencode": "jpeg:95"},
-    # the served recipe of the sample profile (candidate 6) trained with label smoothing 0.1
-    {"name": "improved, fine-tuned 100%, JPEG 95 before scoring, label smoothing", "train_sources": None,
-     "balanced": True, "augment_copies": 3, "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2,
-     "learning_rate": 1e-3, "finetune_epochs": 4, "finetune_learning_rate": 1e-4, "score_reencode": "jpeg:95",
+    {"name": "improved, fine-tuned 100%", **FINETUNED_BASE},
+    {"name": "improved, fine-tuned 100%, 8 epochs", **FINETUNED_BASE, "finetune_epochs": 8},
+    # the fine-tuned recipe keeping a moving average of its weights (~200 steps, 1.4 epochs of the sample)
+    {"name": "improved, fine-tuned 100%, weight averaging", **FINETUNED_BASE, "weight_averaging": 0.995},
+    # the fine-tuned recipe with a noise-residual branch beside MobileNetV2 (helpers.models.with_residual_branch)
+    {"name": "improved, fine-tuned 100%, residual branch", **FINETUNED_BASE, "residual_branch": True},
+    # the fine-tuned recipe without its blur/JPEG/crop copies (does the augmentation cost in-distribution AUC?)
+    {"name": "balanced, fine-tuned 100%, no copies", **FINETUNED_BASE, "augment_copies": 0},
+    # the fine-tuned recipe at three times its learning rate (it is still improving at its last epoch)
+    {"name": "improved, fine-tuned 100%, lr 3e-4", **FINETUNED_BASE, "finetune_learning_rate": 3e-4},
+    # the served recipe: every picture scored through JPEG 95 at its own resolution (candidate 0's training)
+    {"name": "improved, fine-tuned 100%, JPEG 95 before scoring", **SERVED_RECIPE},
+    # the served recipe trained with label smoothing 0.1
+    {"name": "improved, fine-tuned 100%, JPEG 95 before scoring, label smoothing", **SERVED_RECIPE,
      "label_smoothing": 0.1},
-    # the served recipe of the sample profile (candidate 6) whose head reads six intermediate blocks too
+    # the served recipe whose head reads six intermediate blocks too
     # (helpers.block_taps; screened on frozen features by benchmarks/intermediate_features_screen.py)
-    {"name": "improved, fine-tuned 100%, JPEG 95 before scoring, block taps", "train_sources": None,
-     "balanced": True, "augment_copies": 3, "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2,
-     "learning_rate": 1e-3, "finetune_epochs": 4, "finetune_learning_rate": 1e-4, "score_reencode": "jpeg:95",
-     "block_taps": True},
-    # the served recipe of the sample profile (candidate 6) fine-tuned twice as long (2 + 8 epochs): the longer
-    # schedule re-measured now that the sample is larger (it was measured on eight sources, 2026-11-23)
-    {"name": "improved, fine-tuned 100%, JPEG 95 before scoring, 8 epochs", "train_sources": None,
-     "balanced": True, "augment_copies": 3, "tta_flip": True, "trainable_fraction": 1.0, "epochs": 2,
-     "learning_rate": 1e-3, "finetune_epochs": 8, "finetune_learning_rate": 1e-4, "score_reencode": "jpeg:95"},
+    {"name": "improved, fine-tuned 100%, JPEG 95 before scoring, block taps", **SERVED_RECIPE, "block_taps": True},
+    # the served recipe fine-tuned twice as long (2 + 8 epochs): the longer schedule re-measured now that the
+    # sample is larger (it was measured on eight sources, 2026-11-23)
+    {"name": "improved, fine-tuned 100%, JPEG 95 before scoring, 8 epochs", **SERVED_RECIPE, "finetune_epochs": 8},
 ]
 CHECKS = {f"{fake} vs reals": fake for fake in ("sd15", "sd21", "stylegan1", "stylegan2")}
 
