@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from helpers import annotation_cache
 from helpers.faces import Face, align_face, chosen_face, crop_face
 
 
@@ -269,11 +270,14 @@ def make_annotators(names: list[str] = ANNOTATORS, race_csv: str | os.PathLike |
 
 
 def annotate_faces(faces_table: pd.DataFrame, root: str | os.PathLike, annotators: list[Annotator],
-                   progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   progress: bool = True, cache_dir: str | os.PathLike | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run each available annotator on the chosen face of every row.
 
     Returns the table with ``<name>`` and ``<name>_confidence`` (and ``<name>_score``) columns,
     ``unknown`` where there is no face, and a report of which annotators ran (and why not).
+    ``cache_dir`` (e.g. ``runs/cache/annotations``): each image's results are kept there
+    (:mod:`helpers.annotation_cache`) and read back next time without loading the image or running
+    a model (labels from a CSV are always read afresh).
     """
     from tqdm.auto import tqdm
 
@@ -294,20 +298,29 @@ def annotate_faces(faces_table: pd.DataFrame, root: str | os.PathLike, annotator
     root = Path(root)
     records = list(faces_table.itertuples(index=False))
     faces = [chosen_face(record) for record in records]
-    needed = [root / str(record.path) if face is not None else None for record, face in zip(records, faces)]
+    modelled = [a for a in ready if not isinstance(a, CsvLabels)]
+    store = Path(cache_dir) / annotation_cache.annotators_key(modelled) if cache_dir is not None and modelled else None
+    kept = [annotation_cache.read_entry(store, record, face) for record, face in zip(records, faces)]
+    needed = [root / str(record.path) if face is not None and entry is None else None
+              for record, face, entry in zip(records, faces, kept)]
     images = read_ahead(needed, lambda path: load_image(path) if path is not None else None, depth=8)
-    for record, face, loaded in tqdm(zip(records, faces, images), total=len(records), desc="annotate", unit="img",
-                                     disable=not progress):
+    for record, face, loaded, entry in tqdm(zip(records, faces, images, kept), total=len(records), desc="annotate",
+                                            unit="img", disable=not progress):
+        made = {}
         for annotator in ready:
             if isinstance(annotator, CsvLabels):
                 result = annotator.annotate(None, face, str(record.path), str(getattr(record, "sha256", "")))
+            elif entry is not None:
+                result = Annotation(*entry[annotator.name])  # as the model answered
             elif loaded is None or not loaded.ok:
                 result = Annotation("unknown", 0.0)
             else:
-                result = annotator.annotate(loaded.image, face, str(record.path))
+                result = made[annotator.name] = annotator.annotate(loaded.image, face, str(record.path))
             columns[annotator.name].append(result.label)
             columns[f"{annotator.name}_confidence"].append(round(result.confidence, 4))
             columns[f"{annotator.name}_score"].append(result.score)
+        if store is not None and made and len(made) == len(modelled):
+            annotation_cache.write_entry(store, record, face, made)
     return faces_table.assign(**columns), pd.DataFrame(report)
 
 

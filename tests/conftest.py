@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -56,6 +57,26 @@ def make_face_tree(tmp_path: Path) -> Path:
                     image = np.clip(image.astype(int) + 60, 0, 255).astype(np.uint8)
                 write_jpeg(root / label / source / f"{source}_{k:02d}.jpg", image)
     return root
+
+
+def noise_feature_bank(shift: float = 0.0):
+    """A :class:`helpers.protocols.FeatureBank` of seeded noise vectors (64/32/32 rows over four sources,
+    fakes shifted by 0.3) with clean, mirrored and one augmentation copy; ``shift`` changes one number."""
+    from helpers import protocols
+
+    def frame(n):
+        return pd.DataFrame({"label": ["real", "fake"] * (n // 2), "path": [f"p{i}" for i in range(n)],
+                             "source": ["ffhq", "sd21", "unsplash", "stylegan2"] * (n // 4)})
+
+    frames = {"train": frame(64), "val": frame(32), "test": frame(32)}
+    arrays = {}
+    for split, f in frames.items():
+        y = (f.label == "fake").to_numpy()[:, None]
+        local = np.random.default_rng(len(f))
+        arrays[split] = {k: (local.normal(size=(len(f), 1280)) + 0.3 * y).astype(np.float32)
+                         for k in ("clean", "flipped", "augment:0")}
+    arrays["train"]["clean"][0, 0] += shift
+    return protocols.FeatureBank(32, frames, arrays)
 
 
 @pytest.fixture

@@ -151,3 +151,55 @@ def test_balance_ties_go_to_the_first_cells_in_every_process():
     outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip() for seed in range(4)}
     assert outputs == {str(counts)}
+
+
+class CountingGlasses(annotate.GlassesAnnotator):
+    """The glasses heuristic, counting the faces it is asked about."""
+
+    calls = 0
+
+    def annotate(self, image, face, path=""):
+        CountingGlasses.calls += 1
+        return super().annotate(image, face, path)
+
+
+def test_annotations_are_kept_per_image_and_face_and_read_back_without_the_model(tmp_path, monkeypatch):
+    """A re-run reads each image's results back (no image loaded, no model run) and gives the same
+    table; another chosen face, other settings or an edited file are annotated again."""
+    from PIL import Image
+
+    from helpers import annotation_cache
+
+    images = [_bridge_face(True), _bridge_face(False)]
+    (tmp_path / "real" / "x").mkdir(parents=True)
+    for name, (image, _) in zip("ab", images):
+        Image.fromarray(image).save(tmp_path / "real" / "x" / f"{name}.png")
+    face = images[0][1]
+    table = pd.DataFrame({"path": ["real/x/a.png", "real/x/b.png", "real/x/c.png"], "sha256": ["aa", "bb", "cc"],
+                          "face_status": ["face", "face", "no_face"],
+                          "face_box": [str(list(face.box))] * 2 + [""], "face_confidence": [0.99, 0.99, np.nan],
+                          "face_keypoints": ['{"left_eye": [70, 100], "right_eye": [130, 100]}'] * 2 + [""]})
+    cache = tmp_path / "cache"
+    plain, _ = annotate.annotate_faces(table, tmp_path, [CountingGlasses()], progress=False)
+    CountingGlasses.calls = 0
+    first, _ = annotate.annotate_faces(table, tmp_path, [CountingGlasses()], progress=False, cache_dir=cache)
+    assert CountingGlasses.calls == 2 and len(list(cache.rglob("*.json"))) == 2  # no entry for a missing face
+    import helpers.data
+
+    monkeypatch.setattr(helpers.data, "load_image", lambda path: pytest.fail("a kept image was loaded"))
+    again, _ = annotate.annotate_faces(table, tmp_path, [CountingGlasses()], progress=False, cache_dir=cache)
+    assert CountingGlasses.calls == 2
+    pd.testing.assert_frame_equal(first, plain)
+    pd.testing.assert_frame_equal(again, plain)
+    monkeypatch.undo()
+
+    moved = table.assign(face_box=[str([52, 50, 100, 120])] * 2 + [""])      # another face: annotated again
+    annotate.annotate_faces(moved, tmp_path, [CountingGlasses()], progress=False, cache_dir=cache)
+    assert CountingGlasses.calls == 4
+    stricter = CountingGlasses(threshold=40.0)                                  # other settings: another key
+    assert annotation_cache.annotators_key([stricter]) != annotation_cache.annotators_key([CountingGlasses()])
+    out, _ = annotate.annotate_faces(table, tmp_path, [stricter], progress=False, cache_dir=cache)
+    assert CountingGlasses.calls == 6 and out["glasses"].tolist()[:2] == ["glasses", "no_glasses"]
+    edited = moved.assign(sha256=["aa2", "bb", "cc"])                           # new bytes, new SHA-256
+    annotate.annotate_faces(edited, tmp_path, [CountingGlasses()], progress=False, cache_dir=cache)
+    assert CountingGlasses.calls == 7

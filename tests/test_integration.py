@@ -54,6 +54,11 @@ def test_smoke_profile_runs_every_notebook(shared_faces, tmp_path):
     assert len(list((tmp_path / "cache" / "trained").glob("*/entry.json"))) >= 3
     for record in (run_dir / "training").glob("*.json"):
         assert not any("from_cache" in stage for stage in json.loads(record.read_text())["stages"].values())
+    # so were notebook 08's frozen heads and fine-tuned scores (helpers/protocol_cache.py) and 02's
+    # annotations (helpers/annotation_cache.py)
+    assert len(list((tmp_path / "cache" / "protocols" / "heads").glob("*/entry.json"))) >= 10
+    assert list((tmp_path / "cache" / "protocols" / "scores").glob("*.npy"))
+    assert list((tmp_path / "cache" / "annotations").rglob("*.json"))
     metrics = {p.stem: json.loads(p.read_text()) for p in (run_dir / "metrics").glob("*.json")}
     keys = ("mobilenetv2_head", "mobilenetv2_finetune", "resnet50_finetune")  # 04 smoke: fine-tuning only
     assert {f"{key}_metrics" for key in keys} <= set(metrics) and "resnet50_head_metrics" not in metrics

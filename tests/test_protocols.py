@@ -369,20 +369,7 @@ def test_operating_point_bounds_each_source_on_validation_and_leaves_a_band_betw
 def test_a_reused_compiled_head_trains_exactly_like_a_fresh_one(tmp_path):
     """The bank reuses one compiled head per architecture (no rebuild, no re-trace): a recipe trained after
     others, with other learning rates and sources, must give the same head as on a fresh bank."""
-
-    def frame(n):
-        return pd.DataFrame({"label": ["real", "fake"] * (n // 2), "path": [f"p{i}" for i in range(n)],
-                             "source": ["ffhq", "sd21", "unsplash", "stylegan2"] * (n // 4)})
-
-    def bank():
-        frames = {"train": frame(64), "val": frame(32), "test": frame(32)}
-        arrays = {}
-        for split, f in frames.items():
-            y = (f.label == "fake").to_numpy()[:, None]
-            local = np.random.default_rng(len(f))
-            arrays[split] = {k: (local.normal(size=(len(f), 1280)) + 0.3 * y).astype(np.float32)
-                             for k in ("clean", "flipped", "augment:0")}
-        return protocols.FeatureBank(32, frames, arrays)
+    from conftest import noise_feature_bank as bank
 
     target = protocols.Recipe(name="target", epochs=3, augment_copies=1, tta_flip=True)
     shared = bank()

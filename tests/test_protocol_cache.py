@@ -1,0 +1,138 @@
+"""Notebook 08's protocol cache (helpers.protocol_cache): frozen heads and fine-tuned scores read back
+only where they are what training and scoring would give."""
+
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import data, finetuned, protocol_cache, protocols, splits
+
+
+def _feature_bank(shift: float = 0.0) -> protocols.FeatureBank:
+    from conftest import noise_feature_bank
+
+    return noise_feature_bank(shift)
+
+
+RECIPE = protocols.Recipe(name="cached head", epochs=2, augment_copies=1, tta_flip=True, balanced=True)
+
+
+def test_a_head_read_back_is_the_head_training_gives(tmp_path, monkeypatch):
+    plain_bank = _feature_bank()
+    plain = plain_bank.train(RECIPE, tmp_path / "plain", seed=3)
+    first_bank = protocol_cache.CachedBank(_feature_bank(), tmp_path / "cache")
+    first = first_bank.train(RECIPE, tmp_path / "first", seed=3)
+    assert first_bank.misses["head"] == 1 and first_bank.hits["head"] == 0
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached head was trained again")
+
+    monkeypatch.setattr(protocols, "train_recipe", no_training)
+    again_bank = protocol_cache.CachedBank(_feature_bank(), tmp_path / "cache")  # a new run: a new bank
+    again = again_bank.train(RECIPE, tmp_path / "again", seed=3)
+    assert again_bank.hits["head"] == 1 and again_bank.misses["head"] == 0
+    for mine, theirs in zip(plain.head.get_weights(), again.head.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    for split in ("val", "test"):
+        np.testing.assert_array_equal(plain_bank.score(plain, split), again_bank.score(again, split))
+    assert (plain.threshold, plain.val_auc, first.seconds) == (again.threshold, again.val_auc, again.seconds)
+    log_name = f"{protocols.checkpoint_name('head', RECIPE)}_log.csv"
+    assert (tmp_path / "again" / log_name).read_bytes() == (tmp_path / "first" / log_name).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def kept_head(tmp_path_factory):
+    """A cache holding RECIPE's head (seed 3) on the standard bank."""
+    cache = tmp_path_factory.mktemp("kept") / "cache"
+    protocol_cache.CachedBank(_feature_bank(), cache).train(RECIPE, cache.parent / "out", seed=3)
+    return cache
+
+
+@pytest.mark.parametrize("change", ["features", "learning rate", "sources", "seed", "retrain"])
+def test_anything_that_decides_a_head_trains_it_again(kept_head, tmp_path, monkeypatch, change):
+    shutil.copytree(kept_head, tmp_path / "cache")
+    recipe, seed, bank = RECIPE, 3, protocol_cache.CachedBank(_feature_bank(), tmp_path / "cache")
+    if change == "features":  # one number of one training vector
+        bank = protocol_cache.CachedBank(_feature_bank(shift=1e-3), tmp_path / "cache")
+    elif change == "learning rate":
+        recipe = protocols.Recipe(**{**RECIPE.to_dict(), "learning_rate": 2e-3})
+    elif change == "sources":
+        recipe = protocols.Recipe(**{**RECIPE.to_dict(), "train_sources": ["ffhq", "sd21"]})
+    elif change == "seed":
+        seed = 4
+    else:
+        monkeypatch.setenv("FAKEFACE_RETRAIN", "1")
+    bank.train(recipe, tmp_path / "b", seed=seed)
+    assert bank.misses["head"] == 1 and bank.hits["head"] == 0
+
+
+def test_a_protocol_through_the_cache_gives_the_plain_banks_table(tmp_path):
+    """Leave one real source out, on a plain bank, then twice through the cache (trained, read back)."""
+    settings = dict(n_boot=50, seed=3, max_real_fpr=0.1)
+    plain = protocols.leave_one_real_source_out(RECIPE, _feature_bank(), tmp_path / "p", **settings)
+    cold = protocol_cache.CachedBank(_feature_bank(), tmp_path / "cache")
+    warm = protocol_cache.CachedBank(_feature_bank(), tmp_path / "cache")
+    first = protocols.leave_one_real_source_out(RECIPE, cold, tmp_path / "c", **settings)
+    again = protocols.leave_one_real_source_out(RECIPE, warm, tmp_path / "w", **settings)
+    pd.testing.assert_frame_equal(plain, first)
+    pd.testing.assert_frame_equal(plain, again)
+    assert (cold.misses["head"], warm.hits["head"], warm.misses["head"]) == (2, 2, 0)
+
+
+@pytest.fixture(scope="module")
+def split_and_root(tmp_path_factory):
+    from conftest import make_face_tree
+
+    root = make_face_tree(tmp_path_factory.mktemp("images"))
+    manifest = data.usable(data.scan_folder(root, progress=False))
+    return splits.split_manifest(manifest, fractions=(0.5, 0.25, 0.25), seed=0), root
+
+
+def _image_bank(split, root, cache: os.PathLike) -> protocol_cache.CachedBank:
+    bank = finetuned.ImageBank(split, root, 32, batch_size=8, trained_cache=cache / "trained")
+    return protocol_cache.CachedBank(bank, cache / "protocols")
+
+
+def test_fine_tuned_scores_are_kept_and_read_back_for_the_same_weights_only(split_and_root, tmp_path, monkeypatch,
+                                                                          eager_steps):
+    split, root = split_and_root
+    recipe = finetuned.FinetuneRecipe("kept", None, epochs=1, finetune_epochs=1, tta_flip=True)
+    cold = _image_bank(split, root, tmp_path)
+    trained = cold.train(recipe, tmp_path / "cold")
+    computed = {(s, v): cold.score(trained, s, v) for s in ("val", "test") for v in ("clean", "jpeg:50")}
+    assert cold.misses["scores"] == 4 and cold.hits["scores"] == 0   # val clean while training, then the rest
+    oracle = finetuned.ImageBank(split, root, 32, batch_size=8)
+    np.testing.assert_array_equal(oracle.score(trained, "test", "jpeg:50"), computed[("test", "jpeg:50")])
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("kept scores were computed again")
+
+    monkeypatch.setattr(finetuned, "predict_images", no_scoring)
+    warm = _image_bank(split, root, tmp_path)
+    again = warm.train(finetuned.FinetuneRecipe(**{**recipe.to_dict(), "name": "renamed"}), tmp_path / "warm")
+    assert "from_cache" in again.notes and again.threshold == trained.threshold
+    for key, scores in computed.items():
+        np.testing.assert_array_equal(warm.score(again, *key), scores)
+    assert warm.hits["scores"] == 4 and warm.misses["scores"] == 0
+
+    # one weight changed, or a file touched since: computed, not read back
+    monkeypatch.undo()
+    path = root / warm.frames["test"].path.iloc[0]
+    stat = path.stat()
+    try:
+        again.scores.clear()  # held in memory by the detector: the disk is what is tested
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        touched = _image_bank(split, root, tmp_path)
+        touched.score(again, "test")
+        assert touched.misses["scores"] == 1 and touched.hits["scores"] == 0
+    finally:
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again.scores.clear()
+    kernel = again.model.weights[-2]
+    kernel.assign(kernel.numpy() + 1e-3)
+    changed = _image_bank(split, root, tmp_path)
+    assert not np.array_equal(changed.score(again, "test"), computed[("test", "clean")])
+    assert changed.misses["scores"] == 1 and changed.hits["scores"] == 0
