@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,7 @@ class CachedBank:
         self.hits = {"head": 0, "scores": 0}
         self.misses = {"head": 0, "scores": 0}
         self._checksums: dict[tuple, str] = {}
-        self._weights: dict[int, tuple[object, str]] = {}  # id(trained) -> (trained, checksum)
+        self._weights: dict[int, str] = {}  # id(trained) -> checksum, dropped when the detector is
 
     def __getattr__(self, name: str):
         if name == "bank":  # not set yet (while unpickling): never recurse
@@ -132,8 +133,9 @@ class CachedBank:
             digest = hashlib.sha1(training_cache.architecture(trained.model).encode())
             for weight in trained.model.weights:
                 digest.update(array_checksum(np.asarray(weight)).encode())
-            self._weights[id(trained)] = (trained, digest.hexdigest())
-        return self._weights[id(trained)][1]
+            self._weights[id(trained)] = digest.hexdigest()
+            weakref.finalize(trained, self._weights.pop, id(trained), None)  # its id may be reused after
+        return self._weights[id(trained)]
 
     def scores_key(self, trained, split: str, variant: str) -> str:
         """The key of ``trained``'s scores of ``split`` under ``variant`` on this bank."""

@@ -229,8 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="run only notebooks whose names start with these")
     parser.add_argument("--data", default=None, help="face data root (else the usual search)")
     parser.add_argument("--retrain", action="store_true",
-                        help="train every detector again instead of reading unchanged trainings back from "
-                             "runs/cache/trained (sets FAKEFACE_RETRAIN=1; helpers/training_cache.py)")
+                        help="train every detector and frozen head again, and score again, instead of reading "
+                             "unchanged trainings back from runs/cache/trained and runs/cache/protocols "
+                             "(sets FAKEFACE_RETRAIN=1; helpers/training_cache.py, helpers/protocol_cache.py)")
     args = parser.parse_args(argv)
     if args.retrain:
         os.environ[training_cache.RETRAIN_ENV] = "1"  # the notebooks' kernels inherit the environment
