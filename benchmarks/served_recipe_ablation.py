@@ -174,7 +174,8 @@ def main() -> None:
                         help="which frozen candidates to run (positions in FROZEN; default: all)")
     parser.add_argument("--skip-finetuned", action="store_true")
     parser.add_argument("--candidates", nargs="*", type=int, default=[0],
-                        help="which fine-tuned candidates to run (positions in FINETUNED; default: the served one)")
+                        help="which fine-tuned candidates to run (positions in FINETUNED; default: 0, the served "
+                             "recipe's training; 6 is the served recipe, 0 scored through JPEG 95)")
     parser.add_argument("--real-held-outs", nargs="*", default=None,
                         help="leave only these real sources out (default: each in turn; none when given without names)")
     parser.add_argument("--skip-logo", action="store_true", help="no leave-one-generator-out runs")
