@@ -66,6 +66,8 @@ class AppServer:
             self.process.kill()
             output = self.process.communicate()[0] + b"\n[killed: did not stop within 60 s of SIGTERM]"
         self.log = output.decode(errors="replace")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)  # kept for diagnosis: a failed wait says little on its own
+        (ARTIFACTS / f"server_{self.port}.log").write_text(self.log)
 
 
 @pytest.fixture
@@ -119,10 +121,14 @@ def test_upload_real_fake_non_image_no_face_and_two_faces(browser, trained_app, 
     page.locator("input[type=file]").first.set_input_files([str(not_image), str(wall), str(two_faces)])
     # the first answers with faces on wait for MTCNN to load and for the rerun of the earlier uploads: with a smoke
     # run training beside it on 2 cores this took over 60 s once (2026-12-04), so the first wait is longer
-    page.get_by_text("cannot be checked").first.wait_for(timeout=180_000)
-    page.get_by_text("No face detected").first.wait_for(timeout=60_000)
-    page.get_by_text("2 faces found").first.wait_for(timeout=60_000)
-    page.get_by_text("two.png · face 2: ", exact=False).first.wait_for(timeout=60_000)
+    try:
+        page.get_by_text("cannot be checked").first.wait_for(timeout=180_000)
+        page.get_by_text("No face detected").first.wait_for(timeout=60_000)
+        page.get_by_text("2 faces found").first.wait_for(timeout=60_000)
+        page.get_by_text("two.png · face 2: ", exact=False).first.wait_for(timeout=60_000)
+    except Exception:  # what the page showed when a wait gave up (once, 2026-12-04: cause not known)
+        page.screenshot(path=str(ARTIFACTS / "02_wait_gave_up.png"), full_page=True)
+        raise
     body = page.inner_text("body")
     assert "notes.jpg: cannot be checked: not an image" in body
     assert "wall.png: No face detected" in body
