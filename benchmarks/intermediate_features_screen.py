@@ -21,6 +21,9 @@ standard deviations (a texture statistic) — and trains the same linear probe o
 Each probe (``--head logistic``) is a logistic regression on standardised features, sources weighted
 equally (the lab's "balanced" batches), trained on every image and its mirror, scored as the mean of both
 (test-time flip); its regularisation is chosen on the validation AUC of the every-source training.
+``--head multiclass``: the same logistic regression trained to tell the sources apart (one class a source,
+sources weighted alike), P(fake) the summed probability of the fake sources' classes — a detector that must
+learn each generator against each real source rather than one fake/real boundary.
 ``--head mlp``: a one-hidden-layer network (256 ReLU units, L2 0.01, at most 40 epochs with early stopping
 on a tenth of the training rows) instead, the same weights and flip. ``--robustness``: the every-source
 probe's test AUC after JPEG 50, half size and the format-shortcut re-encoding (each before the JPEG 95).
@@ -30,7 +33,8 @@ frozen columns.
 
     .venv/bin/python benchmarks/intermediate_features_screen.py --run sample
 
-Writes ``logo.csv``, ``lorso.csv``, ``in_distribution.csv`` (both answer rules), ``robustness.csv`` (with
+Writes ``logo.csv``, ``lorso.csv``, ``in_distribution.csv`` (both answer rules), ``pairwise.csv`` (the
+every-source probe's test AUC of each real source against each generator), ``robustness.csv`` (with
 ``--robustness``) and ``timings.json`` under ``--out``
 (default ``runs/experiments/intermediate_features``); results and their date go to ``benchmarks/README.md``.
 """
@@ -53,7 +57,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 
-from helpers import config, faces, models, perturb, protocols, splits
+from helpers import config, evaluate, faces, models, perturb, protocols, splits
 from helpers.pipeline import labels_of, make_dataset
 from helpers.stats import auc_ci, choose_threshold
 
@@ -73,12 +77,13 @@ ROBUSTNESS = ("jpeg:50", "scale:0.5", "recode:256")  # the served detector's rob
 
 
 def head_model(head: str, regularisation: float, seed: int):
-    """The probe: ``logistic`` (regularisation = C) or ``mlp`` (256 ReLU units; regularisation unused)."""
-    if head == "logistic":
+    """The probe: ``logistic`` or ``multiclass`` (regularisation = C) or ``mlp`` (256 ReLU units; regularisation
+    unused)."""
+    if head in ("logistic", "multiclass"):
         return LogisticRegression(C=regularisation, max_iter=2000, random_state=seed)
     if head == "mlp":
         return MLPClassifier((256,), alpha=1e-2, early_stopping=True, max_iter=40, random_state=seed)
-    raise ValueError(f"head must be logistic or mlp, not {head!r}")
+    raise ValueError(f"head must be logistic, multiclass or mlp, not {head!r}")
 
 
 def block_maps(image_size: int, seed: int, names: tuple[str, ...]) -> tuple:
@@ -149,6 +154,12 @@ class Probe:
     val_auc: float
     seconds: float
     scores: dict = field(default_factory=dict)   # (split, variant) -> P(fake), filled by ProbeBank.score
+    fake_classes: np.ndarray | None = None        # multiclass: which of the model's classes are fake sources
+
+    def p_fake(self, x: np.ndarray) -> np.ndarray:
+        """P(fake) of standardised features ``x``: the fake class's probability, or the fake sources' sum."""
+        probabilities = self.model.predict_proba(x)
+        return probabilities[:, 1] if self.fake_classes is None else probabilities[:, self.fake_classes].sum(axis=1)
 
 
 class ProbeBank:
@@ -176,8 +187,14 @@ class ProbeBank:
         weights = np.array([len(sources) / (len(counts) * counts[s]) for s in sources])  # every source alike
         scaler = StandardScaler().fit(x)
         model = head_model(self.head, self.regularisation, self.seed)
+        fake_classes = None
+        if self.head == "multiclass":  # one class a source; the fake sources are those labelled fake
+            y = sources
+            fakes = set(frame["source"].to_numpy()[rows][labels_of(frame.iloc[rows]) == 1])
         model.fit(scaler.transform(x), y, sample_weight=weights)
-        probe = Probe(recipe, scaler, model, 0.5, float("nan"), 0.0)
+        if self.head == "multiclass":
+            fake_classes = np.isin(model.classes_, sorted(fakes))
+        probe = Probe(recipe, scaler, model, 0.5, float("nan"), 0.0, fake_classes=fake_classes)
         val_rows = protocols.rows_of_sources(self.frames["val"], recipe.train_sources)
         val_y, val_s = labels_of(self.frames["val"].iloc[val_rows]), self.score(probe, "val")[val_rows]
         probe.threshold = choose_threshold(val_y, val_s)
@@ -192,8 +209,8 @@ class ProbeBank:
         if key not in probe.scores:  # a fitted probe's scores never change: the protocols ask for them often
             arrays = self.arrays[split]
             mirror = "flipped" if variant == "clean" else f"{variant}|flipped"
-            probe.scores[key] = np.mean([probe.model.predict_proba(probe.scaler.transform(arrays[v]))[:, 1]
-                                         for v in (variant, mirror)], axis=0)
+            probe.scores[key] = np.mean([probe.p_fake(probe.scaler.transform(arrays[v])) for v in (variant, mirror)],
+                                        axis=0)
             probe.scores[key].setflags(write=False)  # shared by every caller: nobody may change it
         return probe.scores[key]
 
@@ -236,7 +253,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=default)
     parser.add_argument("--cache", type=Path, default=default, help="where the extracted features are kept")
     parser.add_argument("--feature-sets", nargs="*", default=list(FEATURE_SETS))
-    parser.add_argument("--head", choices=("logistic", "mlp"), default="logistic")
+    parser.add_argument("--head", choices=("logistic", "multiclass", "mlp"), default="logistic")
     parser.add_argument("--robustness", action="store_true", help="test AUC after JPEG 50, half size, re-encoding")
     args = parser.parse_args()
     cfg = config.load_run_config(args.run)
@@ -248,8 +265,8 @@ def main() -> None:
     keys = {key for name in args.feature_sets for key in FEATURE_SETS[name]}
     blocks = feature_arrays(keys, frames, Path(root), args.size, args.cache, cfg.seed, args.robustness)
     timings["features_s"] = round(time.perf_counter() - start, 1)
-    tables: dict[str, list] = {"logo": [], "lorso": [], "in_distribution": [], "robustness": []}
-    choices = REGULARISATION if args.head == "logistic" else (float("nan"),)  # the MLP's L2 is fixed
+    tables: dict[str, list] = {"logo": [], "lorso": [], "in_distribution": [], "robustness": [], "pairwise": []}
+    choices = (float("nan"),) if args.head == "mlp" else REGULARISATION  # the MLP's L2 is fixed
     for name in args.feature_sets:
         recipe = protocols.Recipe(name=name, balanced=True, tta_flip=True)
         start = time.perf_counter()
@@ -264,6 +281,8 @@ def main() -> None:
         tag = dict(head=args.head, C=best)
         tables["in_distribution"].append(in_distribution(bank, everything, args.n_boot, cfg.seed)
                                          .assign(feature_set=name, val_auc=everything.val_auc, **tag))
+        test = frames["test"].assign(model=f"{name}, {args.head}", score=bank.score(everything, "test"))
+        tables["pairwise"].append(evaluate.pairwise_auc_table(test, args.n_boot, cfg.seed))
         if args.robustness:
             tables["robustness"].append(protocols.robustness_grid(everything, bank, ROBUSTNESS, args.n_boot, cfg.seed)
                                         .assign(**tag))
