@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from run_options import add_run_arguments
+from source_classes import SourceClassesBank
 
 from helpers import config, evaluate, faces, finetuned, models, protocols, served, splits
 from helpers.perturb import then
@@ -183,12 +184,18 @@ def main() -> None:
                         help="leave only these generators out (default: each in turn)")
     parser.add_argument("--protocols-only", action="store_true",
                         help="only the protocol folds, not the recipe trained on every source (measured earlier)")
+    parser.add_argument("--source-classes", action="store_true",
+                        help="fine-tuned candidates with a softmax over the training sources, P(fake) the fake "
+                             "sources' sum, instead of one sigmoid unit (source_classes.py); ', source classes' is "
+                             "added to each recipe's name")
     parser.add_argument("--serve", action="store_true",
                         help="only save the fine-tuned candidate trained on every source (kept from an earlier run) "
                              "as the run's served detector, with the protocol tables of that run")
     args = parser.parse_args()
     if args.serve and args.input == "face":
         parser.error("--serve saves a whole-image detector: the served model does not record a face-crop input yet")
+    if args.source_classes and (args.train_reencode or args.serve):
+        parser.error("--source-classes trains on the plain image bank and is not served")
     if args.train_reencode and any(FINETUNED[k].get("score_reencode") for k in args.candidates):
         parser.error("--train-reencode re-encodes every picture already: pick candidates without score_reencode")
     cfg = config.load_run_config(args.run)
@@ -247,10 +254,14 @@ def main() -> None:
             run(protocols.Recipe(**spec), bank, "frozen")
         del bank
     if not args.skip_finetuned:
+        bank_class = SourceClassesBank if args.source_classes else finetuned.ImageBank
         image_bank = (ReencodedBank(split, data_root, args.size, framing=args.framing, step=args.train_reencode)
-                      if args.train_reencode else finetuned.ImageBank(split, data_root, args.size, framing=args.framing))
+                      if args.train_reencode else bank_class(split, data_root, args.size, framing=args.framing))
         for position in args.candidates:
-            run(finetuned.FinetuneRecipe(**FINETUNED[position]), image_bank, "finetuned")
+            spec = dict(FINETUNED[position])
+            if args.source_classes:
+                spec["name"] += ", source classes"
+            run(finetuned.FinetuneRecipe(**spec), image_bank, "finetuned")
     save()
 
 
