@@ -187,13 +187,11 @@ class ProbeBank:
         weights = np.array([len(sources) / (len(counts) * counts[s]) for s in sources])  # every source alike
         scaler = StandardScaler().fit(x)
         model = head_model(self.head, self.regularisation, self.seed)
-        fake_classes = None
-        if self.head == "multiclass":  # one class a source; the fake sources are those labelled fake
+        fake_sources = np.unique(sources[y == 1])
+        if self.head == "multiclass":  # one class a source; P(fake) sums the fake sources' classes
             y = sources
-            fakes = set(frame["source"].to_numpy()[rows][labels_of(frame.iloc[rows]) == 1])
         model.fit(scaler.transform(x), y, sample_weight=weights)
-        if self.head == "multiclass":
-            fake_classes = np.isin(model.classes_, sorted(fakes))
+        fake_classes = np.isin(model.classes_, fake_sources) if self.head == "multiclass" else None
         probe = Probe(recipe, scaler, model, 0.5, float("nan"), 0.0, fake_classes=fake_classes)
         val_rows = protocols.rows_of_sources(self.frames["val"], recipe.train_sources)
         val_y, val_s = labels_of(self.frames["val"].iloc[val_rows]), self.score(probe, "val")[val_rows]

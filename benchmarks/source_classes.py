@@ -29,7 +29,7 @@ from keras import layers
 
 from helpers import finetuned, models
 from helpers.pipeline import labels_of
-from helpers.protocols import checkpoint_name, epoch_positions, rows_of_sources
+from helpers.protocols import checkpoint_name, rows_of_sources
 from helpers.stats import choose_threshold
 
 
@@ -66,28 +66,6 @@ def fake_detector(model: keras.Model, fake_classes: np.ndarray) -> keras.Model:
     output = summed(inference.output)
     summed.set_weights([np.asarray(fake_classes, np.float32).reshape(-1, 1)])
     return keras.Model(inference.inputs, output, name="mobilenetv2_source_detector_inference")
-
-
-def source_dataset(bank: finetuned.ImageBank, recipe: finetuned.FinetuneRecipe, rows: np.ndarray,
-                   source_index: np.ndarray, seed: int) -> tf.data.Dataset:
-    """:func:`helpers.finetuned.training_dataset` with each picture's source class as its label."""
-    versions = [bank.images_of("train")] + [bank.images_of("train", f"{recipe.copy_kind}:{k}")
-                                            for k in range(recipe.augment_copies)]
-    positions = epoch_positions(bank.frames["train"], rows, recipe.balanced, seed)
-    generator = tf.random.Generator.from_seed(seed)
-    with_version = positions.map(lambda i: (i, generator.uniform((), 0, len(versions), dtype=tf.int64)))
-
-    def gather(index: np.ndarray, version: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return np.stack([versions[v][i] for i, v in zip(index, version)]), source_index[index]
-
-    def load(index, version):
-        images, y = tf.numpy_function(gather, [index, version], [tf.uint8, tf.int32], stateful=False)
-        images.set_shape((None, bank.image_size, bank.image_size, 3))
-        y.set_shape((None,))
-        return tf.cast(images, tf.float32), y
-
-    return (with_version.batch(bank.batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
 
 
 def fit_stage(model: keras.Model, train_ds, val_ds, epochs: int, learning_rate: float, fake_classes: np.ndarray,
@@ -127,7 +105,7 @@ def train_source_classes(recipe: finetuned.FinetuneRecipe, bank: finetuned.Image
     val_ds = tf.data.Dataset.from_tensor_slices((bank.images_of("val")[val_rows], val_index)).batch(
         bank.batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y))
     model = source_model(detector, len(classes), seed)
-    train_ds = source_dataset(bank, recipe, rows, source_index, seed)
+    train_ds = finetuned.training_dataset(bank, recipe, rows, bank.batch_size, seed, labels=source_index)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = checkpoint_name("source_classes", recipe)

@@ -139,12 +139,14 @@ def predict_images(model: keras.Model, images: np.ndarray, batch_size: int = 32,
 
 
 def training_dataset(bank: ImageBank, recipe: FinetuneRecipe, rows: np.ndarray, batch_size: int,
-                     seed: int) -> tf.data.Dataset:
+                     seed: int, labels: np.ndarray | None = None) -> tf.data.Dataset:
     """Batches of (images, labels) over ``rows`` of the training split: each epoch, each image in one of
-    its stored versions (clean or an augmentation copy) at random; source-balanced if the recipe says so."""
+    its stored versions (clean or an augmentation copy) at random; source-balanced if the recipe says so.
+    ``labels``: one per training row, in place of fake = 1.0 / real = 0.0 (e.g. a class index per source)."""
     versions = [bank.images_of("train")] + [bank.images_of("train", f"{recipe.copy_kind}:{k}")
                                             for k in range(recipe.augment_copies)]
-    labels = labels_of(bank.frames["train"]).astype(np.float32)
+    labels = labels_of(bank.frames["train"]).astype(np.float32) if labels is None else np.asarray(labels)
+    label_dtype = tf.as_dtype(labels.dtype)
     positions = epoch_positions(bank.frames["train"], rows, recipe.balanced, seed)
     generator = tf.random.Generator.from_seed(seed)
     with_version = positions.map(lambda i: (i, generator.uniform((), 0, len(versions), dtype=tf.int64)))
@@ -154,7 +156,7 @@ def training_dataset(bank: ImageBank, recipe: FinetuneRecipe, rows: np.ndarray, 
         return images, labels[index]
 
     def load(index, version):
-        images, y = tf.numpy_function(gather, [index, version], [tf.uint8, tf.float32], stateful=False)
+        images, y = tf.numpy_function(gather, [index, version], [tf.uint8, label_dtype], stateful=False)
         images.set_shape((None, bank.image_size, bank.image_size, 3))
         y.set_shape((None,))
         return tf.cast(images, tf.float32), y
