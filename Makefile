@@ -24,9 +24,11 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 
 install: $(VENV)/.installed
 
-## Run the notebook series on the face sample (profile: sample; override with PROFILE=smoke|full)
+## Run the notebook series on the face sample (profile: sample; override with PROFILE=smoke|full), two notebooks
+## at once where the series allows (helpers/reproduce.py); JOBS=1 runs them one at a time (on one GPU, say)
+JOBS ?= 2
 reproduce: install
-	$(PY) -m helpers.reproduce --profile $(PROFILE)
+	$(PY) -m helpers.reproduce --profile $(PROFILE) --jobs $(JOBS)
 
 ## Unit tests, integration tests on ../shared/data/faces, and the smoke profile through papermill
 ## Two pytest-xdist workers (the CI machine's 2 cores), a test file per worker at a time (a module's

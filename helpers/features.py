@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -98,8 +99,9 @@ def extract_features(model: keras.Model, frame: pd.DataFrame, root: str | Path, 
         result["flipped"] = np.concatenate(mirrored) if mirrored else np.zeros((0, width), np.float32)
     if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(target.with_suffix(".tmp.npz"), **result)
-        target.with_suffix(".tmp.npz").replace(target)
+        partial = target.with_name(f".{target.stem}.{os.getpid()}.npz")  # this process's own: notebooks run at once
+        np.savez(partial, **result)
+        partial.replace(target)
     return {**result, "seconds": np.float64(time.perf_counter() - start)}
 
 

@@ -5,6 +5,13 @@ parameters and, optionally, ``environment:`` variables for the notebooks' kernel
 copies go to ``runs/<run>/notebooks/``; the run stops at the first failing notebook and names it
 and the failing cell; a summary (time per notebook and the headline metrics) is printed and
 written to ``runs/<run>/summary.json``.
+
+``--jobs 2`` runs two notebooks at once, each in its own process, where the series allows it
+(:data:`NEEDS`: a notebook starts once the notebooks whose outputs it reads have finished), so a
+notebook that leaves a core idle (face detection, bootstrap intervals, plotting) lends it to one
+that trains. A profile's ``priority:`` names notebooks a free worker starts first when several are
+ready (the longest chain first); the others follow in series order. Each notebook's outputs are
+the same as in a run one at a time.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +34,10 @@ from helpers.config import REPO_ROOT
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+# notebook number -> the numbers of the notebooks whose outputs it reads (run folder, models, metrics):
+# every path of helpers.colab.needed_paths, plus annotations.csv, which 05 and 08 read when it exists
+NEEDS = {"01": (), "02": ("01",), "03": ("01",), "04": ("01",), "05": ("01", "02", "03", "04"),
+         "06": ("01", "05"), "07": ("01", "05"), "08": ("01", "02"), "09": ("01",)}
 
 
 class NotebookFailed(RuntimeError):
@@ -153,6 +165,18 @@ def run_profile_notebook(profile: dict, notebook: str, run_name: str, runs_root:
                         timeout=profile.get("cell_timeout"), environment=profile.get("environment"))
 
 
+class _Reported:
+    """``run_one(notebook)`` in a worker process, printing when it is done (picklable, unlike a closure)."""
+
+    def __init__(self, run_one: Callable[..., float]) -> None:
+        self.run_one = run_one
+
+    def __call__(self, notebook: str) -> float:
+        seconds = self.run_one(notebook)
+        print(f"[reproduce] {notebook} done in {seconds:.0f}s", flush=True)
+        return seconds
+
+
 def headline_metrics(run_dir: Path) -> dict:
     """Test AUC (with CI) and accuracy of every evaluated model, from ``metrics/*.json``."""
     headlines = {}
@@ -183,9 +207,56 @@ def environment_versions() -> dict:
     return versions
 
 
+def notebook_needs(notebooks: list[str], parameters: dict[str, dict] | None = None) -> dict[str, set[str]]:
+    """For each of ``notebooks``, those among them it must wait for: :data:`NEEDS`, and 02 for a notebook whose
+    ``parameters`` ask for face crops (``input_kind: face``). A notebook the run leaves out is taken as done,
+    as ``--only`` assumes."""
+    by_number = {nb[:2]: nb for nb in notebooks}
+    needs = {}
+    for notebook in notebooks:
+        numbers = set(NEEDS.get(notebook[:2], tuple(NEEDS)))
+        if (parameters or {}).get(notebook, {}).get("input_kind") == "face":
+            numbers.add("02")
+        needs[notebook] = {by_number[n] for n in numbers if n in by_number and n < notebook[:2]}
+    return needs
+
+
+def run_in_dependency_order(notebooks: list[str], needs: dict[str, set[str]], run_one: Callable[[str], float],
+                            executor: Executor, jobs: int, priority: list[str] | None = None,
+                            on_start: Callable[[str], None] = lambda nb: None) -> dict[str, float]:
+    """Run every notebook through ``executor.submit(run_one, notebook)``, at most ``jobs`` at a time, each
+    once the notebooks ``needs`` names for it (:func:`notebook_needs`) have finished; a free worker takes the
+    ready notebook that comes first in ``priority``, then in series order. Returns each notebook's seconds in
+    the order they finished. A failure starts nothing more, waits for the notebooks already running, then
+    raises the first failure."""
+    rank = {nb: (0, (priority or []).index(nb)) if nb in (priority or []) else (1, i) for i, nb in enumerate(notebooks)}
+    waiting, running, done = list(notebooks), {}, {}
+    failure: BaseException | None = None
+    while waiting or running:
+        ready = sorted((nb for nb in waiting if needs[nb] <= set(done)), key=rank.__getitem__)
+        while failure is None and ready and len(running) < max(jobs, 1):
+            notebook = ready.pop(0)
+            waiting.remove(notebook)
+            on_start(notebook)
+            running[executor.submit(run_one, notebook)] = notebook
+        if not running:
+            break
+        finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+        for future in finished:
+            notebook = running.pop(future)
+            if future.exception() is not None:
+                failure = failure or future.exception()
+            else:
+                done[notebook] = future.result()
+    if failure is not None:
+        raise failure
+    return done
+
+
 def reproduce(profile_name: str, run_name: str | None = None, runs_root: Path | None = None,
-              only: list[str] | None = None, overrides: dict | None = None) -> dict:
-    """Run the profile's notebooks in order; return (and save) the run summary."""
+              only: list[str] | None = None, overrides: dict | None = None, jobs: int = 1) -> dict:
+    """Run the profile's notebooks, ``jobs`` at a time in dependency order (one: in series order, in this
+    process); return (and save) the run summary."""
     profile = load_profile(profile_name)
     run_name = run_name or profile.get("run_name", Path(profile_name).stem)
     runs_root = Path(runs_root or config.default_runs_root()).resolve()
@@ -193,15 +264,28 @@ def reproduce(profile_name: str, run_name: str | None = None, runs_root: Path | 
     run_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     notebooks = [nb for nb in profile["notebooks"] if not only or any(nb.startswith(o) for o in only)]
-    timings: list[NotebookRun] = []
+    overrides = {"profile": profile_name, **(overrides or {})}
     started = time.perf_counter()
-    for notebook in notebooks:
-        print(f"[reproduce] {notebook} ...", flush=True)
-        seconds = run_profile_notebook(profile, notebook, run_name, runs_root,
-                                       {"profile": profile_name, **(overrides or {})})
-        timings.append(NotebookRun(notebook, seconds, executed_notebook(runs_root, run_name, notebook)))
-        print(f"[reproduce] {notebook} done in {seconds:.0f}s", flush=True)
-    summary = dict(profile=profile_name, run=run_name, run_dir=str(run_dir),
+    if jobs <= 1:
+        seconds = {}
+        for notebook in notebooks:
+            print(f"[reproduce] {notebook} ...", flush=True)
+            seconds[notebook] = run_profile_notebook(profile, notebook, run_name, runs_root, overrides)
+            print(f"[reproduce] {notebook} done in {seconds[notebook]:.0f}s", flush=True)
+    else:
+        import multiprocessing
+        from functools import partial
+
+        run_one = partial(run_profile_notebook, profile, run_name=run_name, runs_root=runs_root, overrides=overrides)
+        # spawn: each worker a fresh interpreter (no forked TensorFlow or thread state); one notebook per worker
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+            parameters = {nb: notebook_parameters(profile, nb, run_name, runs_root, overrides) for nb in notebooks}
+            seconds = run_in_dependency_order(
+                notebooks, notebook_needs(notebooks, parameters), _Reported(run_one), pool, jobs, profile.get("priority"),
+                on_start=lambda nb: print(f"[reproduce] {nb} ... (at {time.perf_counter() - started:.0f}s)", flush=True))
+        seconds = {nb: seconds[nb] for nb in notebooks}
+    timings = [NotebookRun(nb, s, executed_notebook(runs_root, run_name, nb)) for nb, s in seconds.items()]
+    summary = dict(profile=profile_name, run=run_name, run_dir=str(run_dir), jobs=max(jobs, 1),
                    total_seconds=round(time.perf_counter() - started, 1),
                    finished=time.strftime("%Y-%m-%d %H:%M %Z"), environment=environment_versions(),
                    notebooks={t.notebook: round(t.seconds, 1) for t in timings},
@@ -228,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-root", default=None, help="folder holding runs (default: runs/)")
     parser.add_argument("--only", nargs="*", help="run only notebooks whose names start with these")
     parser.add_argument("--data", default=None, help="face data root (else the usual search)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="notebooks run at once, each in its own process, in dependency order (default 1: in "
+                             "series order; `make reproduce` runs 2 on a CPU; one GPU's memory is not shared well)")
     parser.add_argument("--retrain", action="store_true",
                         help="train every detector and frozen head again, and score again, instead of reading "
                              "unchanged trainings back from runs/cache/trained and runs/cache/protocols "
@@ -238,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"data_root": args.data} if args.data else None
     try:
         summary = reproduce(args.profile, args.run, Path(args.runs_root) if args.runs_root else None,
-                            args.only, overrides)
+                            args.only, overrides, args.jobs)
     except NotebookFailed as exc:
         print(f"[reproduce] FAILED: {exc}", file=sys.stderr)
         return 1

@@ -217,3 +217,118 @@ def test_retrain_asks_every_notebook_kernel_to_train_again(monkeypatch):
     assert reproduce.main(["--profile", "smoke"]) == 0 and seen == [False]
     assert reproduce.main(["--profile", "smoke", "--retrain"]) == 0 and seen == [False, True]
     assert os.environ[training_cache.RETRAIN_ENV] == "1"
+
+
+def test_every_notebook_waits_for_what_it_reads():
+    """NEEDS covers every earlier notebook whose outputs a notebook reads for Colab (helpers.colab), and each
+    notebook needs only earlier ones (the series order is one valid order)."""
+    series = [path.stem for path in NOTEBOOKS]
+    parameters = {"input_kind": "face", "model_keys": ["mobilenetv2_finetune", "resnet50_head"]}
+    needs = reproduce.notebook_needs(series, {notebook: parameters for notebook in series})
+    def before(notebook):  # everything a notebook waits for, directly or through another
+        return set().union(*({n} | before(n) for n in needs[notebook])) if needs[notebook] else set()
+
+    for notebook in series:
+        producers = {colab.producer_of(p) for p in colab.needed_paths(notebook, parameters)}
+        assert producers <= before(notebook), notebook
+        assert all(n < notebook for n in needs[notebook]), notebook
+    assert needs["08_generalization_and_robustness"] == {"01_data_collection", "02_annotation"}
+    assert reproduce.notebook_needs(series)["03_train_mobilenetv2"] == {"01_data_collection"}  # whole images
+    # a notebook left out of the run (--only) is taken as done
+    assert reproduce.notebook_needs(["05_evaluation", "08_generalization_and_robustness"]) == {
+        "05_evaluation": set(), "08_generalization_and_robustness": set()}
+
+
+class _Clock:
+    """A fake notebook runner on threads: each notebook 'runs' until the test releases it."""
+
+    def __init__(self):
+        import threading
+
+        self.events, self.lock, self.gates = [], threading.Lock(), {}
+
+    def __call__(self, notebook):
+        with self.lock:
+            self.events.append(("start", notebook))
+        if "fail" in notebook:  # fails at once, while the other worker's notebook still runs
+            raise reproduce.NotebookFailed(f"{notebook} failed at cell 3")
+        gate = self.gates.setdefault(notebook, __import__("threading").Event())
+        assert gate.wait(10), notebook
+        with self.lock:
+            self.events.append(("end", notebook))
+        return float(len(notebook))
+
+
+def _run_released_in_turn(notebooks, jobs, priority=None, failing=()):
+    """Run the scheduler with a fake runner, releasing the running notebooks one at a time (oldest first)."""
+    import threading
+    import time as clock
+    from concurrent.futures import ThreadPoolExecutor
+
+    runner = _Clock()
+    result = {}
+
+    def release():
+        released = set()
+        deadline = clock.monotonic() + 20
+        while clock.monotonic() < deadline and "done" not in result:
+            with runner.lock:
+                started = [nb for kind, nb in runner.events if kind == "start" and nb not in released]
+            if started:
+                clock.sleep(0.1)  # let the scheduler start whatever else it would
+                released.add(started[0])
+                runner.gates.setdefault(started[0], threading.Event()).set()
+            clock.sleep(0.01)
+
+    thread = threading.Thread(target=release)
+    thread.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            result["seconds"] = reproduce.run_in_dependency_order(notebooks, reproduce.notebook_needs(notebooks),
+                                                                  runner, pool, jobs, priority)
+    except reproduce.NotebookFailed as exc:
+        result["error"] = str(exc)
+    finally:
+        result["done"] = True
+        thread.join()
+    return runner.events, result
+
+
+def test_two_jobs_start_what_is_ready_priority_first_and_never_before_its_needs():
+    series = ["01_data_collection", "02_annotation", "03_train_mobilenetv2", "04_train_resnet50", "05_evaluation",
+              "06_feature_maps_and_heatmaps", "07_embeddings_umap_hdbscan", "08_generalization_and_robustness",
+              "09_baselines"]
+    events, result = _run_released_in_turn(series, 2, priority=["02_annotation", "08_generalization_and_robustness"])
+    assert set(result["seconds"]) == set(series)
+    starts = [nb for kind, nb in events if kind == "start"]
+    assert starts[:3] == ["01_data_collection", "02_annotation", "03_train_mobilenetv2"]
+    assert starts[3] == "08_generalization_and_robustness"  # 02 finished first: the priority goes next
+    needs = reproduce.notebook_needs(series)
+    for i, (kind, notebook) in enumerate(events):
+        if kind == "start":
+            ended_before = {nb for k, nb in events[:i] if k == "end"}
+            assert needs[notebook] <= ended_before, notebook
+            running = {nb for k, nb in events[:i] if k == "start"} - ended_before
+            assert len(running) < 2, (notebook, running)
+
+
+def test_one_job_runs_the_series_in_order_and_a_failure_stops_the_rest():
+    events, result = _run_released_in_turn(["01_a", "02_b", "03_c"], 1)
+    assert [nb for kind, nb in events if kind == "start"] == ["01_a", "02_b", "03_c"]
+    assert list(result["seconds"]) == ["01_a", "02_b", "03_c"]
+    # 03 fails while 02 runs beside it: 02 finishes, nothing more starts, the failure is raised
+    events, result = _run_released_in_turn(["01_a", "02_b", "03_fail", "04_d", "05_evaluation"], 2)
+    assert "03_fail failed at cell 3" in result["error"]
+    assert ("end", "02_b") in events and "04_d" not in [nb for _, nb in events]
+    assert "05_evaluation" not in [nb for _, nb in events]
+
+
+def test_two_jobs_run_each_notebook_in_its_own_worker_process(tmp_path, face_tree):
+    """``--jobs 2`` runs notebooks through a pool of fresh (spawned) interpreters: notebook 01 of the smoke
+    profile on a tiny tree writes its split and executed copy as a run one at a time does."""
+    summary = reproduce.reproduce("smoke", "two", tmp_path / "runs", only=["01"],
+                                  overrides={"data_root": str(face_tree)}, jobs=2)
+    assert summary["jobs"] == 2 and list(summary["notebooks"]) == ["01_data_collection"]
+    run_dir = tmp_path / "runs" / "two"
+    assert (run_dir / "split.csv").is_file()
+    assert reproduce.executed_notebook(tmp_path / "runs", "two", "01_data_collection").is_file()
