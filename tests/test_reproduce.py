@@ -2,6 +2,7 @@
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import nbformat
@@ -243,8 +244,6 @@ class _Clock:
     """A fake notebook runner on threads: each notebook 'runs' until the test releases it."""
 
     def __init__(self):
-        import threading
-
         self.events, self.lock, self.gates = [], threading.Lock(), {}
 
     def __call__(self, notebook):
@@ -252,7 +251,7 @@ class _Clock:
             self.events.append(("start", notebook))
         if "fail" in notebook:  # fails at once, while the other worker's notebook still runs
             raise reproduce.NotebookFailed(f"{notebook} failed at cell 3")
-        gate = self.gates.setdefault(notebook, __import__("threading").Event())
+        gate = self.gates.setdefault(notebook, threading.Event())
         assert gate.wait(10), notebook
         with self.lock:
             self.events.append(("end", notebook))
@@ -261,7 +260,6 @@ class _Clock:
 
 def _run_released_in_turn(notebooks, jobs, priority=None, failing=()):
     """Run the scheduler with a fake runner, releasing the running notebooks one at a time (oldest first)."""
-    import threading
     import time as clock
     from concurrent.futures import ThreadPoolExecutor
 
