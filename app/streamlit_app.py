@@ -16,9 +16,10 @@ import numpy as np
 import streamlit as st
 
 from helpers import config, explain
-from helpers.data import load_image
+from helpers.data import DEFAULT_DECODE_BUDGET, DecodeBudget, load_image
 from helpers.data import resize_square as resize
 from helpers.faces import FaceDetector, crop_face
+from helpers.inputs import shown_message
 from helpers.predict import MIN_SIDE_FOR_VERDICT, NoModelError, Predictor, allowed_model_path, find_models
 
 DISPLAY_SIZE = 320  # images are shown at this size; the model sees its own input size
@@ -30,6 +31,12 @@ st.title("fakeface-lab: real photo or AI-generated face?")
 @st.cache_resource(show_spinner="Loading the face detector...")
 def load_detector() -> FaceDetector:
     return FaceDetector()
+
+
+@st.cache_resource
+def decode_budget() -> DecodeBudget:
+    """One decode budget for the whole server: every session's uploads are decoded within it together."""
+    return DecodeBudget(DEFAULT_DECODE_BUDGET)
 
 
 @st.cache_resource(show_spinner="Loading the model...")
@@ -53,11 +60,12 @@ if models.empty and not typed:
     st.warning(f"No trained model yet (looked in {config.default_runs_root()}). Train one with `make smoke` (a few "
                "minutes) or `make reproduce`, then reload this page.")
     st.stop()
+choice = ""
 try:
     choice = str(allowed_model_path(typed)) if typed else models.iloc[picked]["path"]
     predictor = load_predictor(choice)
-except NoModelError as exc:
-    st.error(f"Model not loaded: {exc}")
+except NoModelError as exc:  # one line, with paths relative to the runs folder
+    st.error(f"Model not loaded: {shown_message(str(exc), choice) if choice else exc}")
     st.stop()
 with st.sidebar:
     st.write(f"**{predictor.name}** — threshold {predictor.threshold:.3f}"
@@ -80,7 +88,7 @@ def check_upload(upload, find_faces: bool) -> None:
     with tempfile.NamedTemporaryFile(suffix=Path(upload.name).suffix) as handle:
         handle.write(upload.getbuffer())
         handle.flush()
-        loaded = load_image(handle.name, min_side=MIN_SIDE_FOR_VERDICT)
+        loaded = load_image(handle.name, min_side=MIN_SIDE_FOR_VERDICT, budget=decode_budget())
     if not loaded.ok:
         st.error(f"{upload.name}: cannot be checked: {loaded.error}")
         return

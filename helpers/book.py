@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import config
+from helpers import atomic, config
 
 STYLE = """<style>
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; }
@@ -84,7 +84,7 @@ def render_notebook(path: Path, out: Path) -> Path:
 
     body, _ = HTMLExporter(template_name="basic").from_notebook_node(book_notebook(path))
     target = out / f"{path.stem}.html"
-    target.write_text(_page(notebook_title(path), body), encoding="utf-8")
+    atomic.write_text(target, _page(notebook_title(path), body))
     return target
 
 
@@ -170,13 +170,13 @@ def build_book(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     for path in sorted((run_dir / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         render_notebook(path, out)
         notebook_pages.append((path.stem, notebook_title(path)))
-    (out / "tables.html").write_text(_page(f"Tables: {run_dir.name}", tables_page(run_dir)), encoding="utf-8")
+    atomic.write_text(out / "tables.html", _page(f"Tables: {run_dir.name}", tables_page(run_dir)))
     metrics = metrics_frame(run_dir)
     body = metrics.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0) if len(metrics) else \
         "<p>This run wrote no metrics.</p>"
-    (out / "metrics.html").write_text(_page(f"Metrics: {run_dir.name}", body), encoding="utf-8")
+    atomic.write_text(out / "metrics.html", _page(f"Metrics: {run_dir.name}", body))
     index = out / "index.html"
-    index.write_text(index_page(run_dir, notebook_pages), encoding="utf-8")
+    atomic.write_text(index, index_page(run_dir, notebook_pages))
     return index
 
 

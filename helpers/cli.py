@@ -9,10 +9,18 @@ Exit codes scripts can rely on:
   4  export failed its parity check (exported scores differ from the Keras model's);
   5  internal error: a fault of fakeface itself, not of the input (one line on stderr; set
      FAKEFACE_DEBUG=1 for the traceback). Please report it.
+  6  the results could not be written (a full disk, no permission); a file already at --out is
+     left exactly as it was.
 
-Output cells that a spreadsheet would run as a formula (starting with = + - @, a tab or a
-carriage return) get a leading ' ; so does a cell that already starts with ' . To get a path
-back, remove one leading ' from any cell that starts with one.
+--out is written whole or not at all: to a temporary file beside it, renamed over it at the end,
+so a crash or a full disk never leaves a torn file, and of two runs writing the same --out the
+one that finishes last leaves its whole output.
+
+CSV output follows RFC 4180: lines end in CRLF and every field holding a comma, a quote, a
+carriage return or a line feed is quoted, so a file name with a line break stays one cell of one
+row. Output cells that a spreadsheet would run as a formula (starting with = + - @, a tab or a
+carriage return, or holding a line break anywhere) get a leading ' ; so does a cell that already
+starts with ' . To get a path back, remove one leading ' from any cell that starts with one.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import sys
 import traceback
 from pathlib import Path
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NO_MODEL, EXIT_EXPORT_MISMATCH, EXIT_INTERNAL = 0, 1, 2, 3, 4, 5
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_NO_MODEL, EXIT_EXPORT_MISMATCH, EXIT_INTERNAL, EXIT_CANNOT_WRITE = range(7)
 
 
 class UsageError(ValueError):
@@ -65,8 +73,22 @@ def _load_predictor(model: str | None):
     return predictor
 
 
+def _write_results(out: Path | None, written) -> None:
+    """The results as JSON or CSV (RFC 4180: CRLF, every field with a separator, quote or line break
+    quoted) to ``out``, replaced whole or not at all, or as CSV on stdout."""
+    from helpers import atomic
+
+    if out is None:
+        print(written.to_csv(index=False, lineterminator="\r\n"), end="")
+    elif out.suffix == ".json":
+        atomic.write_text(out, written.to_json(orient="records", indent=2))
+    else:
+        atomic.write_csv(out, written, lineterminator="\r\n")
+
+
 def _predict(args: argparse.Namespace) -> int:
-    from helpers.predict import NoModelError, has_odd_name, input_entries, spreadsheet_safe
+    from helpers.inputs import has_odd_name, input_entries, spreadsheet_safe
+    from helpers.predict import NoModelError
 
     out = _output_file(args.out)
     try:
@@ -88,14 +110,12 @@ def _predict(args: argparse.Namespace) -> int:
     else:
         results = predictor.predict_files(files, batch_size=args.batch_size, progress=not args.quiet,
                                           reasons=reasons)
-    written = spreadsheet_safe(results)
-    if out:
-        if out.suffix == ".json":
-            written.to_json(out, orient="records", indent=2)
-        else:
-            written.to_csv(out, index=False)
-    else:
-        print(written.to_csv(index=False), end="")
+    try:
+        _write_results(out, spreadsheet_safe(results))
+    except OSError as exc:
+        print(f"fakeface: cannot write {out}: {exc.strerror or exc}; a file already there is left as it was",
+              file=sys.stderr)
+        return EXIT_CANNOT_WRITE
     failed = int((results["error"] != "").sum())
     no_face = int((results["error"] == "no face detected").sum())
     counts = results["label"].value_counts()
@@ -115,9 +135,15 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from helpers.atomic import check_writable
     from helpers.export import ExportMismatch, export_detector, push_to_hub
-    from helpers.predict import NoModelError, image_files
+    from helpers.inputs import image_files
+    from helpers.predict import NoModelError
 
+    try:
+        check_writable(args.out)
+    except OSError as exc:
+        raise UsageError(f"--out {args.out}: cannot write there ({exc.strerror or exc})") from None
     try:
         predictor = _load_predictor(args.model)
         size = predictor.image_size

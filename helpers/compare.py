@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from helpers import baselines, features, models, train, training_cache
+from helpers import atomic, baselines, features, models, train, training_cache
 from helpers.evaluate import evaluate_scores
 from helpers.pipeline import datasets_key, labels_of, make_dataset
 
@@ -27,7 +27,8 @@ def _model_size_mb(model: keras.Model, path: Path) -> float:
     whether or not the model in memory also carries the optimizer's state (it does when trained in this
     run, not when read back from the trained-model cache; until 2026-11-24 the file's size was reported,
     which counted Adam's two moments per weight for the custom CNN: 12.71 MB for 4.2 MB of weights)."""
-    model.save(path)
+    with atomic.atomic_path(path) as staged:
+        model.save(staged)
     return round(sum(np.asarray(weight).nbytes for weight in model.weights) / 1e6, 2)
 
 

@@ -12,6 +12,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpers import atomic
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_ENV = "FAKEFACE_DATA"
 WEIGHTS_ENV = "FAKEFACE_WEIGHTS"
@@ -209,12 +211,11 @@ def apply_execution_mode() -> bool:
 
 def save_run_config(cfg: RunConfig, **extra) -> Path:
     """Record the run's data root and settings so later notebooks of the run find them."""
-    import json
 
     record = dict(run_name=cfg.run_name, data_root=str(cfg.data_root), image_size=cfg.image_size,
                   seed=cfg.seed, limit_per_source=cfg.limit_per_source, **extra)
     path = cfg.path("run_config.json")
-    path.write_text(json.dumps(record, indent=2))
+    atomic.write_json(path, record, indent=2)
     return path
 
 

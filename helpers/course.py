@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
+from helpers import atomic
 from helpers.config import REPO_ROOT
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -134,9 +134,7 @@ def make_release(source_dir: str | Path = NOTEBOOKS_DIR, out_dir: str | Path = C
     for path in sorted(Path(source_dir).glob("*.ipynb")):
         notebook = nbformat.read(path, as_version=4)
         target = out / path.name
-        temporary = target.with_suffix(".ipynb.part")
-        nbformat.write(release_notebook(notebook), temporary)
-        os.replace(temporary, target)
+        atomic.write_text(target, nbformat.writes(release_notebook(notebook)) + "\n")
         rows += [dict(notebook=path.name, exercise=e.grade_id, points=e.points) for e in exercises(notebook)]
     return pd.DataFrame(rows, columns=["notebook", "exercise", "points"])
 
@@ -226,7 +224,7 @@ def autograde(submitted_dir: str | Path, source_dir: str | Path = NOTEBOOKS_DIR,
     grades = pd.DataFrame(rows, columns=GRADE_COLUMNS)
     if out_csv:
         Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
-        grades.to_csv(out_csv, index=False)
+        atomic.write_csv(out_csv, grades)
     return grades
 
 
@@ -279,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         from helpers import config
 
         root = Path(args.runs_root) if args.runs_root else config.default_runs_root()
-        Path(args.out).write_text(class_run_summary(root / args.run))
+        atomic.write_text(args.out, class_run_summary(root / args.run))
         print(f"wrote {args.out}")
         return 0
     if args.command == "release":

@@ -14,36 +14,35 @@ import hashlib
 import os
 import stat
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from helpers.decoding import (
+from helpers.decoding import (  # noqa: F401 - DecodeBudget, MAX_JPEG_SCANS: part of this module's interface
+    MAX_JPEG_SCANS,
+    DeadlineFile,
     DecodeBudget,
+    DecodeLimits,
+    DecodeTimeout,
     MiB,
-    decoded_bytes,
-    jpeg_scale,
-    shrink_to,
-    to_8_bit,
-    to_rgb,
 )
+from helpers.decoding import decode_into as _decode
 
 LABELS = ("real", "fake")
 LABEL_TO_INT = {"real": 0, "fake": 1}
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024  # 50 MB on disk
 DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000
-DEFAULT_MAX_DECODE_BYTES = 192 * MiB  # e.g. a 7000 x 7000 RGB PNG; JPEGs decode scaled down, far below
+DEFAULT_MAX_DECODE_BYTES = 448 * MiB  # peak working memory of one decode (helpers.decoding.decode_cost)
 DEFAULT_MAX_SIDE = 4096  # full-resolution loads are downscaled to this longest side
-DEFAULT_DECODE_BUDGET = 384 * MiB  # what concurrent decodes of one scan or prediction may hold at once
+DEFAULT_DECODE_BUDGET = 448 * MiB  # what concurrent decodes of one scan or prediction may hold at once
+DEFAULT_MAX_SECONDS = 20.0  # one file's decode (and its preparation) stops after this, on 2 CPU cores
 MANIFEST_COLUMNS = ["path", "label", "source", "file_size", "width", "height", "format", "mode",
                     "sha256", "phash", "status", "reason", "pair_id"]
-_ORIENTATIONS = range(1, 9)
-_ROTATING_ORIENTATIONS = {5, 6, 7, 8}
 
 
 def labels_of(frame: pd.DataFrame) -> np.ndarray:
@@ -109,14 +108,18 @@ def load_image(path: str | os.PathLike, size: int | None = None, *,
                max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
                max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES, max_side: int = DEFAULT_MAX_SIDE,
                min_side: int | None = None, draft: int | None = None,
-               budget: DecodeBudget | None = None) -> LoadedImage:
+               budget: DecodeBudget | None = None, max_seconds: float = DEFAULT_MAX_SECONDS,
+               prepare: Callable[[np.ndarray], np.ndarray] | None = None) -> LoadedImage:
     """Load one image file as 8-bit RGB, validating it; never raises for a bad file.
 
-    Memory is bounded before any pixel is decoded: the header gives the size, JPEGs are
-    decoded already scaled down (``draft``), a file whose decode would need more than
+    Memory is bounded before any pixel is decoded: the header gives the size and the decode's
+    peak working memory (:func:`~helpers.decoding.decode_cost`), JPEGs are decoded already scaled
+    down (``draft``) and JPEG 2000 files reduced, a file whose decode would need more than
     ``max_decode_bytes`` is rejected, and large decodes are reduced by an integer factor
-    before any conversion. With ``budget``, the decode waits until its bytes fit in a budget
-    shared with other threads.
+    before any conversion. Time is bounded too: a progressive JPEG with more than
+    :data:`MAX_JPEG_SCANS` scans is rejected before decoding, and a decode still running after
+    ``max_seconds`` is stopped with the reason "took longer than ...". With ``budget``, the decode
+    waits until its bytes fit in a budget shared with other threads.
 
     Args:
         path: the image file.
@@ -131,6 +134,10 @@ def load_image(path: str | os.PathLike, size: int | None = None, *,
         draft: let JPEG decoding shrink by a power of two down to at least this size
             (much faster for large files); defaults to ``size``.
         budget: a :class:`~helpers.decoding.DecodeBudget` shared by concurrent loads.
+        max_seconds: a decode (from the moment its memory is reserved) and ``prepare`` together
+            stop after this many seconds.
+        prepare: a function applied to the decoded array inside the same reservation (e.g. a
+            re-encoding and resize), so that its working memory is bounded too.
 
     Returns:
         A :class:`LoadedImage`; check ``.ok`` / ``.error``.
@@ -148,16 +155,19 @@ def load_image(path: str | os.PathLike, size: int | None = None, *,
         result.error = f"file too large: {n_bytes / 1e6:.1f} MB > limit {max_bytes / 1e6:.1f} MB"
         return result
     try:
-        handle = _open_for_reading(path)
+        handle = DeadlineFile(_open_for_reading(path))
     except OSError as exc:
         result.error = f"cannot read file: {exc.strerror or exc}"
         return result
+    limits = DecodeLimits(max_pixels, max_decode_bytes, max_side, min_side, max_seconds, n_bytes)
     try:
         with handle, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             warnings.simplefilter("ignore", UserWarning)  # a corrupt file's decoder notes: its reason says enough
             with Image.open(handle) as img:
-                _decode(img, result, size, max_pixels, max_decode_bytes, max_side, min_side, draft, budget)
+                _decode(img, handle, result, size, limits, draft, budget, prepare)
+    except DecodeTimeout:
+        result.error = f"took longer than {max_seconds:g} s to decode (the limit for one file)"
     except UnidentifiedImageError:
         result.error = "not an image (format not recognised)"
     except Image.DecompressionBombError as exc:
@@ -169,64 +179,6 @@ def load_image(path: str | os.PathLike, size: int | None = None, *,
     if result.error:
         result.image = None
     return result
-
-
-def _superseded(old: Image.Image, new: Image.Image) -> Image.Image:
-    """``new``, after freeing the pixels of ``old`` (the caller's ``with`` would keep them until the end)."""
-    if new is not old:
-        old.close()
-    return new
-
-
-def _decode(img: Image.Image, result: LoadedImage, size: int | None, max_pixels: int, max_decode_bytes: int,
-            max_side: int, min_side: int | None, draft: int | None, budget: DecodeBudget | None) -> None:
-    """The body of :func:`load_image` once the header is read: guards from the header, then the decode."""
-    result.format, result.mode = img.format or "", img.mode
-    width, height = result.width, result.height = img.size
-    if width * height > max_pixels:
-        result.error = f"image too large: {width}x{height} = {width * height:,} pixels > limit {max_pixels:,}"
-        return
-    if min_side and min(width, height) < min_side:
-        result.error = f"image too small to judge: {width}x{height} (at least {min_side} px a side)"
-        return
-    if img.format == "JPEG":  # decode already scaled down by 1/2, 1/4 or 1/8 where that loses nothing needed
-        scale = jpeg_scale(width, height, img.mode, draft or size, max_side, max_decode_bytes)
-        img.draft("RGB", (width // scale, height // scale))
-    cost = decoded_bytes(*img.size, img.mode)
-    if cost > max_decode_bytes:
-        result.error = (f"image too large to decode: {width}x{height} {img.mode} needs {cost / MiB:.0f} MiB "
-                        f"> limit {max_decode_bytes / MiB:.0f} MiB")
-        return
-    n_frames = getattr(img, "n_frames", 1)
-    raw_mode = img.tile[0][3] if img.tile and isinstance(img.tile[0][3], str) else ""
-    with budget.reserve(cost) if budget else nullcontext():
-        img.load()
-        orientation = img.getexif().get(0x0112, 1)  # after load: a PNG's EXIF may follow its pixels
-        if orientation not in _ORIENTATIONS:
-            result.conversions.append(f"EXIF orientation {str(orientation)[:20]!r} ignored (not 1-8)")
-            orientation = 1
-        if orientation in _ROTATING_ORIENTATIONS:
-            result.width, result.height = height, width
-        if n_frames > 1:
-            result.conversions.append(f"first frame of {n_frames}")
-        if ";16" in raw_mode and img.mode in ("RGB", "RGBA"):  # Pillow keeps the high byte of each sample
-            result.conversions.append(f"16-bit {img.mode} -> 8-bit (high byte of each sample)")
-        img = _superseded(img, to_8_bit(img, result.conversions))  # Pillow cannot reduce 16-bit: 8-bit first
-        img = _superseded(img, shrink_to(img, 2 * size if size else max_side))
-        if not size and img.mode not in ("P", "1"):  # to the longest side before widening to RGB
-            img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-        if orientation != 1:
-            img = ImageOps.exif_transpose(img)
-            result.conversions.append(f"EXIF orientation {orientation} applied")
-        img = to_rgb(img, result.conversions)
-        if size:
-            img = img.resize((size, size), Image.Resampling.BILINEAR)
-        else:
-            img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-        if not size and max(result.width, result.height) > max_side:  # not for an asked-for draft
-            result.conversions.append(f"downscaled from {result.width}x{result.height} to "
-                                      f"{img.size[0]}x{img.size[1]} (longest side limit {max_side})")
-        result.image = np.asarray(img, dtype=np.uint8).copy()
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:

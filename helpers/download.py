@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from helpers import atomic
 from helpers.data import file_sha256, load_image
 
 CHUNK = 1 << 16  # small enough that a dropped connection loses little
@@ -274,9 +275,8 @@ def import_images(files: list[tuple[Path, str]], root: str | os.PathLike, label:
         name = f"{digest[:8]}_{Path(original).name}"
         destination = folder / name
         if not destination.exists():
-            temporary = destination.with_name(destination.name + ".part")
-            shutil.copyfile(path, temporary)
-            os.replace(temporary, destination)
+            with atomic.atomic_path(destination) as temporary:
+                shutil.copyfile(path, temporary)
         rows.append(dict(row, path=destination.relative_to(root).as_posix(), sha256=digest,
                          status="converted" if loaded.conversions else "ok",
                          reason="; ".join(loaded.conversions)))

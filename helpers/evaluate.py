@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from helpers import atomic
 from helpers.data import labels_of
 from helpers.stats import auc_ci, binary_metrics, bootstrap_ci, choose_threshold, wilson_ci
 
@@ -113,7 +114,7 @@ def save_json(data: dict, path: str | Path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(clean(data), indent=2))
+    atomic.write_json(path, clean(data), indent=2)
     return path
 
 
@@ -162,8 +163,8 @@ def save_table(table: pd.DataFrame, path_without_suffix: str | Path) -> None:
     """Write a table as CSV and as a Markdown file (for the README and the report)."""
     path = Path(path_without_suffix)
     path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path.with_suffix(".csv"), index=False)
-    path.with_suffix(".md").write_text(table.to_markdown(index=False) + "\n")
+    atomic.write_csv(path.with_suffix(".csv"), table)
+    atomic.write_text(path.with_suffix(".md"), table.to_markdown(index=False) + "\n")
 
 
 def evaluate_run_models(cfg, split_frame: pd.DataFrame, model_keys: list[str], batch_size: int = 64,
@@ -204,7 +205,7 @@ def evaluate_run_models(cfg, split_frame: pd.DataFrame, model_keys: list[str], b
                                                            weights=record.get("weights", {})))
         save_json(result, cfg.path("metrics", f"{key}_metrics.json"))
         test_pred = frames_seen["test"][["path", "label", "source"]].assign(model=key, score=scores["test"])
-        test_pred.to_csv(cfg.path("predictions", f"{key}.csv"), index=False)
+        atomic.write_csv(cfg.path("predictions", f"{key}.csv"), test_pred)
         predictions.append(test_pred)
         results.append(result)
         warning = record.get("weights", {}).get("warning")

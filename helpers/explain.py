@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
+from helpers import atomic
 from helpers.models import backbone_of, model_parts
 from helpers.plots import save_figure
 
@@ -168,6 +169,6 @@ def gradcam_rows(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], lab
     fig.suptitle("09 · Grad-CAM per CNN (evidence for the predicted class)")
     fig.tight_layout()
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        with atomic.atomic_path(path) as staged:
+            fig.savefig(staged, dpi=120, bbox_inches="tight")
     return fig

@@ -9,14 +9,13 @@ push to the Hugging Face Hub runs only when ``HF_TOKEN`` is set.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from helpers import atomic
 from helpers.predict import Predictor
 
 
@@ -37,7 +36,7 @@ def _tflite(model, path: Path) -> Path:
     with tempfile.TemporaryDirectory() as staging:
         _saved_model(model, Path(staging) / "saved_model")
         converter = tf.lite.TFLiteConverter.from_saved_model(str(Path(staging) / "saved_model"))
-        path.write_bytes(converter.convert())
+        path.write_bytes(converter.convert())  # path: the caller's temporary (export_detector)
     return path
 
 
@@ -103,39 +102,31 @@ def model_card(predictor: Predictor, fmt: str, max_difference: float, n_checked:
     return "\n".join(lines) + "\n"
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
-
-
 def export_detector(predictor: Predictor, out_dir: str | Path, fmt: str, samples: np.ndarray,
                     tolerance: float = 1e-3) -> dict:
     """Export a loaded detector to ``out_dir`` as ``saved_model`` or ``tflite``, check it, write the card.
 
-    Returns a report (paths, max score difference); raises :class:`ExportMismatch` (and removes
-    the export) when scores differ by more than ``tolerance`` on ``samples``.
+    Returns a report (paths, max score difference); raises :class:`ExportMismatch` when scores differ
+    by more than ``tolerance`` on ``samples`` (the failed export is removed; an earlier export in
+    ``out_dir`` is left whole), and ``OSError`` before converting when ``out_dir`` cannot be written.
     """
     if fmt not in ("saved_model", "tflite"):
         raise ValueError(f"unknown export format {fmt!r}: use saved_model or tflite")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic.check_writable(out_dir)  # before minutes of conversion
     target = out_dir / ("saved_model" if fmt == "saved_model" else f"{predictor.path.stem}.tflite")
-    _remove(target)
-    if fmt == "saved_model":
-        _saved_model(predictor.model, target)
-    else:
-        _tflite(predictor.model, target)
     expected = predictor.single_pass_scores(samples)  # one pass, as the exported model scores
-    difference = float(np.max(np.abs(exported_scores(target, fmt, samples) - expected)))
-    if difference > tolerance:
-        _remove(target)
-        raise ExportMismatch(f"{fmt} export differs from the Keras model by {difference:.2e} > {tolerance}")
-    card = out_dir / "MODEL_CARD.md"
-    card.write_text(model_card(predictor, fmt, difference, len(samples)))
-    (out_dir / "threshold.json").write_text(json.dumps({"threshold": predictor.threshold,
-                                                        "image_size": predictor.image_size}))
+    with atomic.atomic_path(target) as staged:  # checked before it replaces an earlier export
+        if fmt == "saved_model":
+            _saved_model(predictor.model, staged)
+        else:
+            _tflite(predictor.model, staged)
+        difference = float(np.max(np.abs(exported_scores(staged, fmt, samples) - expected)))
+        if difference > tolerance:
+            raise ExportMismatch(f"{fmt} export differs from the Keras model by {difference:.2e} > {tolerance}")
+    card = atomic.write_text(out_dir / "MODEL_CARD.md", model_card(predictor, fmt, difference, len(samples)))
+    atomic.write_json(out_dir / "threshold.json", {"threshold": predictor.threshold,
+                                                   "image_size": predictor.image_size})
     return dict(export=str(target), model_card=str(card), max_difference=difference, checked=len(samples),
                 threshold=predictor.threshold)
 

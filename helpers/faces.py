@@ -17,7 +17,7 @@ import hashlib
 import json
 import math
 import os
-import threading
+import warnings
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
+
+from helpers import atomic
 
 KEYPOINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
@@ -173,6 +175,19 @@ def face_crop(image: np.ndarray, face: Face, margin: float = 0.4, align: bool = 
     return crop_face(image, face, margin)
 
 
+def _read_cached(path: Path) -> dict | None:
+    """A kept detection record, or None: absent, or unreadable (removed with a warning, detected again)."""
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        warnings.warn(f"face cache entry {path.name} is unreadable ({type(exc).__name__}): detecting again",
+                      stacklevel=3)
+        path.unlink(missing_ok=True)
+        return None
+
+
 def _cache_file(cache_dir: Path, sha256: str) -> Path:
     return cache_dir / sha256[:2] / f"{sha256}.json"
 
@@ -198,9 +213,9 @@ def detect_manifest(manifest: pd.DataFrame, root: str | os.PathLike, detector: F
     todo = []
     for index, row in enumerate(manifest.itertuples(index=False)):
         sha = getattr(row, "sha256", None) or hashlib.sha256(str(row.path).encode()).hexdigest()
-        cached = _cache_file(cache, sha) if cache else None
-        if cached is not None and cached.exists():
-            records[index] = {**json.loads(cached.read_text()), "cached": True}
+        cached = _read_cached(_cache_file(cache, sha)) if cache else None
+        if cached is not None:
+            records[index] = {**cached, "cached": True}
         else:
             todo.append((index, row, sha))
     with tqdm(total=len(todo), desc="faces", unit="img", disable=not progress or not todo) as bar:
@@ -212,11 +227,7 @@ def detect_manifest(manifest: pd.DataFrame, root: str | os.PathLike, detector: F
             for (index, _, sha), item in zip(chunk, loaded):
                 record = _record(item, next(found_iter) if item.ok else None, detector.min_size)
                 if cache is not None:
-                    target = _cache_file(cache, sha)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = target.with_suffix(".tmp")
-                    tmp.write_text(json.dumps(record))
-                    tmp.replace(target)
+                    atomic.write_json(_cache_file(cache, sha), record)
                 records[index] = {**record, "cached": False}
             bar.update(len(chunk))
     table = pd.DataFrame([records[i] for i in range(len(manifest))], index=manifest.index)
@@ -287,11 +298,9 @@ def write_crops(faces_table: pd.DataFrame, root: str | os.PathLike, crops_root: 
             loaded = load_image(root / str(record.path))
             if not loaded.ok:
                 return ""
-            target.parent.mkdir(parents=True, exist_ok=True)
             crop = resize_square(face_crop(loaded.image, face, margin, align), size)
-            partial = target.with_name(f"{target.name}.{threading.get_ident()}.tmp")  # this thread's own
-            Image.fromarray(crop).save(partial, format="PNG", compress_level=1)  # fast, lossless
-            partial.replace(target)
+            with atomic.atomic_path(target) as partial:  # each thread its own temporary
+                Image.fromarray(crop).save(partial, format="PNG", compress_level=1)  # fast, lossless
         return relative
 
     records = list(faces_table.itertuples(index=False))

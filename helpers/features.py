@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
+import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 import keras
@@ -25,6 +27,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from helpers import atomic
 from helpers.models import inference_trunk, model_parts
 from helpers.pipeline import labels_of, make_dataset
 
@@ -81,8 +84,13 @@ def extract_features(model: keras.Model, frame: pd.DataFrame, root: str | Path, 
     key = cache_key(model, frame, image_size, preprocessing, f"{flips}|{perturbation}")
     target = Path(cache_dir) / f"{key}.npz" if cache_dir else None
     if target is not None and target.exists():
-        with np.load(target) as stored:
-            return {**{k: stored[k] for k in stored.files}, "seconds": np.float64(0.0)}
+        try:
+            with np.load(target) as stored:
+                return {**{k: stored[k] for k in stored.files}, "seconds": np.float64(0.0)}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # cut short or damaged on disk
+            warnings.warn(f"feature cache {target.name} is unreadable ({type(exc).__name__}): removed, "
+                          "extracting again", stacklevel=2)
+            target.unlink(missing_ok=True)
     extractor = pooled_extractor(model)
     start = time.perf_counter()
     dataset = make_dataset(frame, root, image_size, batch_size, cache=False, preprocessing=preprocessing,
@@ -98,10 +106,8 @@ def extract_features(model: keras.Model, frame: pd.DataFrame, root: str | Path, 
     if flips:
         result["flipped"] = np.concatenate(mirrored) if mirrored else np.zeros((0, width), np.float32)
     if target is not None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.stem}.{os.getpid()}.npz")  # this process's own: notebooks run at once
-        np.savez(partial, **result)
-        partial.replace(target)
+        with atomic.atomic_path(target) as partial:  # this process's own: notebooks run at once
+            np.savez(partial, **result)
     return {**result, "seconds": np.float64(time.perf_counter() - start)}
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
+from helpers import atomic
 from helpers.data import load_image
 
 PAIRS_FILE = "pairs.csv"
@@ -174,15 +175,13 @@ def generate_pairs(real_paths: list[str], root: str | Path, generator: ImageGene
     for real in tqdm(todo, desc=f"variations ({generator.name})", disable=not progress):
         content = generator.variation(square_png(root / real))
         fake = out_dir / f"{Path(real).stem}_{generator.name}.png"
-        temporary = fake.with_name(fake.name + ".part")
-        temporary.write_bytes(content)
-        os.replace(temporary, fake)
+        atomic.write_bytes(fake, content)
         row = dict(pair_id=f"pair-{Path(real).stem}", real_path=real,
                    fake_path=fake.relative_to(root).as_posix(), generator=generator.name,
                    model=generator.model)
         pairs = pd.concat([pairs[pairs["real_path"].ne(real) | pairs["generator"].ne(generator.name)],
                            pd.DataFrame([row])], ignore_index=True)
-        pairs.to_csv(root / PAIRS_FILE, index=False)  # after every image: resumable
+        atomic.write_csv(root / PAIRS_FILE, pairs)  # after every image: resumable
     return pairs
 
 

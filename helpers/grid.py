@@ -15,7 +15,6 @@ epoch budget share one run, each reading its prefix of the per-epoch history.
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
+from helpers import atomic
 from helpers.features import cached_dataset, extract_features, head_model
 from helpers.train import ReusableFit, fit_detector
 
@@ -41,8 +41,8 @@ def _finish(rows: list[dict], out_dir: Path, name: str) -> pd.DataFrame:
     out_dir.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(rows)
     table["selected"] = table.index == table["best_val_auc"].idxmax()
-    table.to_csv(out_dir / f"{name}.csv", index=False)
-    (out_dir / f"{name}.json").write_text(json.dumps(table.to_dict("records"), indent=2))
+    atomic.write_csv(out_dir / f"{name}.csv", table)
+    atomic.write_json(out_dir / f"{name}.json", table.to_dict("records"), indent=2)
     return table
 
 
@@ -135,7 +135,7 @@ def cached_grid_search(build_model, grid: dict[str, list], train_frame: pd.DataF
                                val_ds, out_dir, name, default_epochs=default_epochs,
                                seed=seed)
     table["feature_seconds"] = round(float(train_cache["seconds"] + val_cache["seconds"]), 1)
-    table.to_csv(Path(out_dir) / f"{name}.csv", index=False)
+    atomic.write_csv(Path(out_dir) / f"{name}.csv", table)
     return table
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from helpers import atomic
 from helpers.data import file_digest
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -53,7 +54,7 @@ def write_pins(folder: str | os.PathLike, out: str | os.PathLike) -> pd.DataFram
         rows.append(dict(name=short, md5=md5, sha256=sha256))
     pins = pd.DataFrame(rows, columns=PIN_COLUMNS).sort_values(["name", "md5"])
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    pins.to_csv(out, index=False)
+    atomic.write_csv(out, pins)
     return pins
 
 
@@ -125,7 +126,7 @@ def _reencoded(upstream: Path, row: dict, digest: str, workdir: Path) -> tuple[P
 
     target = workdir / row[digest][:16] / row["name"]
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(reencode_jpeg(upstream, int(row["jpeg_quality"])))
+    atomic.write_bytes(target, reencode_jpeg(upstream, int(row["jpeg_quality"])))
     same = file_digest(target, digest) == row[digest]
     note = (f"upstream md5 {row['upstream_md5']} verified; re-encoded to JPEG quality {row['jpeg_quality']} "
             f"with Pillow {pillow}: " + ("the pinned bytes exactly" if same else

@@ -14,6 +14,8 @@ import pandas as pd
 import seaborn as sns
 from sklearn import metrics as skm
 
+from helpers import atomic
+
 LABEL_COLORS = {"real": "#2a9d8f", "fake": "#e76f51"}
 OUTSIDE = "outside the layout"  # the data card's label for entries beside real/ and fake/
 
@@ -21,9 +23,8 @@ OUTSIDE = "outside the layout"  # the data card's label for entries beside real/
 def save_figure(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
     """Save ``fig`` to ``path`` (if given) with a tight layout; return it."""
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        with atomic.atomic_path(path) as staged:
+            fig.savefig(staged, dpi=120, bbox_inches="tight")
     return fig
 
 

@@ -23,6 +23,19 @@ import pandas as pd
 
 from helpers import config
 from helpers.data import DEFAULT_DECODE_BUDGET, DecodeBudget, LoadedImage, load_image, path_text, resize_square
+from helpers.inputs import (  # noqa: F401 - the listing and cell rules, also reached as helpers.predict.*
+    EMPTY_FOLDER,
+    HIDDEN,
+    SPREADSHEET_TRIGGERS,
+    has_odd_name,
+    image_files,
+    input_entries,
+    needs_escape,
+    shown_message,
+    shown_path,
+    spreadsheet_safe,
+    spreadsheet_text,
+)
 
 MIN_VAL_IMAGES = 50  # a validation AUC on fewer images (e.g. the smoke profile) is too noisy to rank by
 MIN_SIDE_FOR_VERDICT = 32  # smaller images get a reason, not a verdict
@@ -37,11 +50,6 @@ class NoModelError(FileNotFoundError):
 
 class ModelUnusable(NoModelError):
     """A model path was given but is not a usable detector (not a Keras file, corrupt, outside the runs folder)."""
-
-
-def has_odd_name(path: str | os.PathLike) -> bool:
-    """True when the file name holds bytes that are not valid UTF-8 (written escaped by :func:`path_text`)."""
-    return path_text(path) != os.fspath(path)
 
 
 def metrics_for(model_path: str | Path) -> dict:
@@ -103,69 +111,42 @@ def allowed_model_path(text: str, root: str | Path | None = None) -> Path:
     it exists or not. Raises :class:`ModelUnusable` with a one-line reason.
     """
     root = Path(root or config.default_runs_root()).resolve()
-    candidate = Path(text.strip()).expanduser()
-    candidate = (candidate if candidate.is_absolute() else root / candidate).resolve()
-    if not candidate.is_relative_to(root) or candidate.suffix != ".keras":
-        raise ModelUnusable("only .keras models inside the runs folder can be loaded; pick one from the list")
-    if not candidate.is_file():
-        raise ModelUnusable(f"no model file {candidate.relative_to(root)} in the runs folder")
+    refusal = "only .keras models inside the runs folder can be loaded; pick one from the list"
+    try:
+        candidate = Path(text.strip()).expanduser()
+        candidate = (candidate if candidate.is_absolute() else root / candidate).resolve()
+        if not candidate.is_relative_to(root) or candidate.suffix != ".keras":
+            raise ModelUnusable(refusal)
+        found = candidate.is_file()
+    except (ValueError, OSError, RuntimeError):  # a NUL byte, a name too long for the system, a link loop
+        raise ModelUnusable(refusal) from None
+    if not found:
+        raise ModelUnusable(f"no model file {path_text(candidate.relative_to(root))} in the runs folder")
     return candidate
 
 
-HIDDEN = "hidden (a name starting with '.'): not scored"
-EMPTY_FOLDER = "empty folder: no files to score"
-SPREADSHEET_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "'")  # "'" too, so that the escape can be undone
+MAX_MODEL_UNPACKED_BYTES = 1 << 30  # a detector's archive may unpack to 1 GiB (ResNet50 with Adam's moments: ~300 MB)
+MAX_MODEL_RATIO = 100  # weights compress ~1.1:1; a member that unpacks to 100x its size is a decompression bomb
 
 
-def input_entries(inputs: list[str | Path]) -> tuple[list[Path], dict[Path, str]]:
-    """Every entry to answer for: files named directly, and everything under named folders (sorted).
-
-    Each entry gets a row in the results: broken links, pipes, sockets and devices go to the
-    loader, which says why they cannot be read; hidden files (a name or folder starting with
-    ``.``) and a named folder with no files are answered with a reason of their own, returned in
-    the second value (``{path: reason}``) and never opened.
-    """
-    entries: list[Path] = []
-    reasons: dict[Path, str] = {}
-    for item in map(Path, inputs):
-        if not item.is_dir():
-            entries.append(item)
-            continue
-        found = sorted(p for p in item.rglob("*") if not p.is_dir() or p.is_symlink())
-        if not found:
-            entries.append(item)
-            reasons[item] = EMPTY_FOLDER
-        for path in found:
-            entries.append(path)
-            if any(part.startswith(".") for part in path.relative_to(item).parts):
-                reasons[path] = HIDDEN
-    return entries, reasons
-
-
-def image_files(inputs: list[str | Path]) -> list[Path]:
-    """The entries of :func:`input_entries` that are worth opening (not hidden, not an empty folder)."""
-    entries, reasons = input_entries(inputs)
-    return [path for path in entries if path not in reasons]
-
-
-def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with every text cell a spreadsheet would run as a formula neutralised.
-
-    A cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading
-    ``'`` (the usual rule, OWASP's "CSV injection"); so does one that already starts with ``'``,
-    which makes the escape reversible: a cell that starts with ``'`` had exactly one added, so
-    removing one leading ``'`` gives the original text (:func:`spreadsheet_text`).
-    """
-    def neutral(value):
-        return "'" + value if isinstance(value, str) and value.startswith(SPREADSHEET_TRIGGERS) else value
-
-    return frame.apply(lambda column: column.map(neutral) if column.dtype == object or
-                       pd.api.types.is_string_dtype(column) else column)
-
-
-def spreadsheet_text(cell: str) -> str:
-    """The original text of a cell written by :func:`spreadsheet_safe`."""
-    return cell[1:] if cell.startswith("'") else cell
+def archive_problem(path: str | Path) -> str | None:
+    """Why a ``.keras`` archive must not be unpacked, read from its directory alone (nothing extracted):
+    more than :data:`MAX_MODEL_UNPACKED_BYTES` declared in all, or a member compressed more than
+    :data:`MAX_MODEL_RATIO` to one. None for an archive that is safe to open."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        return f"unreadable archive ({type(exc).__name__})"
+    declared = sum(member.file_size for member in members)
+    if declared > MAX_MODEL_UNPACKED_BYTES:
+        return (f"its archive unpacks to {declared / 2**20:,.0f} MiB (limit {MAX_MODEL_UNPACKED_BYTES / 2**20:,.0f} "
+                "MiB)")
+    for member in members:
+        if member.file_size > MAX_MODEL_RATIO * max(member.compress_size, 1) and member.file_size > 1 << 20:
+            return (f"its member {member.filename[:80]!r} unpacks to {member.file_size / max(member.compress_size, 1):,.0f}"
+                    f" times its size (a decompression bomb; limit {MAX_MODEL_RATIO})")
+    return None
 
 
 @dataclass
@@ -201,6 +182,9 @@ class Predictor:
         if not zipfile.is_zipfile(model_path):  # a Keras 3 model file is a zip archive: say so before importing TensorFlow
             raise ModelUnusable(f"{path_text(model_path)} cannot be loaded as a detector: not a Keras archive "
                                 "(a .keras file is a zip)")
+        problem = archive_problem(model_path)
+        if problem:
+            raise ModelUnusable(f"{path_text(model_path)} cannot be loaded as a detector: {problem}")
         from helpers import served  # TensorFlow: only once there is a model file to load (a wrong path answers at once)
         from helpers.models import load_detector
 
@@ -355,10 +339,9 @@ class Predictor:
             try:
                 if not self.reencode:
                     return load_image(path, size=self.image_size, min_side=MIN_SIDE_FOR_VERDICT, budget=budget)
-                loaded = load_image(path, min_side=MIN_SIDE_FOR_VERDICT, budget=budget)  # own size, then re-encoded
-                if loaded.ok:
-                    loaded.image = self.model_input(loaded.image, key=str(path))
-                return loaded
+                # at its own size, re-encoded and resized inside the decode's memory reservation and time limit
+                return load_image(path, min_side=MIN_SIDE_FOR_VERDICT, budget=budget,
+                                  prepare=lambda image: self.model_input(image, key=str(path)))
             except Exception as exc:  # noqa: BLE001 - a per-file failure is that file's row, never the batch's end
                 return LoadedImage(path=path, error=f"could not be prepared: {type(exc).__name__}: {exc}"[:300])
 

@@ -28,15 +28,15 @@ entries. Everything else goes to the wrapped bank unchanged.
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
+import warnings
 import weakref
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from helpers import finetuned, models, protocols, training_cache
+from helpers import atomic, finetuned, models, protocols, training_cache
 
 HEAD_FILES = ("weights.npz", "log.csv")
 
@@ -105,8 +105,7 @@ class CachedBank:
             head = models.build_head("mobilenetv2", dropout=recipe.dropout, seed=seed)
             with np.load(folder / "weights.npz") as stored:
                 head.set_weights([stored[f"w{i}"] for i in range(len(stored.files))])
-            Path(out_dir).mkdir(parents=True, exist_ok=True)
-            (Path(out_dir) / log_name).write_bytes((folder / "log.csv").read_bytes())
+            atomic.write_bytes(Path(out_dir) / log_name, (folder / "log.csv").read_bytes())
             return protocols.TrainedHead(recipe, head, float(entry["threshold"]), float(entry["val_auc"]),
                                          float(entry["seconds"]))
         self.misses["head"] += 1
@@ -151,17 +150,21 @@ class CachedBank:
             return trained.scores[(split, variant)]
         target = self.cache_dir / "scores" / f"{self.scores_key(trained, split, variant)}.npy"
         if target.is_file() and not training_cache.retrain_requested():
-            scores = np.load(target)
+            try:
+                scores = np.load(target)
+            except (OSError, ValueError, EOFError) as exc:  # cut short or damaged on disk: computed again
+                warnings.warn(f"kept scores {target.name} are unreadable ({type(exc).__name__}): removed, scoring "
+                              "again", stacklevel=2)
+                target.unlink(missing_ok=True)
+                scores = np.zeros(0)
             if len(scores) == len(self.bank.frames[split]):
                 self.hits["scores"] += 1
                 trained.scores[(split, variant)] = scores
                 return scores
         self.misses["scores"] += 1
         scores = self.bank.score(trained, split, variant)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.stem}.{os.getpid()}.npy")
-        np.save(partial, scores)
-        partial.replace(target)  # atomic: a crash never leaves half a file under the key
+        with atomic.atomic_path(target) as partial:
+            np.save(partial, scores)
         return scores
 
     # --- the Bank protocol -----------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from helpers import config, training_cache
+from helpers import atomic, config, training_cache
 from helpers.config import REPO_ROOT
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
@@ -262,6 +262,9 @@ def reproduce(profile_name: str, run_name: str | None = None, runs_root: Path | 
     runs_root = Path(runs_root or config.default_runs_root()).resolve()
     run_dir = runs_root / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
+    swept = atomic.sweep_temporaries(runs_root)  # what writes killed in an earlier run left behind
+    if swept:
+        print(f"[reproduce] removed {len(swept)} temporary files left by interrupted writes", flush=True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     notebooks = [nb for nb in profile["notebooks"] if not only or any(nb.startswith(o) for o in only)]
     overrides = {"profile": profile_name, **(overrides or {})}
@@ -290,7 +293,7 @@ def reproduce(profile_name: str, run_name: str | None = None, runs_root: Path | 
                    finished=time.strftime("%Y-%m-%d %H:%M %Z"), environment=environment_versions(),
                    notebooks={t.notebook: round(t.seconds, 1) for t in timings},
                    headline=headline_metrics(run_dir))
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic.write_json(run_dir / "summary.json", summary, indent=2)
     return summary
 
 

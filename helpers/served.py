@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from helpers import atomic
 from helpers.served_report import model_card, targets_table  # noqa: F401 (the served detector's reports)
 from helpers.stats import coverage_thresholds, fpr_controlled_threshold, miss_controlled_threshold, wilson_ci
 
@@ -336,8 +337,10 @@ def save_served(model, path: str | Path, record: ServedRecord, distance: Feature
     """Write the model, its record, its reference features and its model card side by side."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(path)
-    np.save(reference_path(path), distance.reference)
-    record_path(path).write_text(record.to_json())
-    path.with_name(f"{path.stem}_card.md").write_text(model_card(record))
+    with atomic.atomic_path(path) as staged:
+        model.save(staged)
+    with atomic.atomic_path(reference_path(path)) as staged:
+        np.save(staged, distance.reference)
+    atomic.write_text(record_path(path), record.to_json())
+    atomic.write_text(path.with_name(f"{path.stem}_card.md"), model_card(record))
     return path

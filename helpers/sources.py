@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from helpers import config
+from helpers import atomic, config
 from helpers import pins as pins_module
 from helpers.config import REPO_ROOT
 from helpers.download import ChecksumError, download, import_images, safe_extract
@@ -271,8 +271,8 @@ def fetch_source(source: Source, root: str | os.PathLike, mirror: str | os.PathL
     root = Path(root)
     marker = root / source.label / source.folder / f".fetched-{source.name}.json"
     provenance_path = root / "provenance.csv"
-    if marker.exists():
-        done = json.loads(marker.read_text())
+    done = read_marker(marker)
+    if done is not None:
         print(f"{source.name}: already imported ({done['imported']} images); nothing to do")
         existing = pd.read_csv(provenance_path, keep_default_na=False) if provenance_path.exists() else None
         return existing[existing["origin"] == done["origin"]] if existing is not None else pd.DataFrame()
@@ -319,11 +319,35 @@ def fetch_source(source: Source, root: str | os.PathLike, mirror: str | os.PathL
     if source.expected_count and imported != source.expected_count:
         print(f"WARNING {source.name}: imported {imported} images, the registry expects "
               f"{source.expected_count} (the upstream may have changed)")
-    header = not provenance_path.exists()
-    provenance.to_csv(provenance_path, mode="a", header=header, index=False)
-    marker.write_text(json.dumps(dict(source=source.name, imported=imported, origin=origin,
-                                      rejected=int((provenance["status"] == "rejected").sum()))))
+    record_provenance(provenance_path, provenance, origin)
+    atomic.write_json(marker, dict(source=source.name, imported=imported, origin=origin,
+                                   rejected=int((provenance["status"] == "rejected").sum())))
     return provenance
+
+
+def read_marker(marker: Path) -> dict | None:
+    """A completed import's marker, or None: absent, or unreadable (a write cut short before markers were
+    written atomically), in which case it is removed with a note and the source is imported again."""
+    if not marker.exists():
+        return None
+    try:
+        done = json.loads(marker.read_text())
+        if {"imported", "origin"} <= set(done):
+            return done
+    except (OSError, ValueError, TypeError):
+        pass
+    print(f"{marker.name}: unreadable import marker removed; importing the source again")
+    marker.unlink(missing_ok=True)
+    return None
+
+
+def record_provenance(provenance_path: Path, rows: pd.DataFrame, origin: str) -> None:
+    """Put one import's provenance ``rows`` in ``provenance_path`` in place of any earlier rows from the same
+    ``origin`` (an import cut short, then run again, lists each image once), atomically."""
+    if provenance_path.exists():
+        earlier = pd.read_csv(provenance_path, keep_default_na=False, dtype=str)
+        rows = pd.concat([earlier[earlier["origin"] != origin], rows], ignore_index=True)
+    atomic.write_csv(provenance_path, rows)
 
 
 def fetch_many(names: list[str], root: str | os.PathLike, mirror: str | os.PathLike | None = None,

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from helpers import atomic
+
 SPLITS = ("train", "val", "test")
 
 
@@ -157,9 +159,7 @@ def leakage_report(split_frame: pd.DataFrame, max_distance: int = 6) -> pd.DataF
 def save_split(split_frame: pd.DataFrame, path: str | Path) -> Path:
     """Write the split manifest as CSV (the run's record of which image went where)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    split_frame.to_csv(path, index=False)
-    return path
+    return atomic.write_csv(path, split_frame)
 
 
 def load_split(path: str | Path) -> pd.DataFrame:

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpers import atomic
 from helpers.download import contained_path
 
 ENDPOINT_ENV = "FAKEFACE_S3_ENDPOINT"
@@ -33,7 +34,8 @@ class SyncReport:
     transferred: int = 0
     skipped: int = 0
     bytes: int = 0
-    refused: list[str] = field(default_factory=list)  # object keys that would be written outside the folder
+    refused: list[str] = field(default_factory=list)  # object keys not written: outside the folder, both an
+    # object and a folder of objects, or not writable here (each named when refused)
 
 
 def _transfer_config(part_size: int):
@@ -116,7 +118,7 @@ def sync_up(local_dir: str | Path, bucket: str, prefix: str, client, part_size: 
 
     local_dir = Path(local_dir)
     remote = list_objects(client, bucket, prefix)
-    files = sorted(p for p in local_dir.rglob("*") if p.is_file() and not p.name.endswith(".part"))
+    files = sorted(p for p in local_dir.rglob("*") if p.is_file() and not atomic.is_temporary(p))
     report = SyncReport()
     for path in tqdm(files, desc=f"s3://{bucket}/{prefix}", disable=not progress):
         key = _key(prefix, path.relative_to(local_dir).as_posix())
@@ -146,26 +148,36 @@ def sync_down(bucket: str, prefix: str, local_dir: str | Path, client, part_size
     local_dir = Path(local_dir)
     report = SyncReport()
     listed = prefix.strip("/") + "/" if prefix.strip("/") else ""  # "v1" must not list "v10/..."
-    for key, (size, etag) in tqdm(sorted(list_objects(client, bucket, listed).items()),
-                                  desc=f"s3://{bucket}/{prefix}", disable=not progress):
-        relative = key[len(prefix.strip("/")) + 1:] if prefix.strip("/") else key
+    objects = sorted(list_objects(client, bucket, listed).items())
+    strip = len(prefix.strip("/")) + 1 if prefix.strip("/") else 0
+    folders = {"/".join(key[strip:].split("/")[:depth]) for key, _ in objects
+               for depth in range(1, key[strip:].count("/") + 1)}
+    for key, (size, etag) in tqdm(objects, desc=f"s3://{bucket}/{prefix}", disable=not progress):
+        relative = key[strip:]
         target = contained_path(local_dir, relative)
         if target is None:
             print(f"refused object key {key!r}: it would be written outside {local_dir}")
             report.refused.append(key)
             continue
+        if relative in folders:  # "p/a" and "p/a/b": one local path cannot be a file and a folder
+            print(f"refused object key {key!r}: it is also the folder of other objects ({key}/...), which are kept")
+            report.refused.append(key)
+            continue
         # A plain MD5 ETag (single PUT) is checked as one part; a multipart one with part_size.
         check_part_size = part_size if "-" in etag else size + 1
-        if target.exists() and target.stat().st_size == size and local_etag(target, check_part_size) == etag:
+        if target.is_file() and target.stat().st_size == size and local_etag(target, check_part_size) == etag:
             report.skipped += 1
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(target.name + ".part")
         try:
-            client.download_file(bucket, key, str(temporary), Config=_transfer_config(part_size))
-        except (BotoCoreError, ClientError) as exc:
-            raise _wrap(exc, bucket, client) from exc
-        os.replace(temporary, target)
+            with atomic.atomic_path(target) as temporary:
+                try:
+                    client.download_file(bucket, key, str(temporary), Config=_transfer_config(part_size))
+                except (BotoCoreError, ClientError) as exc:
+                    raise _wrap(exc, bucket, client) from exc
+        except OSError as exc:  # the local side: a folder where the file goes, a full disk, no permission
+            print(f"refused object key {key!r}: cannot write {target}: {exc.strerror or exc}")
+            report.refused.append(key)
+            continue
         report.transferred += 1
         report.bytes += size
     return report

@@ -8,7 +8,6 @@ again from the same start (protocol folds, grid points). The grids live in :mod:
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
-from helpers import training_cache
+from helpers import atomic, training_cache
 from helpers.models import prepare_finetune
 
 
@@ -266,7 +265,7 @@ def train_backbone_detector(model: keras.Model, weights, datasets: dict, cfg, ar
                       trainable_fraction=trainable_fraction, input_kind=input_kind, from_scratch=from_scratch)
     record = save_training_record(cfg.path("training", f"{arch}.json"), arch, cfg.image_size, weights.to_dict(),
                                   results, parameters)
-    combined_history(results).to_csv(cfg.path("training", f"{arch}_history.csv"), index=False)
+    atomic.write_csv(cfg.path("training", f"{arch}_history.csv"), combined_history(results))
     return results, record
 
 
@@ -288,6 +287,5 @@ def save_training_record(path: str | Path, arch: str, image_size: int, weights: 
     record = dict(arch=arch, image_size=image_size, weights=weights, parameters=parameters,
                   stages={stage: result.summary() for stage, result in results.items()})
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, default=str))
+    atomic.write_json(path, record, indent=2, default=str)
     return record

@@ -37,12 +37,17 @@ import json
 import os
 import shutil
 import time
+import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from helpers import atomic
 
 RETRAIN_ENV = "FAKEFACE_RETRAIN"
 ENTRY_FILE = "entry.json"
@@ -164,35 +169,55 @@ def training_key(parts: dict) -> str:
 
 
 def lookup(cache_dir: str | Path, key: str) -> tuple[Path, dict] | None:
-    """``(entry folder, entry)`` of a stored training, or ``None`` (absent, or retraining requested)."""
+    """``(entry folder, entry)`` of a stored training, or ``None`` (absent, retraining requested, or an entry
+    that cannot be read back whole: it is removed with a warning, and the caller trains afresh)."""
     folder = Path(cache_dir) / key
     if retrain_requested() or not (folder / ENTRY_FILE).is_file():
         return None
-    return folder, json.loads((folder / ENTRY_FILE).read_text())
+    problem = entry_problem(folder)
+    if problem is None:
+        return folder, json.loads((folder / ENTRY_FILE).read_text())
+    warnings.warn(f"cached training {key} is unreadable ({problem}): removed, computing it again", stacklevel=2)
+    shutil.rmtree(folder, ignore_errors=True)
+    return None
+
+
+def entry_problem(folder: Path) -> str | None:
+    """Why a stored entry cannot be used (its record unreadable, a listed file missing, an archive's
+    checksums wrong), or None."""
+    try:
+        entry = json.loads((folder / ENTRY_FILE).read_text())
+        for name in entry.get("files", {}).values():
+            path = folder / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if path.suffix in (".keras", ".npz"):  # zip archives: every member's CRC checked
+                with zipfile.ZipFile(path) as archive:
+                    broken = archive.testzip()
+                if broken is not None:
+                    return f"{name}: member {broken} is corrupt"
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        return f"{type(exc).__name__}: {exc}"[:200]
+    return None
 
 
 def store(cache_dir: str | Path, key: str, files: dict[str, Path], entry: dict) -> Path:
     """Keep ``files`` (name in the entry -> file to copy; missing ones are skipped) and ``entry``
     under ``key``, atomically: written to a temporary folder, then renamed over any older entry."""
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = cache_dir / f".{key}.{os.getpid()}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    kept = {}
-    for name, source in files.items():
-        if Path(source).is_file():
-            shutil.copyfile(source, staging / name)
-            kept[name] = name
-    entry = {**entry, "files": kept, "stored": time.strftime("%Y-%m-%d %H:%M:%S")}
-    (staging / ENTRY_FILE).write_text(json.dumps(entry, indent=2, default=str))
-    target = cache_dir / key
-    if target.exists():  # retrained (FAKEFACE_RETRAIN): the new result replaces the old
-        shutil.rmtree(target, ignore_errors=True)
+    target = Path(cache_dir) / key
     try:
-        staging.rename(target)
+        with atomic.atomic_path(target) as staging:  # retrained (FAKEFACE_RETRAIN): the new entry replaces the old
+            staging.mkdir()
+            kept = {}
+            for name, source in files.items():
+                if Path(source).is_file():
+                    shutil.copyfile(source, staging / name)
+                    kept[name] = name
+            entry = {**entry, "files": kept, "stored": time.strftime("%Y-%m-%d %H:%M:%S")}
+            (staging / ENTRY_FILE).write_text(json.dumps(entry, indent=2, default=str))
     except OSError:  # another process stored the same training meanwhile: keep its entry
-        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / ENTRY_FILE).is_file():
+            raise
     return target
 
 

@@ -205,3 +205,40 @@ def test_the_app_serves_the_served_detector_and_says_unsure_with_the_reason(brow
                 assert verdict == expected, (name, verdict, score)
         assert "Unsure: unlike the training images" in body
         page.screenshot(path=str(ARTIFACTS / "04_served_unsure.png"), full_page=True)
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise OSError("no VmHWM")
+
+
+def test_three_sessions_uploading_the_costliest_files_at_once_share_one_decode_budget(browser, trained_run,
+                                                                                     tmp_path):
+    """Three browser sessions each upload one of the costliest accepted pictures at the same moment: the
+    server decodes them within its one budget, answers all three, and its peak memory stays under 2 GB."""
+    from test_decode_limits import _gradient
+
+    picture = _gradient(8000, 8000)
+    files = [tmp_path / "progressive444.jpg", tmp_path / "big.png", tmp_path / "big.jp2"]
+    picture.save(files[0], progressive=True, subsampling=0, quality=90)
+    picture = picture.crop((0, 0, 7000, 7000))
+    picture.save(files[1], compress_level=1)
+    picture.crop((0, 0, 3000, 3000)).save(files[2])  # JPEG 2000 encodes slowly: a smaller one
+    del picture
+    with AppServer(trained_run) as app:
+        pages = []
+        for _ in files:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(app.url)
+            page.get_by_text("MobileNetV2 demo").first.wait_for(timeout=60_000)
+            pages.append(page)
+        for page, path in zip(pages, files):  # one after another without waiting: the three run at once
+            page.locator("input[type=file]").first.set_input_files([str(path)])
+        for page, path in zip(pages, files):
+            page.get_by_text(f"{path.name}: ", exact=False).first.wait_for(timeout=180_000)
+            assert "P(fake) =" in page.inner_text("body"), path.name
+        peak = _peak_rss_mib(app.process.pid)
+    print(f"app peak with three concurrent uploads: {peak:.0f} MiB")
+    assert peak < 2 * 1024, peak

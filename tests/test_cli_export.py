@@ -252,6 +252,22 @@ def test_app_model_paths_stay_inside_the_runs_folder(trained_run, tmp_path):
     assert len(answers) == 1 and "inside the runs folder" in answers.pop()  # existence is never revealed
     with pytest.raises(predict.ModelUnusable, match="no model file demo/x.keras"):
         predict.allowed_model_path("demo/x.keras", trained_run)
+    for typed in ("demo/\x00.keras", "a" * 6000 + ".keras", "/" + "b/" * 3000 + "x.keras"):  # NUL, too long
+        with pytest.raises(predict.ModelUnusable) as refused:
+            predict.allowed_model_path(typed, trained_run)
+        assert str(refused.value) == "only .keras models inside the runs folder can be loaded; pick one from the list"
+
+
+def test_messages_shown_to_a_remote_user_name_paths_relative_to_the_runs_folder(tmp_path):
+    runs = tmp_path / "runs"
+    model = runs / "sample" / "models" / "bad.keras"
+    message = f"{model} cannot be loaded as a detector: not a Keras archive (a .keras file is a zip)\nmore"
+    shown = predict.shown_message(message, model, runs)
+    assert shown == ("runs/sample/models/bad.keras cannot be loaded as a detector: not a Keras archive "
+                     "(a .keras file is a zip)")
+    assert str(tmp_path) not in shown
+    assert predict.shown_path(tmp_path / "elsewhere" / "m.keras", runs) == "m.keras"  # outside: the name alone
+    assert predict.shown_path("relative/m.keras", runs) == "relative/m.keras"
 
 
 _PEAK = """import resource, subprocess, sys
@@ -349,3 +365,183 @@ def test_an_empty_folder_and_a_pipe_named_directly_get_rows(trained_run, tmp_pat
     rows = pd.read_csv(out, keep_default_na=False).set_index("path")
     assert rows.loc[str(tmp_path / "empty"), "error"] == predict.EMPTY_FOLDER
     assert rows.loc[str(tmp_path / "pipe"), "error"].startswith("not a regular file")
+
+
+def test_line_breaks_in_file_names_stay_one_quoted_cell_of_one_row(trained_run, shared_faces, monkeypatch, tmp_path):
+    """A carriage return or line feed in a name: the CSV (RFC 4180) quotes the cell, so a reader finds one row
+    per file, the cell is neutralised (what follows a line break cannot start a formula line) and reversible."""
+    import csv
+
+    monkeypatch.setenv(config.RUNS_ENV, str(trained_run))
+    face = sorted((shared_faces / "real" / "ffhq").iterdir())[0].read_bytes()
+    names = ["photo\r=1+2.jpg", "two\nlines.jpg", 'quote".jpg', "comma,name.jpg", "plain.jpg"]
+    for name in names:
+        (tmp_path / "in" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "in" / name).write_bytes(face)
+    out = tmp_path / "r.csv"
+    assert cli.main(["predict", str(tmp_path / "in"), "--out", str(out), "--quiet"]) == cli.EXIT_OK
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(names)
+    cells = {Path(predict.spreadsheet_text(r["path"])).name: r["path"] for r in rows}
+    assert set(cells) == set(names)
+    for name in names[:2]:
+        assert cells[name].startswith("'"), cells[name]  # a line break anywhere: neutralised
+    assert not cells["plain.jpg"].startswith("'")
+    raw = out.read_bytes()
+    assert raw.count(b"\r\n") == len(names) + 1  # the header and one line end per file, none inside a cell
+    assert pd.read_csv(out, keep_default_na=False)["path"].map(predict.spreadsheet_text).map(
+        lambda p: Path(p).name).tolist() == sorted(names)
+
+
+def test_a_full_disk_or_an_unwritable_out_keeps_the_previous_results(trained_run, shared_faces, monkeypatch,
+                                                                      tmp_path, capsys):
+    import subprocess
+
+    monkeypatch.setenv(config.RUNS_ENV, str(trained_run))
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for k in range(1500):  # rows with a reason each: far more than the 64 KiB disk holds
+        (inbox / f"not_an_image_with_a_long_name_{k:05d}.jpg").write_bytes(b"")
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)]).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root, as in CI)")
+    try:
+        out = mount / "results.csv"
+        previous = b"path,score,label,threshold,unsure_reason,error\r\na.jpg,0.1,real,0.5,,\r\n"
+        out.write_bytes(previous)
+        code = cli.main(["predict", str(inbox), "--out", str(out), "--quiet"])
+        assert code == cli.EXIT_CANNOT_WRITE == 6
+        assert "cannot write" in capsys.readouterr().err
+        assert out.read_bytes() == previous and [p.name for p in mount.iterdir()] == ["results.csv"]
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_empty_subfolders_inside_a_named_folder_get_a_row(trained_run, shared_faces, monkeypatch, tmp_path):
+    monkeypatch.setenv(config.RUNS_ENV, str(trained_run))
+    face = sorted((shared_faces / "real" / "ffhq").iterdir())[0]
+    (tmp_path / "in" / "empty" / "deeper").mkdir(parents=True)  # only "deeper" is empty
+    (tmp_path / "in" / "other").mkdir()
+    (tmp_path / "in" / ".hidden_empty").mkdir()
+    shutil.copy(face, tmp_path / "in" / "face.jpg")
+    out = tmp_path / "r.csv"
+    assert cli.main(["predict", str(tmp_path / "in"), "--out", str(out), "--quiet"]) == cli.EXIT_SOME_FAILED
+    rows = pd.read_csv(out, keep_default_na=False).set_index("path")["error"]
+    assert rows.to_dict() == {str(tmp_path / "in" / ".hidden_empty"): predict.HIDDEN,
+                              str(tmp_path / "in" / "empty" / "deeper"): predict.EMPTY_FOLDER,
+                              str(tmp_path / "in" / "face.jpg"): "",
+                              str(tmp_path / "in" / "other"): predict.EMPTY_FOLDER}
+
+
+def test_export_to_a_folder_it_cannot_write_fails_before_converting(trained_run, monkeypatch, tmp_path, capsys):
+    import time
+
+    monkeypatch.setenv(config.RUNS_ENV, str(trained_run))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    started = time.perf_counter()
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["export", "--format", "tflite", "--out", str(blocker / "exports")])
+    assert stopped.value.code == cli.EXIT_USAGE and time.perf_counter() - started < 5
+    assert "cannot write there" in capsys.readouterr().err
+
+
+_ZIP_BOMB_PEAK = """import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=300)
+sys.stderr.write(done.stderr)
+print(f"PEAK_KB={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}", file=sys.stderr)
+sys.exit(done.returncode)
+"""
+
+
+def test_a_keras_archive_that_unpacks_far_beyond_its_size_is_refused_unopened(tmp_path, shared_faces):
+    import subprocess
+    import sys
+    import zipfile
+
+    bomb = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("config.json", "{}")
+        with archive.open("model.weights.h5", "w", force_zip64=True) as member:
+            zeros = bytes(1 << 20)
+            for _ in range(256):  # 256 MiB of zeros in ~250 KB
+                member.write(zeros)
+    assert bomb.stat().st_size < 2 << 20
+    assert "decompression bomb" in predict.archive_problem(bomb)
+    face = sorted((shared_faces / "real" / "ffhq").iterdir())[0]
+    script = Path(sys.executable).with_name("fakeface")
+    done = subprocess.run([sys.executable, "-c", _ZIP_BOMB_PEAK, str(script), "predict", "--model", str(bomb),
+                           str(face), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == cli.EXIT_NO_MODEL and "decompression bomb" in done.stderr, done.stderr[-1000:]
+    assert int(done.stderr.rsplit("PEAK_KB=", 1)[1].split()[0]) < 400 * 1024  # refused before anything unpacks
+    big = tmp_path / "big.keras"
+    with zipfile.ZipFile(big, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("config.json", "{}")
+    with zipfile.ZipFile(big) as archive:
+        assert predict.archive_problem(big) is None and archive.infolist()[0].file_size == 2
+
+
+@pytest.fixture(scope="module")
+def worst_files(tmp_path_factory):
+    """The files that cost most to decode, at the sizes that once took ``fakeface predict`` to 2.3 GB and
+    minutes: a 7000² WebP, a 6000² JPEG 2000, an 8000² progressive 4:4:4 JPEG, a 7000² RGBA PNG, and a
+    progressive JPEG of 8000² whose scans repeat 9,000 times (19 s to decode before scans were counted)."""
+    from PIL import Image
+    from test_decode_limits import _gradient, many_scan_jpeg
+
+    folder = tmp_path_factory.mktemp("worst")
+    picture = _gradient(8000, 8000)
+    picture.save(folder / "progressive444.jpg", progressive=True, subsampling=0, quality=90)
+    picture = picture.crop((0, 0, 7000, 7000))
+    picture.save(folder / "big.webp", quality=10, method=0)
+    rgba = picture.copy()
+    rgba.putalpha(200)
+    rgba.save(folder / "alpha.png", compress_level=1)
+    picture.crop((0, 0, 6000, 6000)).save(folder / "big.jp2")
+    (folder / "scans.jpg").write_bytes(many_scan_jpeg(8000, 9000))
+    del picture, rgba
+    Image.new("RGB", (8, 8)).save(folder / "tiny.png")
+    return folder
+
+
+@pytest.mark.parametrize("reencode", [False, True], ids=["resized", "re-encoded at its own size"])
+def test_the_worst_files_four_at_once_stay_within_the_memory_and_time_bounds(served_run, worst_files, tmp_path,
+                                                                             reencode):
+    """Four decode threads on the costliest files, with TensorFlow and the served detector loaded: every file
+    answered (scored, or refused with the reason), peak memory of the process under 1.5 GB, no file past the
+    per-file limit. The re-encoding detector (the sample's served recipe: ``score_reencode``) decodes every
+    picture at its own size, the costliest path."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    runs = tmp_path / "runs"
+    shutil.copytree(served_run["runs"], runs)
+    record = runs / "lab" / "models" / "served.json"
+    raw = json.loads(record.read_text())
+    raw["recipe"]["score_reencode"] = "jpeg:95" if reencode else ""
+    record.write_text(json.dumps(raw))
+    out = tmp_path / "rows.csv"
+    script = Path(sys.executable).with_name("fakeface")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _PEAK, str(script), "predict", str(worst_files), "--quiet",
+                           "--batch-size", "4", "--out", str(out)], capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "FAKEFACE_RUNS": str(runs), "TF_CPP_MIN_LOG_LEVEL": "2"})
+    seconds = time.perf_counter() - started
+    assert done.returncode == cli.EXIT_SOME_FAILED and "Traceback" not in done.stderr, done.stderr[-2000:]
+    rows = pd.read_csv(out, keep_default_na=False).set_index("path")
+    errors = {Path(p).name: e for p, e in rows["error"].items()}
+    assert len(rows) == 6 and errors["tiny.png"].startswith("image too small to judge")
+    assert errors["big.webp"].startswith("image too large to decode: 7000x7000 WEBP")
+    assert errors["scans.jpg"].startswith("progressive JPEG with 9,010 scans (limit 100)")
+    assert errors["big.jp2"] == "" and errors["progressive444.jpg"] == ("" if not reencode else errors[
+        "progressive444.jpg"])  # scored, or (at its own size) refused with the reason
+    if reencode:
+        assert errors["alpha.png"] == "" or errors["alpha.png"].startswith("image too large to decode")
+    peak_kb = int(done.stderr.rsplit("PEAK_KB=", 1)[1].split()[0])
+    print(f"worst files, re-encoded={reencode}: peak {peak_kb / 1024:.0f} MiB, {seconds:.1f} s in all; {errors}")
+    assert peak_kb < 1.5 * 1024 * 1024, peak_kb
+    assert seconds < 20 + 60  # within the per-file limit, plus loading TensorFlow and the model

@@ -168,7 +168,7 @@ def test_memory_is_bounded_before_and_while_decoding(tmp_path):
 def test_decode_cost_guard_and_longest_side(tmp_path):
     Image.fromarray(smooth_image(7, 600)).save(tmp_path / "big.png")
     refused = data.load_image(tmp_path / "big.png", max_decode_bytes=1_000_000)
-    assert not refused.ok and "too large to decode: 600x600 RGB needs 1 MiB" in refused.error  # 600*600*4 B
+    assert not refused.ok and "too large to decode: 600x600 PNG RGB needs 21 MiB" in refused.error  # 600²*16 B + 16 MiB
     capped = data.load_image(tmp_path / "big.png", max_side=200)
     assert capped.image.shape == (200, 200, 3) and (capped.width, capped.height) == (600, 600)
     assert "downscaled from 600x600 to 200x200 (longest side limit 200)" in capped.conversions
@@ -265,9 +265,11 @@ def test_every_limit_accepts_its_own_value_and_refuses_one_more(tmp_path):
     assert data.load_image(path, min_side=40).ok
     assert data.load_image(path, min_side=41).error == "image too small to judge: 40x40 (at least 41 px a side)"
     Image.fromarray(smooth_image(14, 40)).save(tmp_path / "b.png")
-    assert data.load_image(tmp_path / "b.png", max_decode_bytes=40 * 40 * 4).ok  # RGB: 4 bytes a pixel in Pillow
-    assert data.load_image(tmp_path / "b.png", max_decode_bytes=40 * 40 * 4 - 1).error == \
-        "image too large to decode: 40x40 RGB needs 0 MiB > limit 0 MiB"
+    # RGB: 4 bytes a pixel in Pillow, 12 more a pixel for the conversions, 16 MiB for the decoder's own state
+    cost = 40 * 40 * (4 + 12) + 16 * 2**20
+    assert data.load_image(tmp_path / "b.png", max_decode_bytes=cost).ok
+    assert data.load_image(tmp_path / "b.png", max_decode_bytes=cost - 1).error == \
+        "image too large to decode: 40x40 PNG RGB needs 16 MiB > limit 16 MiB"
     loaded = data.load_image(path)
     assert (loaded.format, loaded.mode, loaded.path) == ("JPEG", "RGB", path)
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from helpers import faces, models, predict, served
 from helpers.data import load_image, resize_square
-from helpers.decoding import decoded_bytes
+from helpers.decoding import decode_cost
 
 SIZE = 24
 WEIGHTS, BIAS = np.array([4.0, 30.0]), -2.0  # score = sigmoid(4 brightness + 30 gradient - 2)
@@ -323,7 +323,8 @@ def test_decoding_shares_one_budget_on_at_most_four_threads(known_model_path, tm
 
     monkeypatch.setattr(predict, "DecodeBudget", RecordedBudget)
     predictor.predict_files(paths, progress=False, decode_budget=1)
-    assert [b.total for b in budgets] == [1] and budgets[0].peak == decoded_bytes(48, 48, "RGB")  # one at a time
+    one = decode_cost("PNG", "RGB", (48, 48), (48, 48), predictor.image_size, 4096)  # what one decode reserves
+    assert [b.total for b in budgets] == [1] and budgets[0].peak == one  # one at a time: never two reservations
     running, most, lock = [0], [0], threading.Lock()
     real_load = predict.load_image
 

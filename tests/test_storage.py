@@ -123,3 +123,19 @@ def test_hostile_object_keys_never_write_outside_the_folder(client, tmp_path):
     written = {p for p in tmp_path.rglob("*")} - before
     assert all(p == target or target in p.parents or p == target.parent for p in written), written
     assert not outside.exists() and not (tmp_path / "data" / "escape.txt").exists()
+
+
+def test_a_key_that_is_both_an_object_and_a_folder_is_refused_and_the_sync_goes_on(client, tmp_path):
+    """``p/a`` and ``p/a/b`` cannot both be local paths: ``p/a`` is refused by name, everything else arrives."""
+    s3, bucket = client
+    for key in ("v1/a", "v1/a/b", "v1/a/c/d", "v1/z.txt", "v1/a/c"):
+        s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
+    target = tmp_path / "copy"
+    report = storage.sync_down(bucket, "v1", target, s3, progress=False)
+    assert sorted(report.refused) == ["v1/a", "v1/a/c"] and report.transferred == 3
+    assert (target / "a" / "b").read_bytes() == b"v1/a/b" and (target / "a" / "c" / "d").read_bytes() == b"v1/a/c/d"
+    assert (target / "z.txt").read_bytes() == b"v1/z.txt"
+    (target / "z.txt").unlink()
+    (target / "z.txt").mkdir()  # a local folder where an object goes: that object is refused, named
+    report = storage.sync_down(bucket, "v1", target, s3, progress=False)
+    assert "v1/z.txt" in report.refused and report.skipped == 2
