@@ -136,3 +136,35 @@ def test_fine_tuned_scores_are_kept_and_read_back_for_the_same_weights_only(spli
     changed = _image_bank(split, root, tmp_path)
     assert not np.array_equal(changed.score(again, "test"), computed[("test", "clean")])
     assert changed.misses["scores"] == 1 and changed.hits["scores"] == 0
+
+
+def _another_value(value, name: str):
+    """A different value of the same kind, for a field read from the dataclass (not from a hand list)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value * 2 + 0.1
+    if isinstance(value, str):
+        return {"copy_kind": "scaled"}.get(name, value + " changed")
+    if value is None or isinstance(value, list):
+        return ["ffhq", "sd21"] if value != ["ffhq", "sd21"] else None
+    raise AssertionError(f"no other value for {name}={value!r}: extend this test")
+
+
+def test_every_field_of_a_recipe_is_in_the_head_key():
+    """Each field of protocols.Recipe, changed alone, gives a head another key (its name too: a renamed recipe
+    trains once more, which costs seconds and can never serve a wrong head); the same recipe, the same key."""
+    import dataclasses
+
+    bank = protocol_cache.CachedBank(_feature_bank(), "unused")
+    base = protocols.Recipe(name="base")  # no copies: the bank holds one kind of copy, "augment:0"
+    key = bank.head_key(base, seed=3)
+    assert bank.head_key(protocols.Recipe(**base.to_dict()), seed=3) == key
+    fields = [f.name for f in dataclasses.fields(protocols.Recipe)]
+    assert len(fields) >= 10
+    for name in fields:
+        changed = dataclasses.replace(base, **{name: _another_value(getattr(base, name), name)})
+        assert bank.head_key(changed, seed=3) != key, name
+    assert bank.head_key(base, seed=4) != key
