@@ -60,9 +60,10 @@ def crops_of(frame: pd.DataFrame, root: str | Path, side: int) -> tuple[pd.DataF
 
 
 def reconstructions(crops: np.ndarray, qualities: list[int], cache: str | Path | None = None,
-                    key: str = "") -> np.ndarray:
+                    key: str = "", autoencoder: tuple | None = None) -> np.ndarray:
     """TAEF2 reconstructions of ``crops``, each re-encoded at its original's JPEG quality; kept under
-    ``cache/reconstructed_<key>.npy`` and read back when the crops' shape and checksum match."""
+    ``cache/reconstructed_<key>_<checksum>.npy`` and read back for the same crops and qualities.
+    ``autoencoder``: the ``(encoder, decoder)`` pair to use (loaded here when not given)."""
     import hashlib
 
     digest = hashlib.sha1(crops.tobytes() + str(qualities).encode()).hexdigest()[:16]
@@ -72,7 +73,7 @@ def reconstructions(crops: np.ndarray, qualities: list[int], cache: str | Path |
             return np.load(target)
         except (OSError, ValueError, EOFError):
             target.unlink(missing_ok=True)
-    encoder, decoder = reconstruct.load_taef2()
+    encoder, decoder = autoencoder or reconstruct.load_taef2()
     rebuilt = reconstruct.reconstruct(crops, encoder, decoder)
     out = np.stack([perturb.jpeg(image, q) for image, q in zip(rebuilt, qualities)]) if len(rebuilt) else rebuilt
     if target is not None:
@@ -214,11 +215,14 @@ def screen(frames: dict[str, pd.DataFrame], root: str | Path, side: int = 128, c
     crops, reconstructions and features it made (``parts``), for figures."""
     plan = plan or probe_plan()
     parts: dict = {"frames": {}, "crops": {}, "rebuilt": {}, "features": {}, "rebuilt_features": {}}
-    extractor = block_extractor(side)
+    extractor, autoencoder = block_extractor(side), None
     for part, frame in frames.items():
         kept, crops, qualities = crops_of(frame, root, side)
         real = (kept["label"] == "real").to_numpy()
-        rebuilt = reconstructions(crops[real], [q for q, r in zip(qualities, real) if r], cache, f"{key}{part}_{side}")
+        if autoencoder is None:  # built once for the three parts
+            autoencoder = reconstruct.load_taef2()
+        rebuilt = reconstructions(crops[real], [q for q, r in zip(qualities, real) if r], cache, f"{key}{part}_{side}",
+                                  autoencoder)
         parts["frames"][part], parts["crops"][part], parts["rebuilt"][part] = kept, crops, rebuilt
         parts["features"][part] = block_features(crops, extractor)
         parts["rebuilt_features"][part] = block_features(rebuilt, extractor)
