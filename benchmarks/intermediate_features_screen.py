@@ -58,11 +58,10 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 
 from helpers import config, evaluate, faces, models, perturb, protocols, splits
+from helpers.aligned import BLOCKS  # the six blocks the aligned-fakes screen reads too
 from helpers.pipeline import labels_of, make_dataset
 from helpers.stats import auc_ci, choose_threshold
 
-BLOCKS = ("block_2_expand_relu", "block_5_expand_relu", "block_9_expand_relu", "block_12_expand_relu",
-          "block_15_expand_relu", "out_relu")
 GRAM_BLOCKS = ("block_2_project_BN", "block_5_project_BN", "block_9_project_BN", "block_12_project_BN")
 SIX_BLOCKS_STD = tuple(f"{b}:{stat}" for b in BLOCKS for stat in ("mean", "std"))
 GRAM = tuple(f"{b}:gram" for b in GRAM_BLOCKS)

@@ -68,11 +68,9 @@ def reconstructions(crops: np.ndarray, qualities: list[int], cache: str | Path |
 
     digest = hashlib.sha1(crops.tobytes() + str(qualities).encode()).hexdigest()[:16]
     target = Path(cache) / f"reconstructed_{key}_{digest}.npy" if cache else None
-    if target is not None and target.is_file():
-        try:
-            return np.load(target)
-        except (OSError, ValueError, EOFError):
-            target.unlink(missing_ok=True)
+    kept = atomic.read_kept(target, np.load, "kept reconstructions") if target is not None else None
+    if kept is not None:
+        return kept
     encoder, decoder = autoencoder or reconstruct.load_taef2()
     rebuilt = reconstruct.reconstruct(crops, encoder, decoder)
     out = np.stack([perturb.jpeg(image, q) for image, q in zip(rebuilt, qualities)]) if len(rebuilt) else rebuilt

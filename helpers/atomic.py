@@ -21,7 +21,10 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
+import warnings
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -137,6 +140,24 @@ def write_csv(target: str | os.PathLike, frame, **kwargs: Any) -> Path:
     buffer = io.StringIO()
     frame.to_csv(buffer, **{"index": False, **kwargs})
     return write_text(target, buffer.getvalue())
+
+
+UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)  # what a cut-short file raises on load
+
+
+def read_kept(path: str | os.PathLike, load: Callable[[Path], Any], what: str = "kept file") -> Any | None:
+    """``load(path)`` for a kept cache file, or None: absent, or unreadable (cut short or damaged on disk),
+    in which case it is removed with a warning and the caller computes it again."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return load(path)
+    except UNREADABLE as exc:
+        warnings.warn(f"{what} {path.name} is unreadable ({type(exc).__name__}): removed, computing it again",
+                      stacklevel=3)
+        path.unlink(missing_ok=True)
+        return None
 
 
 def check_writable(folder: str | os.PathLike) -> Path:

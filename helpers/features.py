@@ -17,9 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import warnings
-import zipfile
-import zlib
 from pathlib import Path
 
 import keras
@@ -83,14 +80,13 @@ def extract_features(model: keras.Model, frame: pd.DataFrame, root: str | Path, 
     """
     key = cache_key(model, frame, image_size, preprocessing, f"{flips}|{perturbation}")
     target = Path(cache_dir) / f"{key}.npz" if cache_dir else None
-    if target is not None and target.exists():
-        try:
-            with np.load(target) as stored:
-                return {**{k: stored[k] for k in stored.files}, "seconds": np.float64(0.0)}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # cut short or damaged on disk
-            warnings.warn(f"feature cache {target.name} is unreadable ({type(exc).__name__}): removed, "
-                          "extracting again", stacklevel=2)
-            target.unlink(missing_ok=True)
+    def read(path: Path) -> dict[str, np.ndarray]:
+        with np.load(path) as stored:
+            return {k: stored[k] for k in stored.files}
+
+    kept = atomic.read_kept(target, read, "feature cache") if target is not None else None
+    if kept is not None:
+        return {**kept, "seconds": np.float64(0.0)}
     extractor = pooled_extractor(model)
     start = time.perf_counter()
     dataset = make_dataset(frame, root, image_size, batch_size, cache=False, preprocessing=preprocessing,

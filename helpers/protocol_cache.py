@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-import warnings
 import weakref
 from pathlib import Path
 
@@ -149,15 +148,9 @@ class CachedBank:
         if (split, variant) in trained.scores:
             return trained.scores[(split, variant)]
         target = self.cache_dir / "scores" / f"{self.scores_key(trained, split, variant)}.npy"
-        if target.is_file() and not training_cache.retrain_requested():
-            try:
-                scores = np.load(target)
-            except (OSError, ValueError, EOFError) as exc:  # cut short or damaged on disk: computed again
-                warnings.warn(f"kept scores {target.name} are unreadable ({type(exc).__name__}): removed, scoring "
-                              "again", stacklevel=2)
-                target.unlink(missing_ok=True)
-                scores = np.zeros(0)
-            if len(scores) == len(self.bank.frames[split]):
+        if not training_cache.retrain_requested():
+            scores = atomic.read_kept(target, np.load, "kept scores")
+            if scores is not None and len(scores) == len(self.bank.frames[split]):
                 self.hits["scores"] += 1
                 trained.scores[(split, variant)] = scores
                 return scores

@@ -222,3 +222,15 @@ def test_results_files_are_written_by_the_atomic_helper_only():
             if any(p in code for p in pattern) and not any(ok in code for ok in in_memory_or_staged):
                 offenders.append(f"{module.name}:{number}: {line.strip()}")
     assert offenders == [], "\n".join(offenders)
+
+
+def test_a_kept_file_cut_short_is_removed_with_a_warning(tmp_path):
+    assert atomic.read_kept(tmp_path / "absent.npy", np.load) is None
+    good = tmp_path / "scores.npy"
+    with atomic.atomic_path(good) as partial:
+        np.save(partial, np.arange(1000.0))
+    assert np.array_equal(atomic.read_kept(good, np.load), np.arange(1000.0))
+    good.write_bytes(good.read_bytes()[:200])  # a write cut short before writes were atomic
+    with pytest.warns(UserWarning, match="kept scores scores.npy is unreadable"):
+        assert atomic.read_kept(good, np.load, "kept scores") is None
+    assert not good.exists()
