@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib import patheffects
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from sklearn.metrics import adjusted_rand_score
 
-from helpers.plots import save_figure
+from helpers.plots import save_figure, styled
 
 if TYPE_CHECKING:  # Keras is imported where a model is used: clustering alone (notebook 07's exercise) needs none
     import keras
@@ -120,6 +121,7 @@ def _cluster_colors(clusters: np.ndarray, labels: np.ndarray) -> list:
     return colors
 
 
+@styled
 def thumbnail_scatter(embedding: np.ndarray, clusters: np.ndarray, frame: pd.DataFrame,
                       thumbnails: np.ndarray | None = None, max_thumbnails: int = 250, seed: int = 0,
                       path: str | Path | None = None) -> plt.Figure:
@@ -131,12 +133,19 @@ def thumbnail_scatter(embedding: np.ndarray, clusters: np.ndarray, frame: pd.Dat
         keep = labels == label
         ax_points.scatter(embedding[keep, 0], embedding[keep, 1], c=np.array(colors)[keep], s=14,
                           marker=marker, label=f"{label} ({int(keep.sum())})", edgecolors="none")
-    for cluster in sorted(set(clusters) - {-1}):
-        centre = embedding[clusters == cluster].mean(axis=0)
-        ax_points.annotate(str(cluster), centre, fontsize=11, weight="bold")
-    ax_points.legend()
-    ax_points.set_title(f"UMAP of final-layer features; {len(set(clusters) - {-1})} HDBSCAN clusters "
-                        "(Blues: real, Reds: fake, grey: noise)", fontsize=9)
+    placed: list[np.ndarray] = []
+    spread = np.ptp(embedding, axis=0) + 1e-9
+    for cluster in sorted(set(clusters) - {-1}):  # at the member nearest the centre, beside its points
+        members = embedding[clusters == cluster]
+        centre = members[np.argmin(((members - members.mean(axis=0)) ** 2).sum(axis=1))]
+        nudge = sum(1 for p in placed if (np.abs((p - centre) / spread) < 0.04).all())  # labels apart
+        placed.append(centre)
+        ax_points.annotate(str(cluster), centre, xytext=(6, 6 + 10 * nudge), textcoords="offset points",
+                           fontsize=9, weight="bold",
+                           path_effects=[patheffects.withStroke(linewidth=3, foreground="white")])
+    ax_points.legend(loc="best")
+    ax_points.set_title(f"UMAP of final-layer features: {len(set(clusters) - {-1})} HDBSCAN clusters\n"
+                        "(blues: real, reds: fake, grey: noise)")
     ax_thumbs.scatter(embedding[:, 0], embedding[:, 1], s=2, c="lightgrey")
     if thumbnails is not None and len(thumbnails):
         rng = np.random.default_rng(seed)
@@ -146,7 +155,7 @@ def thumbnail_scatter(embedding: np.ndarray, clusters: np.ndarray, frame: pd.Dat
             box = OffsetImage(thumbnails[k].astype(np.uint8), zoom=zoom)
             ax_thumbs.add_artist(AnnotationBbox(box, embedding[k], frameon=True, pad=0.15,
                                                 bboxprops=dict(edgecolor=colors[k], lw=2)))
-    ax_thumbs.set_title("Thumbnails bordered by cluster colour", fontsize=9)
+    ax_thumbs.set_title("Thumbnails bordered by cluster colour")
     for ax in (ax_points, ax_thumbs):
         ax.set_xlabel("UMAP 1")
         ax.set_ylabel("UMAP 2")

@@ -5,7 +5,9 @@ Every function returns a Matplotlib figure and, given ``path``, saves it (PNG, 1
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -19,51 +21,98 @@ from helpers import atomic
 LABEL_COLORS = {"real": "#2a9d8f", "fake": "#e76f51"}
 OUTSIDE = "outside the layout"  # the data card's label for entries beside real/ and fake/
 
+# The one style of every figure the lab publishes: readable ticks and titles, legends without a box over
+# the data, light grids. Applied by save_figure (and by ``styled`` to the figures built in a notebook).
+STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 9,
+         "ytick.labelsize": 9, "legend.fontsize": 8, "legend.frameon": False, "axes.spines.top": False,
+         "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.25, "figure.titlesize": 13,
+         "savefig.dpi": 120}
+
+# Human names for the sample's sources and the profiles' recipes (a name not listed is shown as it is)
+SOURCE_NAMES = {"ffhq": "FFHQ", "unsplash": "Unsplash", "utkface": "UTKFace", "mebeauty": "MEBeauty",
+                "wildfaces": "wild faces", "fairface": "FairFace", "stylegan1": "StyleGAN1",
+                "stylegan2": "StyleGAN2", "sd15": "SD 1.5", "sd21": "SD 2.1", "reconstructed": "TAEF2 reconstr."}
+RECIPE_NAMES = {"report": "as reported (frozen)", "all sources": "all sources (frozen)",
+                "improved": "balanced + augmented (frozen)",
+                "improved, fine-tuned 100%": "served detector (fine-tuned)",
+                "improved, fine-tuned": "fine-tuned detector"}
+
+
+def source_name(source: str) -> str:
+    """A source's (or a ``a+b`` / ``a vs b`` combination's) name for a reader: ``sd21`` -> ``SD 2.1``."""
+    return re.sub(r"[A-Za-z0-9_]+", lambda m: SOURCE_NAMES.get(m.group(0), m.group(0)), str(source))
+
+
+def recipe_name(recipe: str) -> str:
+    """A recipe's name for a reader (``improved, fine-tuned 100%`` -> ``served detector (fine-tuned)``)."""
+    return RECIPE_NAMES.get(str(recipe), str(recipe))
+
+
+def styled(function):
+    """Run a figure-building function under :data:`STYLE`."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context(STYLE):
+            return function(*args, **kwargs)
+    return wrapper
+
 
 def save_figure(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
     """Save ``fig`` to ``path`` (if given) with a tight layout; return it."""
     if path is not None:
-        with atomic.atomic_path(path) as staged:
+        with atomic.atomic_path(path) as staged, plt.rc_context(STYLE):
             fig.savefig(staged, dpi=120, bbox_inches="tight")
     return fig
 
 
+@styled
 def data_card(manifest: pd.DataFrame, split_frame: pd.DataFrame | None = None,
               path: str | Path | None = None) -> plt.Figure:
     """Counts by label and source (and split), image sizes, formats and load status."""
     outside = ~manifest["label"].isin(list(LABEL_COLORS))  # entries outside <label>/<source>/<file>
     manifest = manifest.assign(label=manifest["label"].where(~outside, OUTSIDE),
                                source=manifest["source"].where(manifest["source"] != "", "(no source)"))
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
-    counts = manifest.groupby(["source", "label"]).size().reset_index(name="images")
-    sns.barplot(counts, x="source", y="images", hue="label", ax=axes[0],
+    manifest = manifest.assign(shown=manifest["source"].map(source_name))
+    order = (manifest.drop_duplicates("source").sort_values(["label", "source"], ascending=[False, True])["shown"]
+             .tolist())
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.8))
+    counts = manifest.groupby(["shown", "label"]).size().reset_index(name="images")
+    sns.barplot(counts, x="shown", y="images", hue="label", ax=axes[0], order=order, dodge=False,
                 palette={**LABEL_COLORS, OUTSIDE: "#999999"}, hue_order=sorted(set(counts["label"])))
-    axes[0].set_title("Images per source")
+    axes[0].set(title="Images per source", xlabel="")
     for container in axes[0].containers:
-        axes[0].bar_label(container, fontsize=8)
+        axes[0].bar_label(container, fontsize=8, labels=[f"{v:.0f}" if v > 0 else "" for v in container.datavalues])
     if split_frame is not None:
-        per_split = split_frame.groupby(["source", "split"]).size().unstack(fill_value=0)
-        per_split = per_split.reindex(columns=[c for c in ("train", "val", "test") if c in per_split])
+        per_split = split_frame.assign(shown=split_frame["source"].map(source_name))
+        per_split = per_split.groupby(["shown", "split"]).size().unstack(fill_value=0)
+        per_split = per_split.reindex(index=[o for o in order if o in per_split.index],
+                                      columns=[c for c in ("train", "val", "test") if c in per_split])
         per_split.plot.bar(stacked=True, ax=axes[1], colormap="viridis", rot=0)
-        axes[1].set_title("Split by source (groups kept together)")
+        axes[1].set(title="Split by source (groups kept together)", xlabel="")
     else:
         axes[1].axis("off")
     ok = manifest[manifest["width"] > 0]
-    sizes = ok.groupby(["width", "height"]).agg(n=("path", "size"),
-                                                 sources=("source", lambda s: ", ".join(sorted(set(s)))))
-    sizes = sizes.reset_index()
-    axes[2].scatter(sizes["width"], sizes["height"], s=30 + 300 * sizes["n"] / sizes["n"].max(), alpha=0.6)
-    for row in sizes.nlargest(8, "n").itertuples():
-        axes[2].annotate(f"{row.sources} ({row.n})", (row.width, row.height), fontsize=7,
-                         xytext=(4, 4), textcoords="offset points")
-    axes[2].set(title="Image sizes (px), labelled by source", xlabel="width", ylabel="height")
-    axes[2].margins(0.25)
-    status = manifest.groupby(["source", "status"]).size().unstack(fill_value=0)
+    if len(ok):  # the longer side of each image, per source, on a log axis: no labels to pile up
+        sns.stripplot(ok.assign(side=ok[["width", "height"]].max(axis=1)), x="shown", y="side", hue="label",
+                      order=[o for o in order if o in set(ok["shown"])], palette={**LABEL_COLORS, OUTSIDE: "#999999"},
+                      size=3, alpha=0.4, jitter=0.3, ax=axes[2], legend=False)
+        axes[2].set_yscale("log")
+    axes[2].set(title="Image size: longer side (px)", xlabel="", ylabel="pixels (log scale)")
+    status = manifest.groupby(["shown", "status"]).size().unstack(fill_value=0)
+    status = status.reindex(index=[o for o in order if o in status.index])
     status.plot.bar(stacked=True, ax=axes[3], rot=0,
                     color={"ok": "#8ab17d", "converted": "#e9c46a", "rejected": "#e63946"})
     formats = ", ".join(f"{f}: {n}" for f, n in manifest["format"].replace("", "unreadable")
                         .value_counts().items())
-    axes[3].set_title(f"Load status ({formats})", fontsize=9)
+    axes[3].set(title=f"Load status ({formats})", xlabel="")
+    for ax in axes[[0, 1, 3]]:  # headroom for a one-row legend above the bars
+        if ax.get_legend() is not None:
+            ax.set_ylim(0, ax.get_ylim()[1] * 1.2)
+            ax.legend(loc="upper center", ncol=3, title=None)
+    for ax in axes:
+        ax.tick_params(axis="x", labelrotation=40)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
     fig.suptitle(f"Data card: {len(manifest)} files, "
                  f"{int((manifest['status'] == 'rejected').sum())} rejected")
     if outside.any():  # what lies beside real/ and fake/ is named, not only counted
@@ -75,6 +124,7 @@ def data_card(manifest: pd.DataFrame, split_frame: pd.DataFrame | None = None,
     return save_figure(fig, path)
 
 
+@styled
 def training_history(history: pd.DataFrame, title: str, path: str | Path | None = None) -> plt.Figure:
     """Loss and AUC per epoch for train and validation, with stage boundaries marked."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -92,6 +142,7 @@ def training_history(history: pd.DataFrame, title: str, path: str | Path | None 
     return save_figure(fig, path)
 
 
+@styled
 def grid_heatmap(table: pd.DataFrame, rows: str, cols: str, title: str,
                  path: str | Path | None = None) -> plt.Figure:
     """Validation AUC over a two-parameter grid; the selected point is boxed."""
@@ -106,11 +157,13 @@ def grid_heatmap(table: pd.DataFrame, rows: str, cols: str, title: str,
     return save_figure(fig, path)
 
 
+@styled
 def roc_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path | None = None,
                   title: str = "Test split") -> plt.Figure:
     """ROC and precision-recall curves for several models: ``{name: (y_true, scores)}``."""
     fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
     for name, (y, s) in curves.items():
+        name = re.sub(r"\s*\(AUC [0-9.]+\)", "", recipe_name(name))  # the legend gives each number once
         fpr, tpr, _ = skm.roc_curve(y, s)
         roc_ax.plot(fpr, tpr, label=f"{name} (AUC {skm.roc_auc_score(y, s):.3f})")
         precision, recall, _ = skm.precision_recall_curve(y, s)
@@ -118,13 +171,14 @@ def roc_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | 
     roc_ax.plot([0, 1], [0, 1], color="grey", ls=":")
     roc_ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title="ROC")
     pr_ax.set(xlabel="recall (fake)", ylabel="precision (fake)", title="Precision-recall")
-    for ax in (roc_ax, pr_ax):
-        ax.legend(fontsize=8, loc="lower right" if ax is roc_ax else "lower left")
+    for ax in (roc_ax, pr_ax):  # below the axes, off the curves
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1)
     fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, path)
 
 
+@styled
 def confusion_matrices(results: list[dict], path: str | Path | None = None) -> plt.Figure:
     """Test confusion matrices at each model's validation threshold."""
     fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.8), squeeze=False)
@@ -138,11 +192,13 @@ def confusion_matrices(results: list[dict], path: str | Path | None = None) -> p
     return save_figure(fig, path)
 
 
+@styled
 def per_source_bars(results: list[dict], path: str | Path | None = None) -> plt.Figure:
     """Per-source AUC and accuracy with 95% CIs, one bar per model."""
     rows = [dict(model=r["model"], **s) for r in results for s in r["per_source"]]
     frame = pd.DataFrame(rows)
-    frame["where"] = frame["label"] + "/" + frame["source"]
+    frame["where"] = frame["source"].map(source_name) + " (" + frame["label"] + ")"
+    frame["model"] = frame["model"].map(recipe_name)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     models = list(dict.fromkeys(frame["model"]))
     width = 0.8 / max(len(models), 1)
@@ -153,7 +209,7 @@ def per_source_bars(results: list[dict], path: str | Path | None = None) -> plt.
             x = np.arange(len(places)) + k * width
             err = np.vstack([sub[metric] - sub[f"{metric}_lo"], sub[f"{metric}_hi"] - sub[metric]])
             ax.bar(x, sub[metric], width, yerr=np.nan_to_num(err), capsize=3, label=model)
-        ax.set_xticks(np.arange(len(places)) + width * (len(models) - 1) / 2, places, rotation=20)
+        ax.set_xticks(np.arange(len(places)) + width * (len(models) - 1) / 2, places, rotation=35, ha="right")
         ax.axhline(0.5, color="grey", ls=":")
         ax.set(ylim=(0, 1.05), title=f"Per-source {metric} (95% CI)")
     axes[0].legend(fontsize=8)
@@ -161,6 +217,7 @@ def per_source_bars(results: list[dict], path: str | Path | None = None) -> plt.
     return save_figure(fig, path)
 
 
+@styled
 def image_samples(frame: pd.DataFrame, root: str | Path, per_source: int = 6, size: int = 128,
                   seed: int = 0, path: str | Path | None = None) -> plt.Figure:
     """A row of example images per label/source, loaded through the validated loader."""
@@ -184,6 +241,7 @@ def image_samples(frame: pd.DataFrame, root: str | Path, per_source: int = 6, si
     return save_figure(fig, path)
 
 
+@styled
 def face_detections(faces_table: pd.DataFrame, root: str | Path, n: int = 12, seed: int = 0,
                     path: str | Path | None = None) -> plt.Figure:
     """Detected boxes and landmarks on examples from every source, and images with no face."""
@@ -221,6 +279,7 @@ def face_detections(faces_table: pd.DataFrame, root: str | Path, n: int = 12, se
     return save_figure(fig, path)
 
 
+@styled
 def attribute_distribution(annotations: pd.DataFrame, attributes: list[str],
                            path: str | Path | None = None) -> plt.Figure:
     """Share of each attribute value per source (one panel per attribute)."""
@@ -236,6 +295,7 @@ def attribute_distribution(annotations: pd.DataFrame, attributes: list[str],
     return save_figure(fig, path)
 
 
+@styled
 def balance_chart(report: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
     """Table 2 as a figure: available, target and sampled share of each attribute value."""
     attributes = report["attribute"].unique().tolist()
@@ -252,6 +312,7 @@ def balance_chart(report: pd.DataFrame, path: str | Path | None = None) -> plt.F
     return save_figure(fig, path)
 
 
+@styled
 def per_attribute_bars(table: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
     """Tables 6/9 as a figure: accuracy (Wilson 95% CI) per attribute value, one panel per attribute."""
     attributes = table["attribute"].unique().tolist()
@@ -278,19 +339,25 @@ def per_attribute_bars(table: pd.DataFrame, path: str | Path | None = None) -> p
     return save_figure(fig, path)
 
 
+@styled
 def cross_source_heatmaps(matrix: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
     """One heatmap per recipe: rows = training set, columns = test pair, cells = AUC [95% CI]."""
     recipes = matrix["recipe"].unique().tolist()
-    fig, axes = plt.subplots(1, len(recipes), figsize=(6.5 * len(recipes), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(recipes), figsize=(7 * len(recipes), 3.4), squeeze=False)
     for ax, recipe in zip(axes[0], recipes):
         part = matrix[matrix.recipe == recipe]
+        part = part.assign(trained_on=part["trained_on"].map(source_name),
+                           test_pair=part["test_pair"].map(lambda p: source_name(p).replace(" vs ", "\nvs ")))
         values = part.pivot(index="trained_on", columns="test_pair", values="auc")
         text = part.assign(cell=[f"{a:.2f}\n[{lo:.2f}, {hi:.2f}]" for a, lo, hi in zip(part.auc, part.auc_lo, part.auc_hi)])
         labels = text.pivot(index="trained_on", columns="test_pair", values="cell").loc[values.index, values.columns]
         sns.heatmap(values, annot=labels, fmt="", vmin=0.3, vmax=1.0, cmap="RdYlGn", cbar=False, ax=ax,
                     annot_kws={"fontsize": 8})
-        ax.set_title(f"{recipe}: test AUC", fontsize=10)
-        ax.set_xlabel("test pair")
+        ax.set_title(f"{recipe_name(recipe)}: test AUC")
+        ax.tick_params(axis="x", labelrotation=0)
+        ax.tick_params(axis="y", labelrotation=0)
+        ax.grid(False)
+        ax.set_xlabel("test pair (real vs fake)")
         ax.set_ylabel("trained on")
     fig.suptitle("08 · Cross-source generalization")
     fig.tight_layout()
@@ -308,26 +375,28 @@ def _by_recipe(table: pd.DataFrame):
     return held, width, parts
 
 
+@styled
 def leave_one_out_bars(table: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
     """Held-out generator AUC (95% CI) per recipe, next to the mean AUC on the generators it saw."""
     fig, ax = plt.subplots(figsize=(7, 4))
     held, width, parts = _by_recipe(table)
     for i, recipe, part, x in parts:
-        ax.bar(x, part.auc, width, label=f"{recipe}: held-out generator")
+        ax.bar(x, part.auc, width, label=f"{recipe_name(recipe)}: held-out generator")
         ax.errorbar(x, part.auc, yerr=[part.auc - part.auc_lo, part.auc_hi - part.auc], fmt="none", ecolor="k",
                     capsize=3, lw=0.8)
         ax.scatter(x, part.seen_generators_mean_auc, marker="_", s=300, color="k", zorder=3,
                    label="mean AUC on seen generators" if i == 0 else None)
     ax.axhline(0.5, ls=":", color="grey")
     ax.set_xticks(np.arange(len(held)) + width * (len(parts) - 1) / 2)
-    ax.set_xticklabels(held)
+    ax.set_xticklabels([source_name(h) for h in held])
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("test AUC vs all real images")
     ax.set_title("08 · Leave one generator out")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     return save_figure(fig, path)
 
 
+@styled
 def leave_one_real_source_out_plot(table: pd.DataFrame, max_fpr: float = 0.05,
                                    path: str | Path | None = None) -> plt.Figure:
     """Per held-out real source and recipe: its false-positive rate and the fakes' detection rate at the
@@ -338,39 +407,41 @@ def leave_one_real_source_out_plot(table: pd.DataFrame, max_fpr: float = 0.05,
         for ax, column in zip(axes, ("fpr", "detection")):
             spread = [np.clip(part[column] - part[f"{column}_lo"], 0, None),
                       np.clip(part[f"{column}_hi"] - part[column], 0, None)]
-            ax.errorbar(part[column], y, xerr=spread, fmt="o", capsize=3, label=recipe)
+            ax.errorbar(part[column], y, xerr=spread, fmt="o", capsize=3, label=recipe_name(recipe))
     axes[0].axvline(max_fpr, ls="--", color="crimson", label=f"target {max_fpr:.0%}")
     axes[1].axvline(0.9, ls="--", color="crimson", label="target 90%")
     axes[0].set_yticks(np.arange(len(held)) + height * (len(parts) - 1) / 2)
-    axes[0].set_yticklabels(held)
+    axes[0].set_yticklabels([source_name(h) for h in held])
     axes[0].set_xlabel("held-out real source: false-positive rate")
     axes[1].set_xlabel("all fake test images: detection rate")
     for ax in axes:
         ax.set_xlim(-0.02, 1.02)
-    axes[0].legend(fontsize=7, loc="best")
+    axes[0].legend(loc="upper center", bbox_to_anchor=(1.0, -0.15), ncol=4)
     fig.suptitle("08 · Leave one real source out (operating point chosen on validation without it)")
     return save_figure(fig, path)
 
 
+@styled
 def robustness_lines(grid: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
     """AUC (with CI) and accuracy at the validation threshold under each perturbation, per recipe."""
     fig, axes = plt.subplots(1, 2, figsize=(13, 4))
     for recipe, part in grid.groupby("recipe", sort=False):
         x = np.arange(len(part))
         axes[0].errorbar(x, part.auc, yerr=[part.auc - part.auc_lo, part.auc_hi - part.auc], marker="o",
-                         capsize=3, label=recipe)
-        axes[1].plot(x, part.accuracy, marker="o", label=recipe)
+                         capsize=3, label=recipe_name(recipe))
+        axes[1].plot(x, part.accuracy, marker="o", label=recipe_name(recipe))
     for ax, name in zip(axes, ("test AUC", "accuracy at the validation threshold")):
         labels = grid["perturbation"].unique().tolist()
         ax.set_xticks(np.arange(len(labels)))
         ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
         ax.set_ylabel(name)
         ax.set_ylim(0.3, 1.01)
-        ax.legend(fontsize=8)
+    axes[0].legend(loc="lower left")
     fig.suptitle("08 · Robustness: JPEG quality, rescaling, blur")
     return save_figure(fig, path)
 
 
+@styled
 def reliability_diagram(bins: pd.DataFrame, summaries: list[dict], path: str | Path | None = None) -> plt.Figure:
     """Reliability diagrams (fraction fake vs mean P(fake)) before and after temperature scaling."""
     recipes = bins["recipe"].unique().tolist()
@@ -381,7 +452,7 @@ def reliability_diagram(bins: pd.DataFrame, summaries: list[dict], path: str | P
         for name, part in bins[bins.recipe == recipe].groupby("scores"):
             ax.plot(part.confidence, part.fraction_fake, marker="o", label=name)
         s = by_recipe[recipe]
-        ax.set_title(f"{recipe}: ECE {s['ece_raw']:.3f} → {s['ece_scaled']:.3f} (T={s['temperature']:.2f})", fontsize=9)
+        ax.set_title(f"{recipe_name(recipe)}: ECE {s['ece_raw']:.3f} → {s['ece_scaled']:.3f} (T={s['temperature']:.2f})", fontsize=9)
         ax.set_xlabel("mean predicted P(fake)")
         ax.set_ylabel("fraction fake")
         ax.legend(fontsize=8)
