@@ -8,7 +8,7 @@ PROFILE ?= sample
 # kernels on a CPU without AVX-512"); TF_ENABLE_ONEDNN_OPTS=0 turns them off
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 
-.PHONY: install test reproduce smoke book course autograde lock app lab lint strip-notebooks clean-runs mutation
+.PHONY: install test reproduce publish smoke book course autograde lock app lab lint strip-notebooks clean-runs mutation
 
 # The exact versions of the published numbers (requirements/lock-cpu.txt); LOCK= installs the loose ranges only.
 # uv installs the same versions as pip in a third of the time (benchmarks/README.md, "Install"); pip if uv cannot.
@@ -29,6 +29,12 @@ install: $(VENV)/.installed
 JOBS ?= 2
 reproduce: install
 	$(PY) -m helpers.reproduce --profile $(PROFILE) --jobs $(JOBS)
+	$(if $(filter sample,$(PROFILE)),$(PY) -m helpers.publish --run sample)
+
+## The published run's snapshot (docs/results.md|json), the stamp of figures/ and the documents' generated
+## blocks, from runs/$(RUN) (helpers/publish.py); make reproduce runs it after the sample profile
+publish: install
+	$(PY) -m helpers.publish --run $(RUN)
 
 ## Unit tests, integration tests on ../shared/data/faces, and the smoke profile through papermill
 ## Two pytest-xdist workers (the CI machine's 2 cores), a test file per worker at a time (a module's

@@ -452,7 +452,8 @@ def reliability_diagram(bins: pd.DataFrame, summaries: list[dict], path: str | P
         for name, part in bins[bins.recipe == recipe].groupby("scores"):
             ax.plot(part.confidence, part.fraction_fake, marker="o", label=name)
         s = by_recipe[recipe]
-        ax.set_title(f"{recipe_name(recipe)}: ECE {s['ece_raw']:.3f} → {s['ece_scaled']:.3f} (T={s['temperature']:.2f})", fontsize=9)
+        ax.set_title(f"{recipe_name(recipe)}: ECE {s['ece_raw']:.3f} → {s['ece_scaled']:.3f} "
+                     f"(T={s['temperature']:.2f})")
         ax.set_xlabel("mean predicted P(fake)")
         ax.set_ylabel("fraction fake")
         ax.legend(fontsize=8)

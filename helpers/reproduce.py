@@ -65,26 +65,31 @@ def load_profile(name_or_path: str) -> dict:
     return profile
 
 
+PARAMETER_TAGS = ("advanced", "parameters")  # a notebook's advanced settings cell, then its parameters cell
+
+
 def declared_parameters(notebook: Path) -> dict[str, str]:
-    """The parameters ``notebook``'s cell tagged ``parameters`` declares, each with the source text of
-    its default (``{"n_boot": "1000", ...}``), as papermill's ``inspect_notebook`` reads them for
-    Python notebooks: every top-level assignment to one name, in order. Read with ``json`` and
-    ``ast`` because a notebook's setup cell calls this in its kernel, where importing papermill
-    alone takes seconds."""
+    """The parameters ``notebook`` declares, each with the source text of its default
+    (``{"n_boot": "1000", ...}``): every top-level assignment to one name, in order, of its cell tagged
+    ``advanced`` (recipes and lists the profiles set; it comes before the parameters cell, so papermill's
+    injected values, placed after the parameters cell, override both) and of its cell tagged ``parameters``,
+    as papermill's ``inspect_notebook`` reads the latter. Read with ``json`` and ``ast`` because a
+    notebook's setup cell calls this in its kernel, where importing papermill alone takes seconds."""
     import ast
 
     cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
-    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if not tagged:
-        return {}
-    source = tagged[0]["source"]
-    source = "".join(source) if isinstance(source, list) else source
     declared = {}
-    for node in ast.parse(source).body:
-        targets = node.targets if isinstance(node, ast.Assign) else \
-            [node.target] if isinstance(node, ast.AnnAssign) and node.value is not None else []
-        if len(targets) == 1 and isinstance(targets[0], ast.Name):
-            declared[targets[0].id] = ast.get_source_segment(source, node.value)
+    for tag in PARAMETER_TAGS:
+        tagged = [c for c in cells if tag in c.get("metadata", {}).get("tags", [])]
+        if not tagged:
+            continue
+        source = tagged[0]["source"]
+        source = "".join(source) if isinstance(source, list) else source
+        for node in ast.parse(source).body:
+            targets = node.targets if isinstance(node, ast.Assign) else \
+                [node.target] if isinstance(node, ast.AnnAssign) and node.value is not None else []
+            if len(targets) == 1 and isinstance(targets[0], ast.Name):
+                declared[targets[0].id] = ast.get_source_segment(source, node.value)
     return declared
 
 

@@ -10,7 +10,7 @@ ways, with every threshold chosen on validation data, never on test:
   source. The ``coverage`` rule chooses the pair so that on every source the definite answers
   are at least ``min_definite_accuracy`` right, with the largest share of unsure answers of any
   source as small as it can be (:func:`helpers.stats.coverage_thresholds`). Measured on the
-  ten-source sample (docs/served_detector.md) the coverage rule kept its promise on validation
+  ten-source sample (docs/decisions.md) the coverage rule kept its promise on validation
   but left 37-99% of most sources unsure against the rates rule's 0-63%, so it is not the
   default; :func:`compare_rules` reports both on the same scores;
 - **unsure** in between (too close to call), and for images unlike the training images: their

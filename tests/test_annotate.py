@@ -48,6 +48,26 @@ def test_glasses_check_on_the_hand_labels(shared_faces, tmp_path):
     # (always answering "no glasses" would score 0.895 there)
     assert summary.loc["check", "accuracy"] >= 0.93
     assert summary.loc["check", "recall"] >= 0.6
+    # every rate from scikit-learn's confusion matrix of the rows (few faces with glasses: unequal margins, so a
+    # specificity over the wrong margin, the negative predictive value, differs), each Wilson interval around it
+    from scipy.stats import norm
+    from sklearn.metrics import confusion_matrix
+
+    for half in ("tune", "check", "all"):
+        part = rows if half == "all" else rows[rows["half"] == half]
+        tn, fp, fn, tp = confusion_matrix(part["truth"] == "glasses", part["glasses"] == "glasses",
+                                          labels=[False, True]).ravel()
+        expected = dict(accuracy=((tp + tn), tp + tn + fp + fn), recall=(tp, tp + fn), specificity=(tn, tn + fp))
+        assert tn / (tn + fn) != pytest.approx(tn / (tn + fp))  # the margins differ: the check can tell them apart
+        z = norm.ppf(0.975)
+        for name, (hits, total) in expected.items():
+            assert summary.loc[half, name] == pytest.approx(hits / total), (half, name)
+            p_hat = hits / total  # Wilson's score interval, written out
+            centre = (p_hat + z * z / (2 * total)) / (1 + z * z / total)
+            spread = z * np.sqrt(p_hat * (1 - p_hat) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+            assert summary.loc[half, f"{name}_lo"] == pytest.approx(max(0.0, centre - spread), abs=1e-9)
+            assert summary.loc[half, f"{name}_hi"] == pytest.approx(min(1.0, centre + spread), abs=1e-9)
+            assert summary.loc[half, f"{name}_lo"] <= summary.loc[half, name] <= summary.loc[half, f"{name}_hi"]
 
 
 @pytest.mark.integration

@@ -29,7 +29,11 @@ def test_user_facing_text_has_no_process_words():
     """No issue numbers, ordinals of the work done ("the ninth session"), "VM" or commit hashes: dates and
     machines instead. A course's class session is a session of the course, not of the work."""
     found = []
+    snapshot = REPO_ROOT / "docs" / "results.json"  # the published sample's fingerprint is hex, not a commit
+    fingerprint = json.loads(snapshot.read_text())["sample"]["fingerprint"] if snapshot.is_file() else None
     for name, text in user_facing_texts().items():
+        if fingerprint:
+            text = text.replace(fingerprint, "")
         for line_number, line in enumerate(text.splitlines(), 1):
             for match in PROCESS_WORDS.finditer(line):
                 found.append(f"{name}:{line_number}: {match.group(0)!r} in {line.strip()[:100]!r}")
@@ -61,15 +65,3 @@ def test_the_sample_is_described_with_one_count():
     for name, text in user_facing_texts().items():
         for match in re.finditer(r"the (?:lab's )?face sample[^.]{0,40}?\(([0-9,]+) images", text):
             assert match.group(1) == written, (name, match.group(0))
-
-
-def test_the_readme_s_test_time_is_the_benchmarks_record():
-    """README's `make test` figure is the latest fresh-clone record of benchmarks/README.md, word for word."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    found = re.search(r"on a fresh clone, \*\*(\d+) passed, (\d+) skipped in ([0-9.]+) min with the install\*\*"
-                      r"\s+\(2 CPU cores, (\d{4}-\d\d-\d\d)[;)]", readme)
-    assert found, "README must state the fresh-clone `make test` result"
-    passed, skipped, minutes, date = found.groups()
-    benchmarks = (REPO_ROOT / "benchmarks" / "README.md").read_text()
-    assert re.search(rf"{date}.{{0,2000}}\*\*{passed} passed, {skipped} skipped, \d+ s of tests, {minutes} min with "
-                     r"the install\*\*", benchmarks, re.S), (passed, skipped, minutes, date)

@@ -94,3 +94,47 @@ def test_embedding_model_and_scatter(small_model, tmp_path):
     thumbs = np.random.default_rng(3).integers(0, 255, (20, 16, 16, 3)).astype(np.uint8)
     embed.thumbnail_scatter(emb, clusters, frame, thumbs, path=tmp_path / "u.png")
     assert (tmp_path / "u.png").stat().st_size > 1000
+
+
+def _brightness_detector(size: int = 32):
+    """A hand-built detector whose logit is the mean brightness: backbone = 1x1 grey conv + 8x8 average pooling
+    (a map of block brightness), head = global average pooling and a Dense unit with a positive weight."""
+    import keras
+
+    from helpers.models import BACKBONE_NAME
+
+    inputs = keras.Input((size, size, 3))
+    grey = keras.layers.Conv2D(1, 1, use_bias=False, name="grey")
+    backbone = keras.Sequential([keras.Input((size, size, 3)), grey, keras.layers.AveragePooling2D(8)],
+                                name=BACKBONE_NAME)
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = backbone(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    dense = keras.layers.Dense(1, activation="sigmoid", name="prediction")
+    model = keras.Model(inputs, dense(x))
+    grey.kernel.assign(np.full((1, 1, 3, 1), 1 / 3, np.float32))
+    dense.kernel.assign(np.array([[4.0]], np.float32))
+    dense.bias.assign(np.array([-1.0], np.float32))
+    return model
+
+
+def test_gradcam_peaks_where_each_image_of_a_batch_is_bright():
+    """Per image of a batch: the map peaks in that image's bright quadrant and is scaled to 1 there, whatever the
+    other images hold (a map normalised over the batch, or over one axis, fails the dim image)."""
+    model = _brightness_detector()
+    corners = [(slice(0, 16), slice(0, 16)), (slice(0, 16), slice(16, 32)), (slice(16, 32), slice(0, 16)),
+               (slice(16, 32), slice(16, 32))]
+    brightness = [250.0, 120.0, 200.0, 60.0]  # one dim image among bright ones
+    images = np.full((4, 32, 32, 3), 20.0, np.float32)
+    for image, (rows, cols), level in zip(images, corners, brightness):
+        image[rows, cols] = level
+    heatmaps, scores = explain.gradcam(model, images, target="fake")
+    assert heatmaps.shape == (4, 32, 32)
+    for heatmap, (rows, cols), level, score, image in zip(heatmaps, corners, brightness, scores, images):
+        assert heatmap.max() == pytest.approx(1.0, abs=1e-5)
+        y, x = np.unravel_index(np.argmax(heatmap), heatmap.shape)
+        assert rows.start <= y < rows.stop and cols.start <= x < cols.stop
+        # far from the bright quadrant the map is the background's share of the peak (a 4x4 map, resized)
+        far_rows, far_cols = (slice(20, 28) if r.start == 0 else slice(4, 12) for r in (rows, cols))
+        assert heatmap[far_rows, far_cols].mean() == pytest.approx(20.0 / level, abs=0.02)
+        assert score == pytest.approx(1 / (1 + np.exp(-(4 * image.mean() / 255 - 1))), abs=1e-5)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -22,7 +23,7 @@ def test_profiles_name_existing_notebooks_and_declared_parameters(profile):
     for notebook, params in loaded["notebooks"].items():
         path = reproduce.NOTEBOOKS_DIR / f"{notebook}.ipynb"
         assert path.is_file(), path
-        declared = set(pm.inspect_notebook(str(path)))
+        declared = set(reproduce.declared_parameters(path))  # its advanced cell and its parameters cell
         unknown = set({**loaded["common"], **(params or {})}) - declared
         assert not unknown, f"{profile}/{notebook} sets undeclared parameters {unknown}"
 
@@ -34,8 +35,8 @@ def test_declared_parameters_read_as_papermill_reads_them(path):
     import ast
 
     theirs = {name: v["default"] for name, v in pm.inspect_notebook(str(path)).items()}
-    mine = reproduce.declared_parameters(path)
-    assert list(mine) == list(theirs)
+    mine = reproduce.declared_parameters(path)  # the advanced cell's names first, then the parameters cell's
+    assert list(mine)[len(mine) - len(theirs):] == list(theirs)
     for name, default in theirs.items():
         try:
             expected = ast.literal_eval(default)
@@ -80,12 +81,22 @@ def test_notebooks_are_clean_and_follow_the_template(path):
     nb = nbformat.read(path, as_version=4)
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
     assert "colab-badge" in nb.cells[0].source
-    assert "parameters" in nb.cells[1].metadata.get("tags", [])
-    assert nb.cells[2].source == colab.setup_cell(path.stem), "run `python -m helpers.colab --write`"
+    for heading in ("**You will learn**", "**Time:**", "**Needs:**"):
+        assert heading in nb.cells[0].source, heading
+    # an advanced-settings cell (recipes the profiles set) comes before the parameters cell, so papermill's
+    # injected values, placed after the parameters cell, override both
+    at = 2 if "advanced" in nb.cells[1].metadata.get("tags", []) else 1
+    assert "parameters" in nb.cells[at].metadata.get("tags", [])
+    assert len(nb.cells[at].source.splitlines()) <= 15, "what a student would change; the rest is advanced"
+    assert nb.cells[at + 1].source == colab.setup_cell(path.stem), "run `python -m helpers.colab --write`"
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
-    assert {"profile", "use_drive", "prepare_missing", "run_name", "runs_root"} <= \
-        set(pm.inspect_notebook(str(path)))
+    assert {"run_name", "profile", "use_drive"} <= set(pm.inspect_notebook(str(path)))
+    assert {"prepare_missing", "runs_root"} <= set(reproduce.declared_parameters(path))
+    assert nb.cells[-1].cell_type == "markdown" and nb.cells[-1].source.startswith("## What we learned")
+    for k, cell in enumerate(nb.cells[:-1]):  # every figure the notebook writes has a line on what to look for
+        if cell.cell_type == "code" and re.search(r"\d\d_[a-z0-9_]+\.png", cell.source) and "aligned" not in cell.source:
+            assert nb.cells[k + 1].source.startswith("**What to look for:**"), cell.source[:80]
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert not cell.outputs and cell.execution_count is None
