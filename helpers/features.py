@@ -60,12 +60,23 @@ def head_model(model: keras.Model) -> keras.Model:
     return keras.Model(inputs, x, name=f"{model.name}_head")
 
 
-def cache_key(model: keras.Model, frame: pd.DataFrame, image_size: int, preprocessing: str, extra: str = "") -> str:
-    """Identifies a feature set: model name, backbone weights (checksum of a few tensors), inputs."""
-    _, base, _ = model_parts(model)
-    probe = [np.asarray(w)[:64].tobytes() for w in base.weights[:4]]
-    text = json.dumps([model.name, image_size, preprocessing, extra, frame["path"].astype(str).tolist()])
-    return hashlib.sha1(text.encode() + b"".join(probe)).hexdigest()[:16]
+def cache_key(model: keras.Model, frame: pd.DataFrame, root: str | Path, image_size: int, preprocessing: str,
+              extra: str = "") -> str:
+    """Identifies a feature set by everything that decides its arrays: the layers before the backbone and the
+    backbone (architecture and every weight), the rows (paths and labels, in order) and each file's size and
+    modification time under ``root`` (:func:`helpers.training_cache.data_fingerprint`), the input size,
+    preprocessing and ``extra`` (flips, perturbation)."""
+    from helpers.training_cache import architecture, data_fingerprint
+
+    before, base, _ = model_parts(model)
+    digest = hashlib.sha1(architecture(base).encode())
+    for layer in before:
+        digest.update(json.dumps(layer.get_config(), sort_keys=True, default=str).encode())
+    for weight in base.weights:
+        digest.update(np.ascontiguousarray(np.asarray(weight)).tobytes())
+    rows = frame.assign(label=frame["label"].astype(str)) if "label" in frame else frame
+    digest.update(json.dumps([image_size, preprocessing, extra, data_fingerprint(rows, root)]).encode())
+    return digest.hexdigest()[:16]
 
 
 def extract_features(model: keras.Model, frame: pd.DataFrame, root: str | Path, image_size: int,
@@ -78,7 +89,7 @@ def extract_features(model: keras.Model, frame: pd.DataFrame, root: str | Path, 
     (0 when read from the cache). ``perturbation`` (e.g. ``"jpeg:50"``, ``"augment:0"``) is applied
     to each image first (see :mod:`helpers.perturb`).
     """
-    key = cache_key(model, frame, image_size, preprocessing, f"{flips}|{perturbation}")
+    key = cache_key(model, frame, root, image_size, preprocessing, f"{flips}|{perturbation}")
     target = Path(cache_dir) / f"{key}.npz" if cache_dir else None
     def read(path: Path) -> dict[str, np.ndarray]:
         with np.load(path) as stored:

@@ -24,6 +24,7 @@ def has_odd_name(path: str | os.PathLike) -> bool:
 
 HIDDEN = "hidden (a name starting with '.'): not scored"
 EMPTY_FOLDER = "empty folder: no files to score"
+LINKED_FOLDER = "a link to a folder: not followed (name the folder itself to score what it holds)"
 SPREADSHEET_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "'")  # "'" too, so that the escape can be undone
 
 
@@ -32,9 +33,10 @@ def input_entries(inputs: list[str | Path]) -> tuple[list[Path], dict[Path, str]
 
     Each entry gets a row in the results: broken links, pipes, sockets and devices go to the
     loader, which says why they cannot be read; hidden files (a name or folder starting with
-    ``.``) and a folder with nothing in it (named, or found inside a named one) are answered with a
-    reason of their own, returned in
-    the second value (``{path: reason}``) and never opened.
+    ``.`` below the folder named), a folder with nothing in it (named, or found inside a named one) and a
+    link to a folder inside a named one (not followed: it could loop, or lead out of the folder named) are
+    answered with a reason of their own, returned in the second value (``{path: reason}``) and never opened.
+    A folder named through a link, or inside a hidden folder, is the user's choice and is listed as usual.
     """
     entries: list[Path] = []
     reasons: dict[Path, str] = {}
@@ -50,7 +52,9 @@ def input_entries(inputs: list[str | Path]) -> tuple[list[Path], dict[Path, str]
             entries.append(path)
             if any(part.startswith(".") for part in path.relative_to(item).parts):
                 reasons[path] = HIDDEN
-            elif path.is_dir() and not path.is_symlink():
+            elif path.is_symlink() and path.is_dir():
+                reasons[path] = LINKED_FOLDER
+            elif path.is_dir():
                 reasons[path] = EMPTY_FOLDER
     return entries, reasons
 

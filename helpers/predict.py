@@ -26,6 +26,7 @@ from helpers.data import DEFAULT_DECODE_BUDGET, DecodeBudget, LoadedImage, load_
 from helpers.inputs import (  # noqa: F401 - the listing and cell rules, also reached as helpers.predict.*
     EMPTY_FOLDER,
     HIDDEN,
+    LINKED_FOLDER,
     SPREADSHEET_TRIGGERS,
     has_odd_name,
     image_files,

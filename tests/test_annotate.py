@@ -1,6 +1,8 @@
 """Annotators (glasses heuristic, gender/age ONNX, expression Keras file, CSV labels), the hand-label
 check of the glasses heuristic, and attribute-balanced sampling."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -223,3 +225,35 @@ def test_annotations_are_kept_per_image_and_face_and_read_back_without_the_model
     edited = moved.assign(sha256=["aa2", "bb", "cc"])                           # new bytes, new SHA-256
     annotate.annotate_faces(edited, tmp_path, [CountingGlasses()], progress=False, cache_dir=cache)
     assert CountingGlasses.calls == 7
+
+
+def test_every_public_setting_of_an_annotator_is_in_the_cache_key(tmp_path):
+    """Each annotator's public attributes (read from the instance, not a hand list), changed alone, give another
+    key; a labels CSV is identified by where it is and what it holds, so edited labels are read again."""
+    import copy
+
+    from helpers import annotation_cache
+
+    labels = tmp_path / "race.csv"
+    labels.write_text("path,race\nreal/a/1.jpg,white\n")
+    instances = [annotate.GlassesAnnotator(), annotate.CsvLabels(labels, "race")]
+    for annotator in instances:
+        base = annotation_cache.annotators_key([annotator])
+        public = {k: v for k, v in vars(annotator).items() if not k.startswith("_")}
+        assert public, type(annotator).__name__
+        for name, value in public.items():
+            changed = copy.copy(annotator)
+            other = (value + 1.5 if isinstance(value, float) else value + "x" if isinstance(value, str)
+                     else tmp_path / "other.csv" if isinstance(value, Path) else None)
+            assert other is not None, (name, value)
+            setattr(changed, name, other)
+            assert annotation_cache.annotators_key([changed]) != base, (type(annotator).__name__, name)
+    csv_labels = instances[1]
+    before = annotation_cache.annotators_key([csv_labels])
+    labels.write_text("path,race\nreal/a/1.jpg,black\n")  # the same file, other labels
+    assert annotation_cache.annotators_key([csv_labels]) != before
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    (moved / "race.csv").write_text(labels.read_text())  # the same name and labels in another folder: a new key
+    assert annotation_cache.annotators_key([annotate.CsvLabels(moved / "race.csv", "race")]) != \
+        annotation_cache.annotators_key([csv_labels])

@@ -121,8 +121,9 @@ def test_head_on_cached_features_equals_the_full_model_and_the_cache_is_reused(f
     full = models.inference_model(model)(images).numpy().ravel()
     via_head = features.head_model(model)(first["features"]).numpy().ravel()
     assert np.allclose(full, via_head, atol=1e-5)
-    assert features.cache_key(model, frame, 32, "none") != features.cache_key(model, frame, 32, "ela")
-    assert features.cache_key(model, frame, 32, "none") != features.cache_key(model, frame.head(39), 32, "none")
+    assert features.cache_key(model, frame, face_tree, 32, "none") != features.cache_key(model, frame, face_tree, 32, "ela")
+    assert features.cache_key(model, frame, face_tree, 32, "none") != \
+        features.cache_key(model, frame.head(39), face_tree, 32, "none")
 
 
 def test_cached_training_draws_both_mirror_images():
@@ -155,6 +156,17 @@ def test_cached_grid_selects_the_same_point_as_the_naive_grid(face_tree, tmp_pat
     assert (tables["cached"].epochs_run == tables["cached"].epochs).all()
     picks = {m: t.loc[t.selected, ["learning_rate", "dropout", "epochs"]].to_dict("records") for m, t in tables.items()}
     assert picks["cached"] == picks["naive"]
+    # each row of the table against the per-epoch log Keras wrote for that point (the oracle on disk)
+    for k, row in tables["naive"].iterrows():
+        log = pd.read_csv(tmp_path / "naive" / "grid_models" / f"t3_{k}_log.csv")
+        assert row["epochs_run"] == len(log) == row["epochs"]
+        assert row["best_val_auc"] == pytest.approx(log["val_auc"].max(), abs=1e-6)
+        assert row["best_epoch"] == int(log.loc[log["val_auc"].idxmax(), "epoch"]) + 1  # Keras counts from 0
+        assert row["final_train_loss"] == pytest.approx(log["loss"].iloc[-1], rel=1e-6)
+        assert row["final_val_accuracy"] == pytest.approx(log["val_accuracy"].iloc[-1], abs=1e-6)
+        assert tables["cached"].loc[k, "best_epoch"] == row["best_epoch"]
+    assert tables["naive"]["selected"].sum() == 1
+    assert tables["naive"].loc[tables["naive"].selected, "best_val_auc"].item() == tables["naive"]["best_val_auc"].max()
     assert "feature_seconds" in tables["cached"] and len(tables["naive"]) == 4
     with pytest.raises(ValueError):
         grid.grid_table("fast", build, points, train_frame, val_frame, face_tree, 32, tmp_path, "x")
@@ -189,3 +201,46 @@ def test_a_backbone_without_weights_is_skipped_and_the_table_says_why(face_tree,
         assert result["train_seconds"] >= cached[0]["train_seconds"] - 1.0   # the training's own time, not 0
         assert result["size_mb"] == kept["size_mb"]                         # weights only, trained or read back
     assert kept["size_mb"] == round(kept["params"] * 4 / 1e6, 2)             # float32 weights, no Adam moments
+
+
+def test_every_input_of_the_features_is_in_their_cache_key(face_tree, tmp_path):
+    """Kept features are read back only for the same inputs: every argument of ``extract_features`` that
+    changes its arrays (read from its signature) changes the key — another weight anywhere in the backbone, a
+    flipped label, a file's bytes replaced under the same name, the size, preprocessing, flips, perturbation —
+    and the batch size, which changes nothing, does not."""
+    import inspect
+    import os
+
+    import keras
+
+    model, _ = models.build_mobilenetv2(32, weights=None, augment=False)
+    frame = data.scan_folder(face_tree, progress=False).head(6)
+    arguments = dict(model=model, frame=frame, root=face_tree, image_size=32, batch_size=16, flips=True,
+                     preprocessing="none", cache_dir=tmp_path, perturbation=None)
+    assert set(arguments) == set(inspect.signature(features.extract_features).parameters)
+
+    def key(**changes):
+        a = arguments | changes
+        return features.cache_key(a["model"], a["frame"], a["root"], a["image_size"], a["preprocessing"],
+                                  f"{a['flips']}|{a['perturbation']}")
+
+    base = key()
+    assert key(batch_size=3) == base
+    last = models.backbone_of(model).weights[-1]
+    other_model = keras.models.clone_model(model)
+    other_model.set_weights(model.get_weights())
+    other_weight = [w for w in other_model.weights if w.path == last.path][0]
+    other_weight.assign(other_weight.numpy() + 1.0)
+    flipped = frame.assign(label=frame["label"].map({"real": "fake", "fake": "real"}))
+    for name, value in dict(model=other_model, frame=flipped, image_size=33, preprocessing="ela", flips=False,
+                            perturbation="jpeg:50").items():
+        assert key(**{name: value}) != base, name
+    target = face_tree / frame["path"].iloc[0]
+    saved, stat = target.read_bytes(), target.stat()
+    try:
+        target.write_bytes(saved + b"\0")  # other bytes under the same name
+        assert key() != base
+    finally:
+        target.write_bytes(saved)
+        os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert key() == base

@@ -545,3 +545,24 @@ def test_the_worst_files_four_at_once_stay_within_the_memory_and_time_bounds(ser
     print(f"worst files, re-encoded={reencode}: peak {peak_kb / 1024:.0f} MiB, {seconds:.1f} s in all; {errors}")
     assert peak_kb < 1.5 * 1024 * 1024, peak_kb
     assert seconds < 20 + 60  # within the per-file limit, plus loading TensorFlow and the model
+
+
+@pytest.mark.parametrize(("shift", "passes"), [(0.4e-3, True), (0.99e-3, True), (1.01e-3, False), (0.25, False)])
+def test_the_parity_check_holds_its_documented_tolerance(trained_run, monkeypatch, tmp_path, shift, passes):
+    """An export whose scores differ from Keras' by more than 1e-3 on any sample fails; within it, it passes
+    (a perturbed export, the conversion itself stood in for: the check is what is tested)."""
+    predictor = predict.Predictor.load(trained_run / "demo" / "models" / "mobilenetv2_finetune.keras")
+    samples = np.random.default_rng(0).uniform(0, 255, (4, predictor.image_size, predictor.image_size, 3))
+    expected = predictor.single_pass_scores(samples.astype("float32"))
+    monkeypatch.setattr(export, "_tflite", lambda model, path: Path(path).write_bytes(b"stand-in export"))
+    offsets = np.zeros(len(samples))
+    offsets[2] = shift  # one sample off: the largest difference decides
+    monkeypatch.setattr(export, "exported_scores", lambda path, fmt, images: expected + offsets)
+    out = tmp_path / "e"
+    if passes:
+        report = export.export_detector(predictor, out, "tflite", samples)
+        assert report["max_difference"] == pytest.approx(shift) and (out / "mobilenetv2_finetune.tflite").exists()
+    else:
+        with pytest.raises(export.ExportMismatch, match="differs from the Keras model"):
+            export.export_detector(predictor, out, "tflite", samples)
+        assert not (out / "mobilenetv2_finetune.tflite").exists()

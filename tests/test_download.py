@@ -392,3 +392,31 @@ def test_a_remote_name_never_lands_outside_its_folder_even_through_a_link(tmp_pa
     assert download.contained_path(folder, "link/evil.txt") is None
     for name in ("", "/abs", "a//b", "../x", "a/../../x", "a\\b", "a\x00b", "c:/x", "./a", "a/\x7f"):
         assert download.contained_path(folder, name) is None, name
+
+
+@pytest.mark.parametrize("way", ["served truncated", "served corrupted", "left on disk", "mirror"])
+def test_bytes_that_do_not_match_the_checksum_are_refused_by_name(tmp_path, way):
+    """However the wrong bytes arrive — a truncated or altered response, a damaged file already at the
+    destination, a damaged mirror copy — the download is refused with the file named, nothing is kept under the
+    final name, and the right bytes are fetched once they are served."""
+    digest = hashlib.sha256(PAYLOAD).hexdigest()
+    wrong = {"served truncated": PAYLOAD[:-100], "served corrupted": b"x" + PAYLOAD[1:]}.get(way, PAYLOAD)
+    target = tmp_path / "faces-v2.zip"
+    if way == "left on disk":
+        target.write_bytes(b"y" + PAYLOAD[1:])  # same size, other bytes: not "already verified"
+        with FileServer({"/faces-v2.zip": PAYLOAD}) as server:
+            path = download.download(f"{server.url}/faces-v2.zip", target, sha256=digest, size=len(PAYLOAD),
+                                     progress=False)
+        assert path.read_bytes() == PAYLOAD and len(server.requests) == 1
+        return
+    if way == "mirror":
+        mirror = tmp_path / "mirror"
+        mirror.mkdir()
+        (mirror / "faces-v2.zip").write_bytes(PAYLOAD[:-1] + b"z")
+        with pytest.raises(download.ChecksumError, match="faces-v2.zip"):
+            download.download("http://127.0.0.1:9/faces-v2.zip", target, sha256=digest, mirror=mirror, progress=False)
+        assert not target.exists()
+        return
+    with FileServer({"/faces-v2.zip": wrong}) as server, pytest.raises(download.ChecksumError, match="faces-v2.zip"):
+        download.download(f"{server.url}/faces-v2.zip", target, sha256=digest, progress=False)
+    assert not target.exists() and not list(tmp_path.glob("faces-v2.zip*"))

@@ -153,3 +153,26 @@ def test_input_view_switches_to_crops_and_reports_images_without_a_face(tmp_path
     assert "1 images without a detected face" in capsys.readouterr().out
     with pytest.raises(ValueError):
         input_view(split, tmp_path, tmp_path, "crops")
+
+
+def _coordinates(height: int, width: int) -> np.ndarray:
+    """Pixel (y, x) holds (y, x, 0) (values under 256 here): a crop's place can be read off its corner pixel."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([y, x, np.zeros_like(y)], axis=-1).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("shape", "box", "margin", "top", "left", "side"), [
+    ((250, 200), (150, 10, 40, 60), 0.5, 0, 80, 120),     # portrait, face at the top-right edge
+    ((200, 250), (5, 170, 30, 20), 0.4, 146, 0, 54),      # landscape, face at the bottom-left corner
+    ((250, 200), (50, 100, 150, 150), 0.4, 50, 0, 200),   # portrait, the square shrunk to the width, at the bottom
+    ((200, 250), (100, 60, 50, 50), 0.5, 35, 75, 100),    # landscape, face inside: centred
+    ((120, 240), (200, 40, 30, 30), 0.5, 25, 180, 60),    # wide, face at the right edge
+])
+def test_face_crops_on_non_square_pictures_at_every_edge(shape, box, margin, top, left, side):
+    """Hand-worked crops: side = the box's longer side x (1 + 2 x margin), at most the picture's shorter side;
+    centred on the box, then shifted inside the picture along each axis by that axis' own length."""
+    image = _coordinates(*shape)
+    crop = crop_face(image, Face(box, 0.99), margin=margin)
+    assert crop.shape == (side, side, 3)
+    assert (int(crop[0, 0, 0]), int(crop[0, 0, 1])) == (top, left)
+    assert (int(crop[-1, -1, 0]), int(crop[-1, -1, 1])) == (top + side - 1, left + side - 1)

@@ -168,3 +168,58 @@ def test_every_field_of_a_recipe_is_in_the_head_key():
         changed = dataclasses.replace(base, **{name: _another_value(getattr(base, name), name)})
         assert bank.head_key(changed, seed=3) != key, name
     assert bank.head_key(base, seed=4) != key
+
+
+def _any_size_detector():
+    """A tiny detector for pictures of any size whose score changes with the mirror image (an asymmetric
+    convolution, then the global maximum)."""
+    import keras
+
+    model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Rescaling(1 / 255),
+                              keras.layers.Conv2D(1, 3, use_bias=False), keras.layers.GlobalMaxPooling2D(),
+                              keras.layers.Dense(1, activation="sigmoid")])
+    kernel = np.zeros((3, 3, 3, 1), np.float32)
+    kernel[:, 0] = 1.0   # left column up, right column down: a mirror image scores otherwise
+    kernel[:, 2] = -1.0
+    model.layers[1].kernel.assign(kernel)
+    model.layers[3].kernel.assign(np.array([[3.0]], np.float32))
+    return model
+
+
+def test_every_input_of_a_fine_tuned_score_is_in_its_key(split_and_root, tmp_path):
+    """Scores are kept under their key: whenever a field of the recipe, a setting of the bank (read from the
+    dataclass and the constructor's signature), the split or the variant changes the scores, it must change the
+    key too (a key that missed one would read back another detector's scores)."""
+    import dataclasses
+    import inspect
+
+    split, root = split_and_root
+    model = _any_size_detector()
+    base_recipe = finetuned.FinetuneRecipe("kept", None)
+
+    def scores_and_key(recipe, split_name="test", variant="clean", **bank_settings):
+        bank = finetuned.ImageBank(split, root, **({"image_size": 32, "batch_size": 8} | bank_settings))
+        trained = finetuned.TrainedDetector(recipe, model, threshold=0.5, val_auc=0.5, seconds=0.0)
+        cached = protocol_cache.CachedBank(bank, tmp_path / "protocols")
+        return bank.score(trained, split_name, variant), cached.scores_key(trained, split_name, variant)
+
+    base_scores, base_key = scores_and_key(base_recipe)
+    assert scores_and_key(base_recipe)[1] == base_key
+    moved = []
+    for field in dataclasses.fields(finetuned.FinetuneRecipe):
+        value = getattr(base_recipe, field.name)
+        other = {"score_reencode": "jpeg:50", "copy_kind": "scaled"}.get(field.name, _another_value(value, field.name))
+        scores, key = scores_and_key(dataclasses.replace(base_recipe, **{field.name: other}))
+        if not np.allclose(scores, base_scores):
+            moved.append(field.name)
+            assert key != base_key, f"recipe field {field.name} changes the scores but not their key"
+    assert {"tta_flip", "score_reencode"} <= set(moved)  # the test exercised the fields that score differently
+    constructor = inspect.signature(finetuned.ImageBank).parameters
+    for name, other in (("image_size", 40), ("framing", "native_patch"), ("batch_size", 3)):
+        assert name in constructor
+        scores, key = scores_and_key(base_recipe, **{name: other})
+        if len(scores) != len(base_scores) or not np.allclose(scores, base_scores):
+            assert key != base_key, name
+    for split_name, variant in (("val", "clean"), ("test", "jpeg:50")):
+        scores, key = scores_and_key(base_recipe, split_name, variant)
+        assert key != base_key, (split_name, variant)

@@ -139,3 +139,28 @@ def test_a_key_that_is_both_an_object_and_a_folder_is_refused_and_the_sync_goes_
     (target / "z.txt").mkdir()  # a local folder where an object goes: that object is refused, named
     report = storage.sync_down(bucket, "v1", target, s3, progress=False)
     assert "v1/z.txt" in report.refused and report.skipped == 2
+
+
+def test_a_changed_object_of_the_same_size_is_transferred_again(client, dataset, tmp_path):
+    """Size alone cannot tell a changed file: the same-size object changed on either side is copied again
+    (its ETag differs), in both directions, and an unchanged one is not."""
+    s3, bucket = client
+    storage.sync_up(dataset, bucket, "same", s3, part_size=PART, progress=False)
+    copy = tmp_path / "copy"
+    storage.sync_down(bucket, "same", copy, s3, part_size=PART, progress=False)
+    key, local = "same/real/src/img1.jpg", copy / "real" / "src" / "img1.jpg"
+    changed = os.urandom(len(local.read_bytes()))
+    s3.put_object(Bucket=bucket, Key=key, Body=changed)  # remote changed, same size
+    down = storage.sync_down(bucket, "same", copy, s3, part_size=PART, progress=False)
+    assert down.transferred == 1 and local.read_bytes() == changed
+    edited = dataset / "fake" / "src" / "img0.jpg"
+    edited.write_bytes(os.urandom(edited.stat().st_size))  # local changed, same size
+    up = storage.sync_up(dataset, bucket, "same", s3, part_size=PART, progress=False)
+    assert up.transferred == 2  # the edited file, and img1, whose remote copy was changed above
+    assert s3.get_object(Bucket=bucket, Key="same/fake/src/img0.jpg")["Body"].read() == edited.read_bytes()
+    # the large file: one changed byte in its last part, same size, multipart ETag
+    big = dataset / "big.bin"
+    content = bytearray(big.read_bytes())
+    content[-1] ^= 0xFF
+    big.write_bytes(bytes(content))
+    assert storage.sync_up(dataset, bucket, "same", s3, part_size=PART, progress=False).transferred == 1

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -126,3 +127,90 @@ def test_a_repeated_training_is_read_back_exactly_and_a_changed_one_trains(tmp_p
     monkeypatch.setenv(training_cache.RETRAIN_ENV, "1")                # asked to retrain: trains
     run()
     assert stages_run[4:] == ["tiny_head", "tiny_finetune"]
+
+
+# --- the keys, by property: every input that reaches the computation is in the key ---------------------------
+
+class _Captured(Exception):
+    """Raised by a stand-in lookup: the key was computed, nothing trains."""
+
+
+def _key_of_training(monkeypatch, model, **changes) -> str:
+    """The trained-model cache key ``train.train_two_stage`` computes for ``model`` with ``changes``."""
+    seen = {}
+
+    def capture(cache_dir, key):
+        seen["key"] = key
+        raise _Captured
+
+    monkeypatch.setattr(training_cache, "lookup", capture)
+    spec = training_cache.CacheSpec(Path("unused"), data={"train": "t", "val": "v"})
+    arguments = dict(head_epochs=1, head_lr=1e-3, finetune_epochs=1, finetune_lr=1e-4) | changes
+    try:
+        train.train_two_stage(model, None, None, "unused", "m", cache=spec, **arguments)
+    except _Captured:
+        return seen["key"]
+    raise AssertionError("train_two_stage did not consult the cache")
+
+
+def _changed(value):
+    """Another value of the same kind as ``value`` (a parameter's default read from the signature)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value + 0.05 if value < 0.9 else value / 2
+    raise AssertionError(f"no other value for {value!r}: extend this test")
+
+
+def test_every_setting_of_a_training_is_in_its_cache_key(monkeypatch):
+    """Each parameter of ``train_two_stage`` that decides what training gives (read from its signature: all but
+    the datasets, where outputs go, the name, the verbosity and the cache itself), changed alone, is another key;
+    the same settings are the same key."""
+    import inspect
+
+    model = _tiny_detector()
+    base = _key_of_training(monkeypatch, model)
+    assert _key_of_training(monkeypatch, model) == base
+    not_deciding = {"model", "train_ds", "val_ds", "out_dir", "name", "verbose", "cache"}
+    signature = inspect.signature(train.train_two_stage)
+    deciding = [p for p in signature.parameters.values() if p.name not in not_deciding]
+    assert len(deciding) >= 9
+    defaults = dict(head_epochs=1, head_lr=1e-3, finetune_epochs=1, finetune_lr=1e-4)
+    for parameter in deciding:
+        value = defaults.get(parameter.name, parameter.default)
+        assert _key_of_training(monkeypatch, model, **{parameter.name: _changed(value)}) != base, parameter.name
+
+
+def test_the_model_and_its_data_are_in_the_key(monkeypatch):
+    """Another initial weight, another layer setting or other data: another key."""
+    model = _tiny_detector()
+    base = _key_of_training(monkeypatch, model)
+    other = _tiny_detector(seed=1)
+    assert _key_of_training(monkeypatch, other) != base
+    kernel = model.weights[-2]
+    kernel.assign(kernel.numpy() + 1e-6)
+    assert _key_of_training(monkeypatch, model) != base
+
+
+def test_every_argument_of_the_datasets_is_in_their_key(tmp_path, face_tree):
+    """``pipeline.datasets_key`` takes every argument ``pipeline.split_datasets`` takes (the signatures agree),
+    and each one, changed alone, changes the key."""
+    import inspect
+
+    made = inspect.signature(pipeline.split_datasets).parameters
+    keyed = inspect.signature(pipeline.datasets_key).parameters
+    assert list(made) == list(keyed)
+    assert [p.default for p in made.values()] == [p.default for p in keyed.values()]
+    split = splits.split_manifest(data.scan_folder(face_tree, progress=False), seed=0)
+    arguments = dict(split_frame=split, root=face_tree, image_size=32, batch_size=8, seed=0, preprocessing="none")
+    base = training_cache.training_key(pipeline.datasets_key(**arguments))
+    first = split.index[split["split"] == "train"][0]  # a training row's label flipped
+    flipped = split.assign(label=split["label"].where(split.index != first,
+                                                      "fake" if split.loc[first, "label"] == "real" else "real"))
+    other = dict(split_frame=flipped,
+                 root=tmp_path, image_size=33, batch_size=9, seed=1, preprocessing="ela")
+    assert set(other) == set(made)
+    for name, value in other.items():
+        assert training_cache.training_key(pipeline.datasets_key(**(arguments | {name: value}))) != base, name
