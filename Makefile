@@ -43,11 +43,14 @@ TEST_WORKERS ?= 2
 test: install
 	$(PY) -m pytest -q -rs --durations=15 --timeout=1200 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-## Mutation testing (a benchmark, not a CI step; an hour or more on 2 cores): mutmut on the modules the
+## Mutation testing (a benchmark, not a CI step; many hours on 2 cores for every module: MUTANTS= picks some): mutmut on the modules the
 ## tests must guard, then the score per module (results: benchmarks/README.md)
-MUTANTS ?= "helpers.evaluate*" "helpers.stats*" "helpers.splits*" "helpers.models.x_prepare_finetune*" "helpers.data.x_load_image*" \
-	"helpers.data.x__decode*" "helpers.data.x__file_problem*" "helpers.decoding*" "helpers.predict*" "helpers.protocols*" "helpers.calibration*" "helpers.served*" \
-	"helpers.perturb*" "helpers.balance*" "helpers.data.x_resize_square*"
+MUTANTS ?= "helpers.evaluate*" "helpers.stats*" "helpers.splits*" "helpers.models.x_prepare_finetune*" "helpers.data*" \
+	"helpers.decoding*" "helpers.predict*" "helpers.protocols*" "helpers.calibration*" "helpers.served*" \
+	"helpers.perturb*" "helpers.balance*" \
+	"helpers.faces*" "helpers.annotate*" "helpers.annotation_cache*" "helpers.storage*" "helpers.download*" "helpers.pins*" \
+	"helpers.export*" "helpers.grid*" "helpers.explain*" "helpers.embed*" "helpers.pipeline*" "helpers.training_cache*" \
+	"helpers.protocol_cache*" "helpers.features*" "helpers.inputs*" "helpers.format_blind*" "helpers.publish*"
 mutation: install
 	$(VENV)/bin/python -m pip install -q "mutmut>=3.8,<4"
 	FAKEFACE_TEST_FACES=$(abspath ../shared/data/faces) FAKEFACE_WEIGHTS=$(abspath ../shared/weights) \

@@ -23,8 +23,12 @@ KILLED = {"killed", "caught by type check", "segfault"}
 # functions of a module.
 SCOPE = {"helpers.evaluate": None, "helpers.stats": None, "helpers.splits": None, "helpers.predict": None,
          "helpers.protocols": None, "helpers.served": None, "helpers.perturb": None, "helpers.balance": None,
-         "helpers.decoding": None, "helpers.models": ("prepare_finetune",),
-         "helpers.data": ("load_image", "_decode", "_file_problem", "_superseded", "resize_square")}
+         "helpers.decoding": None, "helpers.models": ("prepare_finetune",), "helpers.data": None,
+         # beyond the statistics: what decides a published number or protects a file
+         **{f"helpers.{name}": None for name in (
+             "faces", "annotate", "annotation_cache", "storage", "download", "pins", "export", "grid", "explain",
+             "embed", "pipeline", "training_cache", "protocol_cache", "features", "inputs", "format_blind",
+             "publish")}}
 
 
 def in_scope(name: str) -> str | None:

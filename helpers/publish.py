@@ -32,6 +32,7 @@ import pandas as pd
 
 from helpers import atomic
 from helpers.config import REPO_ROOT
+from helpers.plots import recipe_name, source_name
 
 DOCS_DIR = REPO_ROOT / "docs"
 FIGURES_DIR = REPO_ROOT / "figures"
@@ -40,6 +41,7 @@ BLOCK = re.compile(r"(<!-- results:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /r
 DOCUMENTS = ("README.md", "docs/model_card.md", "docs/findings.md", "docs/guide.md")
 # the figures of the run: notebook 01 to 09 write them (app screenshots and the like are not published here)
 FIGURE_NAME = re.compile(r"^\d\d_[a-z0-9_]+\.png$")
+FROZEN_SERVED = "improved"  # the frozen recipe the served one fine-tunes (notebook 08's improved_name)
 
 
 def settings() -> dict:
@@ -206,25 +208,34 @@ def render_block(name: str, snap: dict) -> str:
         lines = ["| what (test split, 95% CI) | result |", "|---|---|"]
         for m in snap["models"]:
             lines.append(f"| {m['model']}: AUC | {_ci(m, 'auc')} |")
-        logo = [r for r in snap["leave_one_generator_out"] if r["recipe"] == _served_recipe(snap)]
-        for r in logo:
-            lines.append(f"| held-out generator {r['held_out']}: AUC | {_ci(r, 'auc')} |")
+        recipe = _served_recipe(snap)
+        for r in (r for r in snap["leave_one_generator_out"] if r["recipe"] == recipe):
+            lines.append(f"| {source_name(r['held_out'])} never seen in training ({recipe_name(recipe)}): AUC | "
+                         f"{_ci(r, 'auc')} |")
         if served:
-            lines.append(f"| served detector: fake at P(fake) ≥ {served['fake_threshold']}, real below "
-                         f"{served['real_threshold']} | test AUC {served['test_auc']:.3f} |")
+            lines.append(f"| the served detector (fake / real / unsure): AUC | {served['test_auc']:.3f} |")
         return "\n".join(lines) + "\n"
+    if name == "operating_point":
+        served = snap["served"]
+        if not served:
+            return "The published run saved no served detector.\n"
+        return (f"In the published run: **fake** at P(fake) ≥ {served['fake_threshold']}, **real** below "
+                f"{served['real_threshold']}, unsure in between; validation AUC {served['validation_auc']:.3f}, "
+                f"test AUC {served['test_auc']:.3f}; {served['image_size']} px; trained in "
+                f"{served['train_minutes']} min.\n")
     if name == "served":
         lines = ["| source | n | rate [95% CI] | called fake | called real | unsure |", "|---|---:|---|---:|---:|---:|"]
         for r in snap["served_per_source"]:
-            lines.append(f"| {r['label']}/{r['source']} | {r['n']} | {r['rate_name']} {_ci(r, 'rate')} | "
+            lines.append(f"| {source_name(r['source'])} ({r['label']}) | {r['n']} | {r['rate_name']} {_ci(r, 'rate')} | "
                          f"{r['called_fake']:.3f} | {r['called_real']:.3f} | {r['unsure']:.3f} |")
         return "\n".join(lines) + "\n"
     if name == "protocols":
         lines = ["| recipe | held out | AUC [95% CI] |", "|---|---|---|"]
-        lines += [f"| {r['recipe']} | {r['held_out']} | {_ci(r, 'auc')} |" for r in snap["leave_one_generator_out"]]
+        lines += [f"| {recipe_name(r['recipe'])} | {source_name(r['held_out'])} | {_ci(r, 'auc')} |"
+                  for r in snap["leave_one_generator_out"]]
         lines += ["", "| recipe | held-out real source | false-positive rate [95% CI] | fakes detected |",
                   "|---|---|---|---|"]
-        lines += [f"| {r['recipe']} | {r['held_out']} | {_ci(r, 'fpr')} | {r['detection']:.3f} |"
+        lines += [f"| {recipe_name(r['recipe'])} | {source_name(r['held_out'])} | {_ci(r, 'fpr')} | {r['detection']:.3f} |"
                   for r in snap["leave_one_real_source_out"]]
         return "\n".join(lines) + "\n"
     if name == "targets":
@@ -234,7 +245,8 @@ def render_block(name: str, snap: dict) -> str:
         return "\n".join(lines) + "\n"
     if name == "faces":
         lines = ["| source | images | face found | several faces | no face |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {r['label']}/{r['source']} | {r['images']:,} | {r['detection_rate']:.1%} | {r['several_faces']} | "
+        lines += [f"| {source_name(r['source'])} ({r['label']}) | {r['images']:,} | {r['detection_rate']:.1%} | "
+                  f"{r['several_faces']} | "
                   f"{r['no_face']} |" for r in snap["faces"]]
         return "\n".join(lines) + "\n"
     if name == "glasses":
@@ -245,17 +257,21 @@ def render_block(name: str, snap: dict) -> str:
         return "\n".join(lines) + "\n"
     if name == "robustness":
         lines = ["| recipe | perturbation | AUC [95% CI] | drop |", "|---|---|---|---:|"]
-        lines += [f"| {r['recipe']} | {r['perturbation']} | {_ci(r, 'auc')} | {r['auc_drop']:+.3f} |"
+        lines += [f"| {recipe_name(r['recipe'])} | {r['perturbation']} | {_ci(r, 'auc')} | {r['auc_drop']:+.3f} |"
                   for r in snap["robustness"]]
         return "\n".join(lines) + "\n"
     raise KeyError(f"no generated block {name!r}")
 
 
 def _served_recipe(snap: dict) -> str:
-    """The recipe name of the served detector in the protocol tables (the one named by its record)."""
+    """The recipe whose leave-one-generator-out rows the headline shows: the served detector's when the run
+    measured it, else the frozen recipe it was built from (``improved``), else the last one measured."""
     name = snap.get("served", {}).get("recipe", {}).get("name")
-    names = {r["recipe"] for r in snap["leave_one_generator_out"]}
-    return name if name in names else (sorted(names)[-1] if names else "")
+    names = [r["recipe"] for r in snap["leave_one_generator_out"]]
+    for candidate in (name, FROZEN_SERVED):
+        if candidate in names:
+            return candidate
+    return names[-1] if names else ""
 
 
 def results_markdown(snap: dict) -> str:
@@ -264,7 +280,8 @@ def results_markdown(snap: dict) -> str:
              "Generated by `make publish` from the run's own files; every number the documents quote is "
              "one of these (`docs/results.json` holds them for tests and tools). Do not edit by hand.", "",
              render_block("run", snap), "## Headline", "", render_block("headline", snap),
-             "## Served detector on the test split, per source", "", render_block("served", snap),
+             "## Served detector on the test split, per source", "", render_block("operating_point", snap), "",
+             render_block("served", snap),
              "## Leave one generator out, leave one real source out", "", render_block("protocols", snap),
              "## Robustness (test split)", "", render_block("robustness", snap),
              "## Targets", "", render_block("targets", snap),

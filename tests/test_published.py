@@ -136,7 +136,7 @@ def test_publish_writes_snapshot_stamp_and_blocks(tmp_path):
     snap = publish.publish(run, root=tmp_path)
     readme = (tmp_path / "README.md").read_text()
     assert "0.913 [0.880, 0.940]" in readme and "0.1234" not in readme and readme.startswith("x\n")
-    assert "held-out generator sd21: AUC | 0.831 [0.780, 0.870]" in readme
+    assert "SD 2.1 never seen in training (balanced + augmented (frozen)): AUC | 0.831 [0.780, 0.870]" in readme
     assert json.loads((tmp_path / "docs" / "results.json").read_text()) == snap
     stamp = (tmp_path / "figures" / "README.md").read_text()
     assert hashlib.sha256(b"png").hexdigest()[:16] in stamp
