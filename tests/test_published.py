@@ -118,7 +118,8 @@ def _fake_run(root: Path) -> Path:
                       sha256=["00", "11"], status=["ok", "ok"])).to_csv(run / "manifest.csv", index=False)
     pd.DataFrame(dict(path=["real/a/1.jpg", "fake/b/2.jpg"], split=["train", "test"])).to_csv(run / "split.csv",
                                                                                               index=False)
-    (run / "metrics" / "m_metrics.json").write_text(json.dumps(dict(model="MobileNetV2 fine-tuned", key="m",
+    (run / "metrics" / "m_metrics.json").write_text(json.dumps(dict(model="MobileNetV2 fine-tuned",
+                                                                    key="mobilenetv2_finetune",
                                                                     threshold=0.5,
                                                                     test=dict(auc=0.9134, auc_ci=[0.88, 0.94],
                                                                               accuracy=0.8, n=2))))
