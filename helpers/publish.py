@@ -192,9 +192,9 @@ def _ci(row: dict, key: str) -> str:
     return f"{value:.3f} [{low:.3f}, {high:.3f}]" if low is not None and high is not None else f"{value:.3f}"
 
 
-def _served_model(snap: dict) -> dict | None:
-    fine = [m for m in snap["models"] if "fine" in m["model"].lower()]
-    return (fine or snap["models"] or [None])[0]
+def _markdown(header: str, separator: str, rows: list[str]) -> str:
+    """A Markdown table: its header, separator and rows, one line each."""
+    return "\n".join([header, separator, *rows]) + "\n"
 
 
 def render_block(name: str, snap: dict) -> str:
@@ -206,10 +206,7 @@ def render_block(name: str, snap: dict) -> str:
                 f"(fingerprint `{snap['sample']['fingerprint']}`).\n")
     if name == "headline":
         served = snap["served"]
-        lines = ["| what (test split, 95% CI) | result |", "|---|---|"]
-        for m in snap["models"]:
-            if m["key"] in HEADLINE_MODELS:
-                lines.append(f"| {m['model']}: AUC | {_ci(m, 'auc')} |")
+        lines = [f"| {m['model']}: AUC | {_ci(m, 'auc')} |" for m in snap["models"] if m["key"] in HEADLINE_MODELS]
         recipe = _served_recipe(snap)
         for r in (r for r in snap["leave_one_generator_out"] if r["recipe"] == recipe):
             lines.append(f"| {source_name(r['held_out'])} never seen in training ({recipe_name(recipe)}): AUC | "
@@ -219,13 +216,12 @@ def render_block(name: str, snap: dict) -> str:
                      if r["recipe"] == served["recipe"].get("name") and r["perturbation"] == "clean"]
             shown = _ci(clean[0], "auc") if clean else f"{served['test_auc']:.3f}"
             lines.append(f"| the served detector (fake / real / unsure): AUC | {shown} |")
-        return "\n".join(lines) + "\n"
+        return _markdown("| what (test split, 95% CI) | result |", "|---|---|", lines)
     if name == "detectors":
-        lines = ["| detector (notebooks 05 and 09) | test AUC [95% CI] | accuracy | threshold (validation) | weights |",
-                 "|---|---|---:|---:|---|"]
-        lines += [f"| {m['model']} | {_ci(m, 'auc')} | {m['accuracy']:.3f} | {m['threshold']:.3f} | "
-                  f"{m['weights'] or '—'} |" for m in snap["models"]]
-        return "\n".join(lines) + "\n"
+        return _markdown("| detector (notebooks 05 and 09) | test AUC [95% CI] | accuracy | threshold (validation) | "
+                         "weights |", "|---|---|---:|---:|---|",
+                         [f"| {m['model']} | {_ci(m, 'auc')} | {m['accuracy']:.3f} | {m['threshold']:.3f} | "
+                          f"{m['weights'] or '—'} |" for m in snap["models"]])
     if name == "operating_point":
         served = snap["served"]
         if not served:
@@ -235,42 +231,36 @@ def render_block(name: str, snap: dict) -> str:
                 f"test AUC {served['test_auc']:.3f}; {served['image_size']} px; trained in "
                 f"{served['train_minutes']} min.\n")
     if name == "served":
-        lines = ["| source | n | rate [95% CI] | called fake | called real | unsure |", "|---|---:|---|---:|---:|---:|"]
-        for r in snap["served_per_source"]:
-            lines.append(f"| {source_name(r['source'])} ({r['label']}) | {r['n']} | {r['rate_name']} {_ci(r, 'rate')} | "
-                         f"{r['called_fake']:.3f} | {r['called_real']:.3f} | {r['unsure']:.3f} |")
-        return "\n".join(lines) + "\n"
+        return _markdown("| source | n | rate [95% CI] | called fake | called real | unsure |",
+                         "|---|---:|---|---:|---:|---:|",
+                         [f"| {source_name(r['source'])} ({r['label']}) | {r['n']} | {r['rate_name']} {_ci(r, 'rate')} | "
+                          f"{r['called_fake']:.3f} | {r['called_real']:.3f} | {r['unsure']:.3f} |"
+                          for r in snap["served_per_source"]])
     if name == "protocols":
-        lines = ["| recipe | held out | AUC [95% CI] |", "|---|---|---|"]
-        lines += [f"| {recipe_name(r['recipe'])} | {source_name(r['held_out'])} | {_ci(r, 'auc')} |"
-                  for r in snap["leave_one_generator_out"]]
-        lines += ["", "| recipe | held-out real source | false-positive rate [95% CI] | fakes detected |",
-                  "|---|---|---|---|"]
-        lines += [f"| {recipe_name(r['recipe'])} | {source_name(r['held_out'])} | {_ci(r, 'fpr')} | {r['detection']:.3f} |"
-                  for r in snap["leave_one_real_source_out"]]
-        return "\n".join(lines) + "\n"
+        generators = _markdown("| recipe | held out | AUC [95% CI] |", "|---|---|---|",
+                               [f"| {recipe_name(r['recipe'])} | {source_name(r['held_out'])} | {_ci(r, 'auc')} |"
+                                for r in snap["leave_one_generator_out"]])
+        return generators + "\n" + _markdown(
+            "| recipe | held-out real source | false-positive rate [95% CI] | fakes detected |", "|---|---|---|---|",
+            [f"| {recipe_name(r['recipe'])} | {source_name(r['held_out'])} | {_ci(r, 'fpr')} | {r['detection']:.3f} |"
+             for r in snap["leave_one_real_source_out"]])
     if name == "targets":
-        lines = ["| target | goal | measured | met |", "|---|---|---:|---|"]
-        lines += [f"| {r['target']} | {r['goal']} | {r['measured']} | {'yes' if r['met'] else 'no'} |"
-                  for r in snap["served_targets"]]
-        return "\n".join(lines) + "\n"
+        return _markdown("| target | goal | measured | met |", "|---|---|---:|---|",
+                         [f"| {r['target']} | {r['goal']} | {r['measured']} | {'yes' if r['met'] else 'no'} |"
+                          for r in snap["served_targets"]])
     if name == "faces":
-        lines = ["| source | images | face found | several faces | no face |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {source_name(r['source'])} ({r['label']}) | {r['images']:,} | {r['detection_rate']:.1%} | "
-                  f"{r['several_faces']} | "
-                  f"{r['no_face']} |" for r in snap["faces"]]
-        return "\n".join(lines) + "\n"
+        return _markdown("| source | images | face found | several faces | no face |", "|---|---:|---:|---:|---:|",
+                         [f"| {source_name(r['source'])} ({r['label']}) | {r['images']:,} | {r['detection_rate']:.1%} | "
+                          f"{r['several_faces']} | {r['no_face']} |" for r in snap["faces"]])
     if name == "glasses":
-        lines = ["| half | faces | with glasses | accuracy [95% CI] | recall [95% CI] | specificity [95% CI] |",
-                 "|---|---:|---:|---|---|---|"]
-        lines += [f"| {r['half']} | {r['n']} | {r['with_glasses']} | {_ci(r, 'accuracy')} | {_ci(r, 'recall')} | "
-                  f"{_ci(r, 'specificity')} |" for r in snap["glasses_check"]]
-        return "\n".join(lines) + "\n"
+        return _markdown("| half | faces | with glasses | accuracy [95% CI] | recall [95% CI] | specificity [95% CI] |",
+                         "|---|---:|---:|---|---|---|",
+                         [f"| {r['half']} | {r['n']} | {r['with_glasses']} | {_ci(r, 'accuracy')} | {_ci(r, 'recall')} | "
+                          f"{_ci(r, 'specificity')} |" for r in snap["glasses_check"]])
     if name == "robustness":
-        lines = ["| recipe | perturbation | AUC [95% CI] | drop |", "|---|---|---|---:|"]
-        lines += [f"| {recipe_name(r['recipe'])} | {r['perturbation']} | {_ci(r, 'auc')} | {r['auc_drop']:+.3f} |"
-                  for r in snap["robustness"]]
-        return "\n".join(lines) + "\n"
+        return _markdown("| recipe | perturbation | AUC [95% CI] | drop |", "|---|---|---|---:|",
+                         [f"| {recipe_name(r['recipe'])} | {r['perturbation']} | {_ci(r, 'auc')} | {r['auc_drop']:+.3f} |"
+                          for r in snap["robustness"]])
     raise KeyError(f"no generated block {name!r}")
 
 
