@@ -14,9 +14,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
-from helpers import atomic
 from helpers.models import backbone_of, model_parts
-from helpers.plots import save_figure
+from helpers.plots import recipe_name, save_figure, source_name, styled
 
 
 def backbone_inputs(model: keras.Model, images: np.ndarray) -> tf.Tensor:
@@ -38,6 +37,7 @@ def feature_maps(model: keras.Model, image: np.ndarray, layer_names: list[str]) 
     return {name: np.asarray(out[0]) for name, out in zip(layer_names, outputs)}
 
 
+@styled
 def plot_feature_maps(maps: dict[str, np.ndarray], image: np.ndarray, channels: int = 8,
                       path: str | Path | None = None) -> plt.Figure:
     """The input image and the first ``channels`` channels of each layer's activation."""
@@ -104,6 +104,7 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.n
     return np.clip((1 - alpha) * image + alpha * colored, 0, 255).astype(np.uint8)
 
 
+@styled
 def plot_heatmaps(images: np.ndarray, heatmaps: np.ndarray, scores: np.ndarray, labels: np.ndarray,
                   threshold: float, path: str | Path | None = None, title: str = "Grad-CAM") -> plt.Figure:
     """Rows of (image, heatmap overlay) pairs, captioned with truth and P(fake)."""
@@ -129,13 +130,14 @@ def plot_heatmaps(images: np.ndarray, heatmaps: np.ndarray, scores: np.ndarray, 
     return save_figure(fig, path)
 
 
+@styled
 def prediction_grid(images: np.ndarray, labels: np.ndarray, scores: np.ndarray, threshold: float,
                     sources: list[str] | None = None, cols: int = 6,
                     path: str | Path | None = None) -> plt.Figure:
     """Test images captioned with the predicted class: green when right, red when wrong."""
     n = len(images)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.5 * rows), squeeze=False)
     for k, ax in enumerate(axes.ravel()):
         ax.axis("off")
         if k >= n:
@@ -143,7 +145,7 @@ def prediction_grid(images: np.ndarray, labels: np.ndarray, scores: np.ndarray, 
         ax.imshow(images[k].astype(np.uint8))
         predicted = "fake" if scores[k] >= threshold else "real"
         correct = predicted == ("fake" if labels[k] else "real")
-        where = f"\n{sources[k]}" if sources is not None else ""
+        where = f"\n{source_name(sources[k])}" if sources is not None else ""
         ax.set_title(f"{predicted} ({scores[k]:.2f}){where}", fontsize=8,
                      color="green" if correct else "red")
     fig.suptitle(f"Test predictions at threshold {threshold:.3f} (green: correct, red: wrong)")
@@ -151,6 +153,7 @@ def prediction_grid(images: np.ndarray, labels: np.ndarray, scores: np.ndarray, 
     return save_figure(fig, path)
 
 
+@styled
 def gradcam_rows(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], labels: np.ndarray,
                  path: str | Path | None = None) -> plt.Figure:
     """One row per model: its (preprocessed) input with the Grad-CAM overlay, captioned with P(fake)."""
@@ -165,10 +168,7 @@ def gradcam_rows(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], lab
             truth = "fake" if labels[col] else "real"
             ax.set_title(f"{truth}, P(fake)={scores[col]:.2f}", fontsize=7)
             if col == 0:
-                ax.set_ylabel(name, fontsize=7)
+                ax.set_ylabel(recipe_name(name), fontsize=7)
     fig.suptitle("09 · Grad-CAM per CNN (evidence for the predicted class)")
     fig.tight_layout()
-    if path is not None:
-        with atomic.atomic_path(path) as staged:
-            fig.savefig(staged, dpi=120, bbox_inches="tight")
-    return fig
+    return save_figure(fig, path)

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -43,9 +44,23 @@ def source_name(source: str) -> str:
     return re.sub(r"[A-Za-z0-9_]+", lambda m: SOURCE_NAMES.get(m.group(0), m.group(0)), str(source))
 
 
+PREPROCESSING_NAMES = {"none": "plain input", "ela": "ELA input", "denoise": "denoised input"}
+METRIC_NAMES = {"auc": "AUC", "loss": "loss", "accuracy": "accuracy"}
+
+
 def recipe_name(recipe: str) -> str:
-    """A recipe's name for a reader (``improved, fine-tuned 100%`` -> ``served detector (fine-tuned)``)."""
-    return RECIPE_NAMES.get(str(recipe), str(recipe))
+    """A recipe's or a detector's name for a reader (``improved, fine-tuned 100%`` -> ``served detector
+    (fine-tuned)``; ``MobileNetV2 · ela`` -> ``MobileNetV2 · ELA input``)."""
+    recipe = str(recipe)
+    if " · " in recipe:
+        detector, _, preprocessing = recipe.rpartition(" · ")
+        return f"{detector} · {PREPROCESSING_NAMES.get(preprocessing, preprocessing)}"
+    return RECIPE_NAMES.get(recipe, recipe)
+
+
+def value_name(value: object) -> str:
+    """An attribute value or a column for a reader: ``no_glasses`` -> ``no glasses``."""
+    return str(value).replace("_", " ")
 
 
 def styled(function):
@@ -129,13 +144,15 @@ def training_history(history: pd.DataFrame, title: str, path: str | Path | None 
     """Loss and AUC per epoch for train and validation, with stage boundaries marked."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, metric in zip(axes, ("loss", "auc")):
-        ax.plot(history["epoch"], history[metric], "o-", label=f"train {metric}")
-        ax.plot(history["epoch"], history[f"val_{metric}"], "s--", label=f"val {metric}")
+        shown = METRIC_NAMES.get(metric, metric)
+        ax.plot(history["epoch"], history[metric], "o-", label=f"training {shown}")
+        ax.plot(history["epoch"], history[f"val_{metric}"], "s--", label=f"validation {shown}")
         if "stage" in history:
             for _, rows in list(history.groupby("stage", sort=False))[1:]:
                 ax.axvline(rows["epoch"].min() - 0.5, color="grey", ls=":")
                 ax.text(rows["epoch"].min() - 0.4, ax.get_ylim()[1], "fine-tune", va="top", fontsize=8)
-        ax.set(xlabel="epoch", title=metric)
+        ax.set(xlabel="epoch", title=shown)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
@@ -148,11 +165,12 @@ def grid_heatmap(table: pd.DataFrame, rows: str, cols: str, title: str,
     """Validation AUC over a two-parameter grid; the selected point is boxed."""
     pivot = table.pivot_table(index=rows, columns=cols, values="best_val_auc")
     fig, ax = plt.subplots(figsize=(1.6 * len(pivot.columns) + 2.5, 1.1 * len(pivot) + 1.5))
-    sns.heatmap(pivot, annot=True, fmt=".3f", cmap="viridis", ax=ax, cbar_kws={"label": "best val AUC"})
+    sns.heatmap(pivot, annot=True, fmt=".3f", cmap="viridis", ax=ax, cbar_kws={"label": "best validation AUC"})
+    ax.grid(False)
     best = table.loc[table["selected"]].iloc[0]
     r, c = list(pivot.index).index(best[rows]), list(pivot.columns).index(best[cols])
     ax.add_patch(plt.Rectangle((c, r), 1, 1, fill=False, edgecolor="red", lw=3))
-    ax.set_title(title)
+    ax.set(title=title, xlabel=value_name(cols), ylabel=value_name(rows))
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -171,8 +189,8 @@ def roc_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | 
     roc_ax.plot([0, 1], [0, 1], color="grey", ls=":")
     roc_ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title="ROC")
     pr_ax.set(xlabel="recall (fake)", ylabel="precision (fake)", title="Precision-recall")
-    for ax in (roc_ax, pr_ax):  # below the axes, off the curves
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1)
+    for ax in (roc_ax, pr_ax):  # below the axes and their labels, off the curves
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1)
     fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, path)
@@ -187,7 +205,8 @@ def confusion_matrices(results: list[dict], path: str | Path | None = None) -> p
         matrix = np.array([[t["tn"], t["fp"]], [t["fn"], t["tp"]]])
         sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", cbar=False, ax=ax,
                     xticklabels=["real", "fake"], yticklabels=["real", "fake"])
-        ax.set(xlabel="predicted", ylabel="true", title=f"{r['model']}\nthreshold {r['threshold']:.3f}")
+        ax.set(xlabel="predicted", ylabel="true", title=f"{recipe_name(r['model'])}\nthreshold {r['threshold']:.3f}")
+        ax.grid(False)
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -211,9 +230,10 @@ def per_source_bars(results: list[dict], path: str | Path | None = None) -> plt.
             ax.bar(x, sub[metric], width, yerr=np.nan_to_num(err), capsize=3, label=model)
         ax.set_xticks(np.arange(len(places)) + width * (len(models) - 1) / 2, places, rotation=35, ha="right")
         ax.axhline(0.5, color="grey", ls=":")
-        ax.set(ylim=(0, 1.05), title=f"Per-source {metric} (95% CI)")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+        ax.set(ylim=(0, 1.05), title=f"Per-source {METRIC_NAMES[metric]} (95% CI)")
+    handles, names = axes[0].get_legend_handles_labels()  # one legend under both panels, off the bars
+    fig.legend(handles, names, loc="lower center", ncol=len(names), bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return save_figure(fig, path)
 
 
@@ -263,7 +283,7 @@ def face_detections(faces_table: pd.DataFrame, root: str | Path, n: int = 12, se
     for ax, record in zip(axes.ravel(), picked.itertuples(index=False)):
         loaded = load_image(Path(root) / str(record.path))
         if not loaded.ok:
-            ax.set_title(f"{record.source}: unreadable", fontsize=8)
+            ax.set_title(f"{source_name(record.source)}: unreadable", fontsize=8)
             continue
         ax.imshow(loaded.image)
         for item in json.loads(record.faces or "[]"):
@@ -272,10 +292,11 @@ def face_detections(faces_table: pd.DataFrame, root: str | Path, n: int = 12, se
             ax.add_patch(plt.Rectangle((x, y), w, h, fill=False, color="#e9c46a", lw=1.5))
             for px, py in face.keypoints.values():
                 ax.plot(px, py, "o", ms=2.5, color="#e76f51")
-        title = f"{record.source}: {record.n_faces} face(s)" if record.face_status == "face" \
-            else f"{record.source}: {record.face_reason}"
+        faces = f"{record.n_faces} face" + ("" if record.n_faces == 1 else "s")
+        title = f"{source_name(record.source)}: " + (faces if record.face_status == "face" else record.face_reason)
         ax.set_title(title, fontsize=8)
     fig.suptitle("02 · MTCNN detections (box + 5 landmarks); no-face images at the end")
+    fig.tight_layout()
     return save_figure(fig, path)
 
 
@@ -284,14 +305,17 @@ def attribute_distribution(annotations: pd.DataFrame, attributes: list[str],
                            path: str | Path | None = None) -> plt.Figure:
     """Share of each attribute value per source (one panel per attribute)."""
     present = [a for a in attributes if a in annotations]
-    fig, axes = plt.subplots(1, max(len(present), 1), figsize=(5 * max(len(present), 1), 4), squeeze=False)
+    fig, axes = plt.subplots(1, max(len(present), 1), figsize=(5 * max(len(present), 1), 4.4), squeeze=False,
+                             sharey=True)
     for ax, attribute in zip(axes[0], present):
-        shares = pd.crosstab(annotations["source"], annotations[attribute].astype(str), normalize="index")
+        shares = pd.crosstab(annotations["source"].map(source_name),
+                             annotations[attribute].astype(str).map(value_name), normalize="index")
         shares.plot.barh(stacked=True, ax=ax, colormap="Set2", width=0.8)
-        ax.set_title(attribute)
-        ax.set_xlabel("share of images")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.set(title=attribute, xlabel="share of images", ylabel="", xlim=(0, 1))
+        # one row of values under the panel, off the bars
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=len(shares.columns))
     fig.suptitle("02 · Attribute labels per source")
+    fig.tight_layout()
     return save_figure(fig, path)
 
 
@@ -302,13 +326,15 @@ def balance_chart(report: pd.DataFrame, path: str | Path | None = None) -> plt.F
     fig, axes = plt.subplots(1, max(len(attributes), 1), figsize=(5 * max(len(attributes), 1), 4), squeeze=False)
     for ax, attribute in zip(axes[0], attributes):
         part = report[report["attribute"] == attribute].set_index("value")
-        part[["available_share", "target_share", "sampled_share"]].plot.bar(
-            ax=ax, rot=0, color=["#adb5bd", "#264653", "#e9c46a"])
-        ax.set_title(attribute)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("share")
-        ax.legend(fontsize=7)
+        part.index = part.index.map(value_name)
+        shares = part[["available_share", "target_share", "sampled_share"]].rename(
+            columns={"available_share": "available", "target_share": "target", "sampled_share": "sampled"})
+        shares.plot.bar(ax=ax, rot=0, color=["#adb5bd", "#264653", "#e9c46a"], legend=False)
+        ax.set(title=attribute, ylim=(0, 1), ylabel="share", xlabel="")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(names), bbox_to_anchor=(0.5, -0.02))
     fig.suptitle("02 · Table 2: balanced sample, achieved vs target")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return save_figure(fig, path)
 
 
@@ -325,137 +351,18 @@ def per_attribute_bars(table: pd.DataFrame, path: str | Path | None = None) -> p
         for i, model in enumerate(models):
             rows = part[part["model"] == model].set_index("value").reindex(values)
             x = np.arange(len(values)) + i * width
-            ax.bar(x, rows["accuracy"], width, label=model)
+            ax.bar(x, rows["accuracy"], width, label=recipe_name(model))
             ax.errorbar(x, rows["accuracy"], yerr=[rows["accuracy"] - rows["accuracy_lo"],
                                                    rows["accuracy_hi"] - rows["accuracy"]],
                         fmt="none", ecolor="black", capsize=2, lw=0.8)
         ax.set_xticks(np.arange(len(values)) + width * (len(models) - 1) / 2)
-        ax.set_xticklabels([f"{v}\n(n={int(part[part.value == v]['n'].iloc[0])})" for v in values], fontsize=8)
+        ax.set_xticklabels([f"{value_name(v)}\n(n={int(part[part.value == v]['n'].iloc[0])})" for v in values],
+                           fontsize=8)
         ax.set_ylim(0, 1.05)
         ax.set_title(attribute)
         ax.set_ylabel("test accuracy")
-    axes[0][0].legend(fontsize=7, loc="lower left")
+    handles, names = axes[0][0].get_legend_handles_labels()  # one legend under the panels, off the bars
+    fig.legend(handles, names, loc="lower center", ncol=len(names), bbox_to_anchor=(0.5, -0.02))
     fig.suptitle("05 · Tables 6 and 9: accuracy per attribute (95% CI)")
-    return save_figure(fig, path)
-
-
-@styled
-def cross_source_heatmaps(matrix: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
-    """One heatmap per recipe: rows = training set, columns = test pair, cells = AUC [95% CI]."""
-    recipes = matrix["recipe"].unique().tolist()
-    fig, axes = plt.subplots(1, len(recipes), figsize=(7 * len(recipes), 3.4), squeeze=False)
-    for ax, recipe in zip(axes[0], recipes):
-        part = matrix[matrix.recipe == recipe]
-        part = part.assign(trained_on=part["trained_on"].map(source_name),
-                           test_pair=part["test_pair"].map(lambda p: source_name(p).replace(" vs ", "\nvs ")))
-        values = part.pivot(index="trained_on", columns="test_pair", values="auc")
-        text = part.assign(cell=[f"{a:.2f}\n[{lo:.2f}, {hi:.2f}]" for a, lo, hi in zip(part.auc, part.auc_lo, part.auc_hi)])
-        labels = text.pivot(index="trained_on", columns="test_pair", values="cell").loc[values.index, values.columns]
-        sns.heatmap(values, annot=labels, fmt="", vmin=0.3, vmax=1.0, cmap="RdYlGn", cbar=False, ax=ax,
-                    annot_kws={"fontsize": 8})
-        ax.set_title(f"{recipe_name(recipe)}: test AUC")
-        ax.tick_params(axis="x", labelrotation=0)
-        ax.tick_params(axis="y", labelrotation=0)
-        ax.grid(False)
-        ax.set_xlabel("test pair (real vs fake)")
-        ax.set_ylabel("trained on")
-    fig.suptitle("08 · Cross-source generalization")
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
-def _by_recipe(table: pd.DataFrame):
-    """For a leave-one-out table: held-out names, the bar width, and per recipe (index, name, its rows in
-    held-out order, bar positions)."""
-    recipes = table["recipe"].unique().tolist()
-    held = table["held_out"].unique().tolist()
-    width = 0.8 / len(recipes)
-    parts = [(i, recipe, table[table.recipe == recipe].set_index("held_out").reindex(held),
-              np.arange(len(held)) + i * width) for i, recipe in enumerate(recipes)]
-    return held, width, parts
-
-
-@styled
-def leave_one_out_bars(table: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
-    """Held-out generator AUC (95% CI) per recipe, next to the mean AUC on the generators it saw."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    held, width, parts = _by_recipe(table)
-    for i, recipe, part, x in parts:
-        ax.bar(x, part.auc, width, label=f"{recipe_name(recipe)}: held-out generator")
-        ax.errorbar(x, part.auc, yerr=[part.auc - part.auc_lo, part.auc_hi - part.auc], fmt="none", ecolor="k",
-                    capsize=3, lw=0.8)
-        ax.scatter(x, part.seen_generators_mean_auc, marker="_", s=300, color="k", zorder=3,
-                   label="mean AUC on seen generators" if i == 0 else None)
-    ax.axhline(0.5, ls=":", color="grey")
-    ax.set_xticks(np.arange(len(held)) + width * (len(parts) - 1) / 2)
-    ax.set_xticklabels([source_name(h) for h in held])
-    ax.set_ylim(0, 1.02)
-    ax.set_ylabel("test AUC vs all real images")
-    ax.set_title("08 · Leave one generator out")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
-    return save_figure(fig, path)
-
-
-@styled
-def leave_one_real_source_out_plot(table: pd.DataFrame, max_fpr: float = 0.05,
-                                   path: str | Path | None = None) -> plt.Figure:
-    """Per held-out real source and recipe: its false-positive rate and the fakes' detection rate at the
-    operating point chosen without it (Wilson 95% CIs), with the false-positive target as a line."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
-    held, height, parts = _by_recipe(table)
-    for _, recipe, part, y in parts:
-        for ax, column in zip(axes, ("fpr", "detection")):
-            spread = [np.clip(part[column] - part[f"{column}_lo"], 0, None),
-                      np.clip(part[f"{column}_hi"] - part[column], 0, None)]
-            ax.errorbar(part[column], y, xerr=spread, fmt="o", capsize=3, label=recipe_name(recipe))
-    axes[0].axvline(max_fpr, ls="--", color="crimson", label=f"target {max_fpr:.0%}")
-    axes[1].axvline(0.9, ls="--", color="crimson", label="target 90%")
-    axes[0].set_yticks(np.arange(len(held)) + height * (len(parts) - 1) / 2)
-    axes[0].set_yticklabels([source_name(h) for h in held])
-    axes[0].set_xlabel("held-out real source: false-positive rate")
-    axes[1].set_xlabel("all fake test images: detection rate")
-    for ax in axes:
-        ax.set_xlim(-0.02, 1.02)
-    axes[0].legend(loc="upper center", bbox_to_anchor=(1.0, -0.15), ncol=4)
-    fig.suptitle("08 · Leave one real source out (operating point chosen on validation without it)")
-    return save_figure(fig, path)
-
-
-@styled
-def robustness_lines(grid: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
-    """AUC (with CI) and accuracy at the validation threshold under each perturbation, per recipe."""
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
-    for recipe, part in grid.groupby("recipe", sort=False):
-        x = np.arange(len(part))
-        axes[0].errorbar(x, part.auc, yerr=[part.auc - part.auc_lo, part.auc_hi - part.auc], marker="o",
-                         capsize=3, label=recipe_name(recipe))
-        axes[1].plot(x, part.accuracy, marker="o", label=recipe_name(recipe))
-    for ax, name in zip(axes, ("test AUC", "accuracy at the validation threshold")):
-        labels = grid["perturbation"].unique().tolist()
-        ax.set_xticks(np.arange(len(labels)))
-        ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
-        ax.set_ylabel(name)
-        ax.set_ylim(0.3, 1.01)
-    axes[0].legend(loc="lower left")
-    fig.suptitle("08 · Robustness: JPEG quality, rescaling, blur")
-    return save_figure(fig, path)
-
-
-@styled
-def reliability_diagram(bins: pd.DataFrame, summaries: list[dict], path: str | Path | None = None) -> plt.Figure:
-    """Reliability diagrams (fraction fake vs mean P(fake)) before and after temperature scaling."""
-    recipes = bins["recipe"].unique().tolist()
-    fig, axes = plt.subplots(1, len(recipes), figsize=(5 * len(recipes), 4.5), squeeze=False)
-    by_recipe = {s["recipe"]: s for s in summaries}
-    for ax, recipe in zip(axes[0], recipes):
-        ax.plot([0, 1], [0, 1], ls=":", color="grey")
-        for name, part in bins[bins.recipe == recipe].groupby("scores"):
-            ax.plot(part.confidence, part.fraction_fake, marker="o", label=name)
-        s = by_recipe[recipe]
-        ax.set_title(f"{recipe_name(recipe)}: ECE {s['ece_raw']:.3f} → {s['ece_scaled']:.3f} "
-                     f"(T={s['temperature']:.2f})")
-        ax.set_xlabel("mean predicted P(fake)")
-        ax.set_ylabel("fraction fake")
-        ax.legend(fontsize=8)
-    fig.suptitle("08 · Calibration on the test split (temperature fitted on validation)")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return save_figure(fig, path)
