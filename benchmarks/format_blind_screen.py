@@ -32,8 +32,7 @@ import pandas as pd
 from PIL import Image
 from run_options import add_run_arguments
 
-from helpers import aligned, atomic, config, format_blind, perturb, reconstruct, splits
-from helpers.data import load_image
+from helpers import aligned, atomic, config, format_blind, perturb, splits
 from helpers.stats import auc_ci
 
 PERTURBATIONS = ("clean", "jpeg:50", "scale:0.5", "recode:256")
@@ -41,16 +40,12 @@ GENERATORS = ("sd15", "sd21", "stylegan1", "stylegan2")
 
 
 def pictures(frame: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, list[np.ndarray], list[int]]:
-    """Each row's picture at its own resolution and its JPEG quality (100 for a file that is not a JPEG)."""
+    """Each readable row's picture at its own resolution and its JPEG quality (100 for a file that is not a JPEG)."""
     kept, images, qualities = [], [], []
-    for position, path in enumerate(frame["path"]):
-        loaded = load_image(root / path)
-        if not loaded.ok:
-            continue
+    for position, image, quality in aligned.readable_pictures(frame, root, 100):
         kept.append(position)
-        images.append(loaded.image)
-        with Image.open(root / path) as img:
-            qualities.append(reconstruct.jpeg_quality(img) or 100)
+        images.append(image)
+        qualities.append(quality)
     return frame.iloc[kept].reset_index(drop=True), images, qualities
 
 
@@ -66,18 +61,6 @@ def framed(images: list[np.ndarray], framing: str, side: int, keys: list[str] | 
         return np.concatenate([format_blind.scoring_crops(i, side, 5) for i in images])
     settings = format_blind.FormatBlind(side=side)
     return np.stack([format_blind.format_blind_copy(i, k, copy, settings) for i, k in zip(images, keys)])
-
-
-def cached_features(out: Path, name: str, make) -> np.ndarray:
-    """Features kept under ``out/<name>.npy`` (computed by ``make()`` when missing)."""
-    path = out / f"{name}.npy"
-    kept = atomic.read_kept(path, np.load, "kept features")
-    if kept is not None:
-        return kept
-    features = make()
-    with atomic.atomic_path(path) as partial:
-        np.save(partial, features)
-    return features
 
 
 def main() -> None:
@@ -106,7 +89,8 @@ def main() -> None:
             batch = framed(shown, framing, args.size, list(frames[part]["path"]), copy)
             found = aligned.block_features(batch, extractor)
             return found.reshape(len(shown), 5, -1).mean(1) if framing == "crops" else found
-        return cached_features(args.out, f"{tag}_{part}_{framing}_{perturbation.replace(':', '')}_{copy}", make)
+        name = f"{tag}_{part}_{framing}_{perturbation.replace(':', '')}_{copy}"
+        return atomic.kept_array(args.out / f"{name}.npy", make, "kept features")
 
     # the shortcut check: what the network's input says about the label through size and JPEG quality alone
     train = frames["train"]

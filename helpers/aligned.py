@@ -23,7 +23,7 @@ from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from helpers import atomic, models, perturb, reconstruct
+from helpers import atomic, format_blind, models, perturb, reconstruct
 from helpers.data import load_image
 from helpers.stats import auc_ci
 
@@ -35,26 +35,34 @@ SCORE_REENCODE = "jpeg:95"
 
 def centre_crop(image: np.ndarray, side: int) -> np.ndarray | None:
     """The ``side`` px centre crop of a picture at its own resolution, or None when it is smaller."""
-    h, w = image.shape[:2]
-    if min(h, w) < side:
+    if min(image.shape[:2]) < side:
         return None
-    top, left = (h - side) // 2, (w - side) // 2
-    return image[top:top + side, left:left + side]
+    return format_blind.scoring_crops(image, side, count=1)[0]
+
+
+def readable_pictures(frame: pd.DataFrame, root: str | Path, quality_when_not_jpeg: int):
+    """Each readable row's position, picture at its own resolution and JPEG quality (``quality_when_not_jpeg``
+    for a file that is not a JPEG), one at a time; an unreadable picture is skipped (counted by the caller)."""
+    for position, path in enumerate(frame["path"]):
+        loaded = load_image(Path(root) / path)
+        if not loaded.ok:
+            continue
+        with Image.open(Path(root) / path) as img:
+            quality = reconstruct.jpeg_quality(img) or quality_when_not_jpeg
+        yield position, loaded.image, quality
 
 
 def crops_of(frame: pd.DataFrame, root: str | Path, side: int) -> tuple[pd.DataFrame, np.ndarray, list[int]]:
     """The rows whose picture has a ``side`` px crop (the others are left out: counted by the caller), their
     crops, and each original's JPEG quality (95 for a file that is not a JPEG)."""
     kept, crops, qualities = [], [], []
-    for position, path in enumerate(frame["path"]):
-        loaded = load_image(Path(root) / path)
-        crop = centre_crop(loaded.image, side) if loaded.ok else None
+    for position, image, quality in readable_pictures(frame, root, 95):
+        crop = centre_crop(image, side)
         if crop is None:
             continue
         kept.append(position)
         crops.append(crop)
-        with Image.open(Path(root) / path) as img:
-            qualities.append(reconstruct.jpeg_quality(img) or 95)
+        qualities.append(quality)
     shape = (0, side, side, 3)
     return frame.iloc[kept].reset_index(drop=True), (np.stack(crops) if crops else np.zeros(shape, np.uint8)), qualities
 
@@ -68,16 +76,13 @@ def reconstructions(crops: np.ndarray, qualities: list[int], cache: str | Path |
 
     digest = hashlib.sha1(crops.tobytes() + str(qualities).encode()).hexdigest()[:16]
     target = Path(cache) / f"reconstructed_{key}_{digest}.npy" if cache else None
-    kept = atomic.read_kept(target, np.load, "kept reconstructions") if target is not None else None
-    if kept is not None:
-        return kept
-    encoder, decoder = autoencoder or reconstruct.load_taef2()
-    rebuilt = reconstruct.reconstruct(crops, encoder, decoder)
-    out = np.stack([perturb.jpeg(image, q) for image, q in zip(rebuilt, qualities)]) if len(rebuilt) else rebuilt
-    if target is not None:
-        with atomic.atomic_path(target) as partial:
-            np.save(partial, out)
-    return out
+
+    def rebuild() -> np.ndarray:
+        encoder, decoder = autoencoder or reconstruct.load_taef2()
+        rebuilt = reconstruct.reconstruct(crops, encoder, decoder)
+        return np.stack([perturb.jpeg(image, q) for image, q in zip(rebuilt, qualities)]) if len(rebuilt) else rebuilt
+
+    return atomic.kept_array(target, rebuild, "kept reconstructions")
 
 
 def block_extractor(side: int) -> keras.Model:

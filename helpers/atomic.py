@@ -160,6 +160,22 @@ def read_kept(path: str | os.PathLike, load: Callable[[Path], Any], what: str = 
         return None
 
 
+def kept_array(path: str | os.PathLike | None, make: Callable[[], Any], what: str = "kept array") -> Any:
+    """The array kept at ``path`` (a ``.npy``), or ``make()``'s, written there whole before it is returned;
+    an unreadable kept file is computed again (:func:`read_kept`). ``path`` None: ``make()``, nothing kept."""
+    import numpy as np
+
+    if path is None:
+        return make()
+    kept = read_kept(path, np.load, what)
+    if kept is not None:
+        return kept
+    array = make()
+    with atomic_path(path) as partial:
+        np.save(partial, array)
+    return array
+
+
 def check_writable(folder: str | os.PathLike) -> Path:
     """Create ``folder`` if needed and prove a file can be written in it (a temporary, removed at once);
     ``OSError`` with the reason otherwise. For work that should fail before it starts, not after."""

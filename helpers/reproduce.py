@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -130,6 +131,21 @@ def kernel_environment(values: dict | None) -> Iterator[None]:
                 os.environ[key] = value
 
 
+class DeclaredParametersFilter(logging.Filter):
+    """Papermill reads only the cell tagged ``parameters`` and calls every setting of the ``advanced`` cell
+    "unknown"; its warning is dropped for the names ``notebook`` declares (a name it does not declare still
+    warns: a typo in a profile stays visible)."""
+
+    def __init__(self, notebook: Path):
+        super().__init__()
+        self.declared = set(declared_parameters(notebook))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        prefix = "Passed unknown parameter: "
+        return not (message.startswith(prefix) and message[len(prefix):] in self.declared)
+
+
 def run_notebook(notebook: Path, output: Path, parameters: dict, timeout: int | None = None,
                  environment: dict | None = None) -> float:
     """Execute one notebook with papermill (its kernel gets ``environment`` on top of ours); raise
@@ -138,6 +154,8 @@ def run_notebook(notebook: Path, output: Path, parameters: dict, timeout: int | 
 
     output.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    declared = DeclaredParametersFilter(notebook)
+    logging.getLogger("papermill").addFilter(declared)
     try:
         with kernel_environment(environment):
             pm.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name="python3",
@@ -146,6 +164,8 @@ def run_notebook(notebook: Path, output: Path, parameters: dict, timeout: int | 
     except Exception as exc:  # papermill raises PapermillExecutionError with the cell details
         raise NotebookFailed(f"{notebook.name} failed at {_failed_cell(exc)} "
                              f"(executed copy: {output})") from exc
+    finally:
+        logging.getLogger("papermill").removeFilter(declared)
     return time.perf_counter() - start
 
 

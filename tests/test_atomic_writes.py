@@ -234,3 +234,30 @@ def test_a_kept_file_cut_short_is_removed_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="kept scores scores.npy is unreadable"):
         assert atomic.read_kept(good, np.load, "kept scores") is None
     assert not good.exists()
+
+
+def test_a_kept_array_is_computed_once_whole_and_again_when_damaged(tmp_path):
+    calls = []
+
+    def make():
+        calls.append(1)
+        return np.arange(12.0).reshape(3, 4)
+
+    target = tmp_path / "features.npy"
+    assert np.array_equal(atomic.kept_array(target, make), np.arange(12.0).reshape(3, 4))
+    assert np.array_equal(atomic.kept_array(target, make), np.arange(12.0).reshape(3, 4))
+    assert len(calls) == 1 and np.array_equal(np.load(target), np.arange(12.0).reshape(3, 4))
+    target.write_bytes(target.read_bytes()[:60])  # damaged on disk: computed and written again
+    with pytest.warns(UserWarning, match="kept features features.npy is unreadable"):
+        atomic.kept_array(target, make, "kept features")
+    assert len(calls) == 2 and np.array_equal(np.load(target), np.arange(12.0).reshape(3, 4))
+
+    def fails():
+        raise RuntimeError("out of memory")
+
+    other = tmp_path / "other.npy"
+    with pytest.raises(RuntimeError):
+        atomic.kept_array(other, fails)
+    assert list(tmp_path.iterdir()) == [target]  # nothing half-written beside it
+    assert np.array_equal(atomic.kept_array(None, make), np.arange(12.0).reshape(3, 4))
+    assert len(calls) == 3 and list(tmp_path.iterdir()) == [target]

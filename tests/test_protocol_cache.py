@@ -7,8 +7,12 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from settings import another_value
 
 from helpers import data, finetuned, protocol_cache, protocols, splits
+
+# copy_kind takes one of two names: "scaled" is the other
+COPY_KIND = {"copy_kind": "scaled"}
 
 
 def _feature_bank(shift: float = 0.0) -> protocols.FeatureBank:
@@ -138,21 +142,6 @@ def test_fine_tuned_scores_are_kept_and_read_back_for_the_same_weights_only(spli
     assert changed.misses["scores"] == 1 and changed.hits["scores"] == 0
 
 
-def _another_value(value, name: str):
-    """A different value of the same kind, for a field read from the dataclass (not from a hand list)."""
-    if isinstance(value, bool):
-        return not value
-    if isinstance(value, int):
-        return value + 1
-    if isinstance(value, float):
-        return value * 2 + 0.1
-    if isinstance(value, str):
-        return {"copy_kind": "scaled"}.get(name, value + " changed")
-    if value is None or isinstance(value, list):
-        return ["ffhq", "sd21"] if value != ["ffhq", "sd21"] else None
-    raise AssertionError(f"no other value for {name}={value!r}: extend this test")
-
-
 def test_every_field_of_a_recipe_is_in_the_head_key():
     """Each field of protocols.Recipe, changed alone, gives a head another key (its name too: a renamed recipe
     trains once more, which costs seconds and can never serve a wrong head); the same recipe, the same key."""
@@ -165,7 +154,7 @@ def test_every_field_of_a_recipe_is_in_the_head_key():
     fields = [f.name for f in dataclasses.fields(protocols.Recipe)]
     assert len(fields) >= 10
     for name in fields:
-        changed = dataclasses.replace(base, **{name: _another_value(getattr(base, name), name)})
+        changed = dataclasses.replace(base, **{name: another_value(getattr(base, name), COPY_KIND, name)})
         assert bank.head_key(changed, seed=3) != key, name
     assert bank.head_key(base, seed=4) != key
 
@@ -208,7 +197,7 @@ def test_every_input_of_a_fine_tuned_score_is_in_its_key(split_and_root, tmp_pat
     moved = []
     for field in dataclasses.fields(finetuned.FinetuneRecipe):
         value = getattr(base_recipe, field.name)
-        other = {"score_reencode": "jpeg:50", "copy_kind": "scaled"}.get(field.name, _another_value(value, field.name))
+        other = another_value(value, {"score_reencode": "jpeg:50", **COPY_KIND}, field.name)
         scores, key = scores_and_key(dataclasses.replace(base_recipe, **{field.name: other}))
         if not np.allclose(scores, base_scores):
             moved.append(field.name)

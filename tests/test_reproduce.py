@@ -63,6 +63,26 @@ def test_declared_parameters_skip_what_papermill_skips(tmp_path):
     assert reproduce.declared_parameters(path) == {}
 
 
+def test_settings_of_the_advanced_cell_do_not_warn_and_a_typo_does(tmp_path, caplog):
+    """Papermill calls every name outside the parameters cell unknown; run_notebook drops that warning for the
+    advanced cell's names only, and overrides both cells' values (the executed notebook prints them)."""
+    import logging
+
+    notebook = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                                 "display_name": "Python 3"}})
+    notebook.cells = [nbformat.v4.new_code_cell("recipe = 'plain'", metadata={"tags": ["advanced"]}),
+                      nbformat.v4.new_code_cell("n = 1", metadata={"tags": ["parameters"]}),
+                      nbformat.v4.new_code_cell("print(recipe, n)")]
+    source, output = tmp_path / "n.ipynb", tmp_path / "out.ipynb"
+    nbformat.write(notebook, source)
+    with caplog.at_level(logging.WARNING, logger="papermill"):
+        reproduce.run_notebook(source, output, {"recipe": "improved", "n": 2, "nn": 3})
+    warned = [r.getMessage() for r in caplog.records if "unknown parameter" in r.getMessage()]
+    assert warned == ["Passed unknown parameter: nn"]
+    assert nbformat.read(output, 4).cells[-1].outputs[0]["text"] == "improved 2\n"
+    assert not logging.getLogger("papermill").filters  # the filter goes with the run
+
+
 def test_unknown_profile_lists_the_known_ones():
     with pytest.raises(FileNotFoundError, match="smoke"):
         reproduce.load_profile("nope")

@@ -7,6 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
+from settings import another_value
 
 from helpers import config, data, models, pipeline, splits, train, training_cache
 
@@ -153,17 +154,6 @@ def _key_of_training(monkeypatch, model, **changes) -> str:
     raise AssertionError("train_two_stage did not consult the cache")
 
 
-def _changed(value):
-    """Another value of the same kind as ``value`` (a parameter's default read from the signature)."""
-    if isinstance(value, bool):
-        return not value
-    if isinstance(value, int):
-        return value + 1
-    if isinstance(value, float):
-        return value + 0.05 if value < 0.9 else value / 2
-    raise AssertionError(f"no other value for {value!r}: extend this test")
-
-
 def test_every_setting_of_a_training_is_in_its_cache_key(monkeypatch):
     """Each parameter of ``train_two_stage`` that decides what training gives (read from its signature: all but
     the datasets, where outputs go, the name, the verbosity and the cache itself), changed alone, is another key;
@@ -180,7 +170,7 @@ def test_every_setting_of_a_training_is_in_its_cache_key(monkeypatch):
     defaults = dict(head_epochs=1, head_lr=1e-3, finetune_epochs=1, finetune_lr=1e-4)
     for parameter in deciding:
         value = defaults.get(parameter.name, parameter.default)
-        assert _key_of_training(monkeypatch, model, **{parameter.name: _changed(value)}) != base, parameter.name
+        assert _key_of_training(monkeypatch, model, **{parameter.name: another_value(value)}) != base, parameter.name
 
 
 def test_the_model_and_its_data_are_in_the_key(monkeypatch):
