@@ -8,7 +8,10 @@ validation), on the sample run's split:
 - ``native crop``: a ``--size`` px centre crop at the picture's own resolution, clean;
 - ``format-blind``: ``--copies`` format-blind copies of each training picture (rescale 0.5-1 with a random
   interpolation, random crop, blur at p 0.1, JPEG 65-100 or none), scored as the mean of five fixed crops at the
-  picture's own resolution (``format-blind, 1 crop``: the centre crop only).
+  picture's own resolution (``format-blind, 1 crop``: the centre crop only);
+- ``whole picture + format-blind crops``: both feature sets side by side in one probe (trained on the resized
+  picture beside each format-blind copy, scored on the resized picture beside the five crops' mean), and the
+  ``resize`` and ``format-blind`` probes' logits summed: the two views in one detector.
 
 Probes: every source, and each diffusion generator held out. Each row: the real test pictures against one
 generator's, AUC [95% CI], clean and after JPEG 50, half size and the format-shortcut re-encoding (every test
@@ -107,35 +110,48 @@ def main() -> None:
 
     y = {p: (f["label"] == "fake").astype(int).to_numpy() for p, f in frames.items()}
     s = {p: f["source"].to_numpy() for p, f in frames.items()}
-    framings = {"resize": ("resize", "resize"), "native crop": ("centre", "centre"),
-                "format-blind": ("blind", "crops"), "format-blind, 1 crop": ("blind", "centre")}
+    # each framing: the training features and the scoring features, side by side when there are two
+    framings = {"resize": (("resize",), ("resize",)), "native crop": (("centre",), ("centre",)),
+                "format-blind": (("blind",), ("crops",)), "format-blind, 1 crop": (("blind",), ("centre",)),
+                "whole picture + format-blind crops": (("resize", "blind"), ("resize", "crops"))}
     folds = {"every source": GENERATORS,
              **{f"held out {g}": tuple(x for x in GENERATORS if x != g) for g in ("sd15", "sd21")}}
-    table = []
+    table, kept_scores = [], {}
     test = frames["test"]
     real = (test["label"] == "real").to_numpy()
+
+    def side_by_side(part: str, names: tuple[str, ...], perturbation: str = "clean", copy: int = 0) -> np.ndarray:
+        return np.concatenate([features(part, n, perturbation, copy if n == "blind" else 0) for n in names], axis=1)
+
+    def rows(name: str, fold: str, generators: tuple, perturbation: str, scores: np.ndarray, c) -> None:
+        for generator in GENERATORS:
+            fake = (test["source"] == generator).to_numpy()
+            labels = np.r_[np.zeros(real.sum()), np.ones(fake.sum())]
+            auc, low, high = auc_ci(labels, np.r_[scores[real], scores[fake]], n_boot=args.n_boot, seed=cfg.seed)
+            table.append(dict(framing=name, fold=fold, perturbation=perturbation, generator=generator,
+                              seen=generator in generators, auc=round(auc, 3), low=round(low, 3),
+                              high=round(high, 3), C=c))
+
     for name, (train_framing, score_framing) in framings.items():
-        copies = range(args.copies) if train_framing == "blind" else range(1)
-        x_train = np.concatenate([features("train", train_framing, copy=c) for c in copies])
+        copies = range(args.copies) if "blind" in train_framing else range(1)
+        x_train = np.concatenate([side_by_side("train", train_framing, copy=c) for c in copies])
         y_train, s_train = np.tile(y["train"], len(copies)), np.tile(s["train"], len(copies))
-        x_val = features("val", score_framing)
-        tests = {p: features("test", score_framing, p) for p in PERTURBATIONS}
+        x_val = side_by_side("val", score_framing)
+        tests = {p: side_by_side("test", score_framing, p) for p in PERTURBATIONS}
         for fold, generators in folds.items():
             keep = (y_train == 0) | np.isin(s_train, generators)
             keep_val = (y["val"] == 0) | np.isin(s["val"], generators)
             score, c = aligned.train_probe(x_train[keep], y_train[keep], s_train[keep],
                                            (x_val[keep_val], y["val"][keep_val]), cfg.seed)
             for perturbation, x_test in tests.items():
-                scores = score(x_test)
-                for generator in GENERATORS:
-                    fake = (test["source"] == generator).to_numpy()
-                    labels = np.r_[np.zeros(real.sum()), np.ones(fake.sum())]
-                    auc, low, high = auc_ci(labels, np.r_[scores[real], scores[fake]], n_boot=args.n_boot,
-                                            seed=cfg.seed)
-                    table.append(dict(framing=name, fold=fold, perturbation=perturbation, generator=generator,
-                                      seen=generator in generators, auc=round(auc, 3), low=round(low, 3),
-                                      high=round(high, 3), C=c))
+                kept_scores[name, fold, perturbation] = score(x_test)
+                rows(name, fold, generators, perturbation, kept_scores[name, fold, perturbation], c)
         print(f"{name}: done at {time.perf_counter() - started:.0f} s", flush=True)
+    # the two probes together: their logits summed (each a logistic regression's log-odds)
+    for fold, generators in folds.items():
+        for perturbation in PERTURBATIONS:
+            summed = kept_scores["resize", fold, perturbation] + kept_scores["format-blind", fold, perturbation]
+            rows("resize probe + format-blind probe (logits summed)", fold, generators, perturbation, summed, "")
     table = pd.DataFrame(table)
     atomic.write_csv(args.out / "format_blind_screen.csv", table)
     atomic.write_csv(args.out / "shortcut.csv", pd.DataFrame(shortcut).round(3))
