@@ -127,10 +127,11 @@ def reliability_diagram(bins: pd.DataFrame, summaries: list[dict], path: str | P
         for name, part in bins[bins.recipe == recipe].groupby("scores"):
             ax.plot(part.confidence, part.fraction_fake, marker="o", label=name)
         s = by_recipe[recipe]
-        ax.set_title(f"{recipe_name(recipe)}: ECE {s['ece_raw']:.3f} → {s['ece_scaled']:.3f} "
-                     f"(T={s['temperature']:.2f})")
+        ax.set_title(f"{recipe_name(recipe)}\nECE {s['ece_raw']:.3f} → {s['ece_scaled']:.3f} "
+                     f"(T = {s['temperature']:.2f})")
         ax.set_xlabel("mean predicted P(fake)")
         ax.set_ylabel("fraction fake")
-        ax.legend(fontsize=8)
+        ax.legend(loc="upper left")
     fig.suptitle("08 · Calibration on the test split (temperature fitted on validation)")
+    fig.tight_layout()
     return save_figure(fig, path)

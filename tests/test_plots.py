@@ -128,3 +128,20 @@ def test_history_counts_whole_epochs():
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
     assert [ax.get_title() for ax in fig.axes] == ["loss", "AUC"]
     plt.close(fig)
+
+
+def test_panel_titles_do_not_run_into_each_other():
+    """Long recipe names with their ECE and temperature: each panel's title stays clear of its neighbours'."""
+    from helpers import protocol_plots
+
+    recipes = ["report", "improved", "improved, fine-tuned 100%"]
+    bins = pd.DataFrame([dict(recipe=r, scores=s, confidence=c, fraction_fake=c) for r in recipes
+                         for s in ("raw", "temperature-scaled") for c in (0.1, 0.5, 0.9)])
+    summaries = [dict(recipe=r, ece_raw=0.103, ece_scaled=0.04, temperature=2.13) for r in recipes]
+    fig = protocol_plots.reliability_diagram(bins, summaries)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    titles = [ax.title.get_window_extent(renderer) for ax in fig.axes]
+    for left, right in zip(titles, titles[1:]):
+        assert left.x1 < right.x0, (left, right)
+    plt.close(fig)
