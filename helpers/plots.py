@@ -72,6 +72,14 @@ def styled(function):
     return wrapper
 
 
+def legend_below(fig: plt.Figure, ax: plt.Axes, room: float = 0.06) -> None:
+    """One legend for the whole figure, in a row under its panels (off the data), with ``ax``'s entries; the
+    panels are laid out in what is left above ``room`` (a share of the figure's height)."""
+    handles, names = ax.get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(names), bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, room, 1, 1))
+
+
 def save_figure(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
     """Save ``fig`` to ``path`` (if given) with a tight layout; return it."""
     if path is not None:
@@ -231,9 +239,7 @@ def per_source_bars(results: list[dict], path: str | Path | None = None) -> plt.
         ax.set_xticks(np.arange(len(places)) + width * (len(models) - 1) / 2, places, rotation=35, ha="right")
         ax.axhline(0.5, color="grey", ls=":")
         ax.set(ylim=(0, 1.05), title=f"Per-source {METRIC_NAMES[metric]} (95% CI)")
-    handles, names = axes[0].get_legend_handles_labels()  # one legend under both panels, off the bars
-    fig.legend(handles, names, loc="lower center", ncol=len(names), bbox_to_anchor=(0.5, -0.02))
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    legend_below(fig, axes[0], room=0.05)
     return save_figure(fig, path)
 
 
@@ -331,10 +337,8 @@ def balance_chart(report: pd.DataFrame, path: str | Path | None = None) -> plt.F
             columns={"available_share": "available", "target_share": "target", "sampled_share": "sampled"})
         shares.plot.bar(ax=ax, rot=0, color=["#adb5bd", "#264653", "#e9c46a"], legend=False)
         ax.set(title=attribute, ylim=(0, 1), ylabel="share", xlabel="")
-    handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=len(names), bbox_to_anchor=(0.5, -0.02))
     fig.suptitle("02 · Table 2: balanced sample, achieved vs target")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    legend_below(fig, axes[0][0])
     return save_figure(fig, path)
 
 
@@ -361,8 +365,6 @@ def per_attribute_bars(table: pd.DataFrame, path: str | Path | None = None) -> p
         ax.set_ylim(0, 1.05)
         ax.set_title(attribute)
         ax.set_ylabel("test accuracy")
-    handles, names = axes[0][0].get_legend_handles_labels()  # one legend under the panels, off the bars
-    fig.legend(handles, names, loc="lower center", ncol=len(names), bbox_to_anchor=(0.5, -0.02))
     fig.suptitle("05 · Tables 6 and 9: accuracy per attribute (95% CI)")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    legend_below(fig, axes[0][0])
     return save_figure(fig, path)
